@@ -1,0 +1,47 @@
+# nanocode: make install | test | lint | demo | run | bench | sandbox-base | sandbox-image
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SANDBOX ?= --sandbox
+DEMO_DIR ?= $(shell mktemp -d /tmp/nanocode-demo.XXXXXX)
+
+.PHONY: install test lint demo run bench sandbox-base sandbox-image clean
+
+$(BIN)/nanocode: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/nanocode
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy nanocode
+
+# Replays a recorded goal (write a program, run it, fix it) with the real tools: no key needed.
+# SANDBOX= runs it on the host instead of in the Docker sandbox.
+demo: install
+	@echo "demo project: $(DEMO_DIR)"
+	$(BIN)/nanocode $(SANDBOX) --replay demo/transcript.jsonl --project $(DEMO_DIR) \
+		-p "$$(cat demo/goal.txt)"
+
+run: install
+	$(BIN)/nanocode $(ARGS)
+
+bench: install
+	$(BIN)/python bench/bench.py $(ARGS)
+
+# Where no registry can be reached: a Debian bookworm base built from Debian's packages.
+sandbox-base:
+	bash sandbox/build-base.sh
+
+sandbox-image: install
+	$(BIN)/nanocode sandbox build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

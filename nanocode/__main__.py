@@ -1,0 +1,3 @@
+from nanocode.cli import main
+
+main()

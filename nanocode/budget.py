@@ -1,0 +1,55 @@
+"""The limits of one goal: model calls, continuations, wall-clock time and cost."""
+
+import time
+from dataclasses import dataclass, field
+
+from nanocode.errors import BudgetExceeded
+
+
+@dataclass
+class Limits:
+    max_steps: int = 100
+    max_continuations: int = 10
+    max_seconds: float = 3600.0
+    max_cost: float = 0.0  # dollars; 0 means no limit
+
+
+@dataclass
+class Budget:
+    limits: Limits
+    steps: int = 0
+    continuations: int = 0
+    cost: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def before_step(self) -> None:
+        if self.steps >= self.limits.max_steps:
+            raise BudgetExceeded(f"stopped: the goal used its {self.limits.max_steps} model calls (--max-steps)")
+        self._check_time()
+        self._check_cost()
+        self.steps += 1
+
+    def add_cost(self, cost: float | None) -> None:
+        if cost:
+            self.cost += cost
+
+    def before_continuation(self) -> None:
+        if self.continuations >= self.limits.max_continuations:
+            raise BudgetExceeded(
+                f"stopped: the model ended {self.continuations + 1} turns without completing the goal "
+                f"(--max-continuations {self.limits.max_continuations})"
+            )
+        self.continuations += 1
+
+    def seconds_left(self) -> float:
+        return self.limits.max_seconds - (time.monotonic() - self.started)
+
+    def _check_time(self) -> None:
+        if self.seconds_left() <= 0:
+            raise BudgetExceeded(f"stopped: the goal ran out of time ({self.limits.max_seconds:g}s, --max-time)")
+
+    def _check_cost(self) -> None:
+        if self.limits.max_cost and self.cost >= self.limits.max_cost:
+            raise BudgetExceeded(
+                f"stopped: the goal cost ${self.cost:.4f}, reaching the limit of ${self.limits.max_cost:g} (--max-cost)"
+            )

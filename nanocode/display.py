@@ -1,0 +1,82 @@
+"""What a person watching sees on stderr: tool lines, the model's words, a sign of life."""
+
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+WIDTH = 100
+
+
+def shorten(text: str, width: int = WIDTH) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+class TerminalDisplay:
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.color = self.tty and "NO_COLOR" not in os.environ
+
+    def _style(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        if not self.tty:
+            yield
+            return
+        stop = threading.Event()
+
+        def spin() -> None:
+            started = time.monotonic()
+            for frame in itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"):
+                if stop.wait(0.1):
+                    break
+                elapsed = time.monotonic() - started
+                self.stream.write(f"\r{self._style(f'{frame} thinking {elapsed:4.1f}s', '2')}")
+                self.stream.flush()
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+        thread = threading.Thread(target=spin, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def tool(self, name: str, arguments: str, result: str) -> None:
+        first = next((line for line in result.splitlines() if line.strip()), "")
+        self._print(self._style(f"→ {name} {shorten(arguments)}", "2"))
+        self._print(self._style(f"  {shorten(first)}", "2;31" if result.startswith("ERROR") else "2"))
+
+    def say(self, text: str) -> None:
+        self._print(text.strip())
+
+    def note(self, text: str) -> None:
+        self._print(self._style(text, "33"))
+
+
+class QuietDisplay:
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        yield
+
+    def tool(self, name: str, arguments: str, result: str) -> None:
+        pass
+
+    def say(self, text: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass

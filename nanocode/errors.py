@@ -1,0 +1,50 @@
+"""Errors a user sees, each with its own exit code (listed in the README)."""
+
+from typing import IO, Any
+
+import click
+
+EXIT_COMPLETE = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_ENDPOINT = 4
+EXIT_BUDGET = 5
+EXIT_INTERRUPTED = 130
+
+
+class NanocodeError(click.ClickException):
+    """One clear line on stderr and a distinct exit code; never a traceback."""
+
+    exit_code = EXIT_INTERNAL
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"nanocode: {self.format_message()}", err=True, file=file)
+
+
+class ConfigError(NanocodeError):
+    """Bad settings, or something nanocode needs is missing (key, Docker, image)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class EndpointError(NanocodeError):
+    """The model endpoint refused, failed, or could not be reached."""
+
+    exit_code = EXIT_ENDPOINT
+
+
+class BudgetExceeded(NanocodeError):
+    """A per-goal budget ran out before the model finished the goal."""
+
+    exit_code = EXIT_BUDGET
+
+
+class Interrupted(NanocodeError):
+    """Ctrl-C or SIGTERM: the goal was stopped and everything it started removed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class FileOpError(Exception):
+    """A read_file or write_file that failed; the model gets the message."""

@@ -1,0 +1,92 @@
+"""The host executor: tools act directly on this machine, in the project directory."""
+
+import os
+import select
+import subprocess
+import sys
+
+from nanocode.interfaces import CommandResult
+from nanocode.runtime.client import BOOTSTRAP, ChannelClosed, RuntimeClient
+from nanocode.runtime.server import kill_tree
+
+# Set for every command so that nothing stops to wait for a person.
+NON_INTERACTIVE = {
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "MANPAGER": "cat",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "EDITOR": "true",
+    "VISUAL": "true",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PIP_NO_INPUT": "1",
+    "PYTHONUNBUFFERED": "1",
+    "TERM": "dumb",
+    "CI": "1",
+}
+
+
+def command_environment(secrets: list[str]) -> dict[str, str]:
+    """The host environment less anything that carries a secret of nanocode's."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("OPENROUTER_API_KEY", "NANOCODE_API_KEY") and value not in secrets
+    }
+    env.update(NON_INTERACTIVE)
+    return env
+
+
+class PipeTransport:
+    def __init__(self, process: subprocess.Popen[bytes]):
+        assert process.stdin and process.stdout
+        self.process = process
+        self._in = process.stdin.fileno()
+        self._out = process.stdout.fileno()
+
+    def send(self, data: bytes) -> None:
+        os.write(self._in, data)
+
+    def recv(self, timeout: float) -> bytes:
+        if not select.select([self._out], [], [], timeout)[0]:
+            raise TimeoutError
+        return os.read(self._out, 1 << 16)
+
+    def close(self) -> None:
+        kill_tree(self.process.pid)
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe:
+                pipe.close()
+
+
+class HostExecutor:
+    """Runs the tool runtime as a local subprocess, in its own session."""
+
+    def __init__(self, project: str, output_cap: int, secrets: list[str]):
+        process = subprocess.Popen(
+            [sys.executable, *BOOTSTRAP[1:]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=project,
+            env=command_environment(secrets),
+            # Ctrl-C reaches nanocode alone, which then stops everything in order.
+            start_new_session=True,
+        )
+        self.client = RuntimeClient(PipeTransport(process), project, output_cap)
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        try:
+            return self.client.run(command, timeout)
+        except ChannelClosed as exc:
+            return CommandResult("", "", None, killed=f"the tool runtime died ({exc})")
+
+    def read_file(self, path: str) -> str:
+        return self.client.read_file(path)
+
+    def write_file(self, path: str, content: str) -> None:
+        self.client.write_file(path, content)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,151 @@
+"""A client for any OpenAI-compatible /chat/completions endpoint."""
+
+import email.utils
+import time
+from typing import Any
+
+import requests
+
+from nanocode.errors import EndpointError
+from nanocode.interfaces import Completion, Message
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+class OpenAIModel:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        name: str,
+        max_tokens: int = 8192,
+        timeout: float = 300.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.name = name
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.session = requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "X-Title": "nanocode",
+            }
+        )
+
+    def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
+        body = {
+            "model": self.name,
+            "messages": messages,
+            "tools": tools,
+            "max_tokens": self.max_tokens,
+        }
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._once(body)
+            except _Retry as retry:
+                if attempt > self.retries:
+                    raise EndpointError(f"{retry.reason} (gave up after {attempt} attempts)") from None
+                wait = retry.after if retry.after is not None else self.backoff * 2 ** (attempt - 1)
+                time.sleep(min(wait, self.max_backoff))
+
+    def _once(self, body: dict[str, Any]) -> Completion:
+        try:
+            response = self.session.post(self.url, json=body, timeout=(min(self.timeout, 30.0), self.timeout))
+        except requests.Timeout:
+            raise _Retry(f"the model endpoint did not answer within {self.timeout:g}s") from None
+        except requests.ConnectionError as exc:
+            raise _Retry(f"cannot reach the model endpoint at {self.url}: {_root_cause(exc)}") from None
+        except requests.RequestException as exc:
+            raise EndpointError(f"request to {self.url} failed: {exc}") from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code != 200:
+            self._fail(response.status_code, _error_message(data) or response.text[:300], response)
+        if not isinstance(data, dict):
+            raise _Retry(f"the model endpoint sent a reply that is not JSON (HTTP {response.status_code})")
+        if data.get("error"):
+            error = data["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            self._fail(code if isinstance(code, int) else 0, _error_message(data), response)
+        choices = data.get("choices")
+        if not choices or not isinstance(choices[0].get("message"), dict):
+            raise _Retry("the model endpoint sent a reply without a message")
+        raw = choices[0]["message"]
+        message: Message = {"role": "assistant", "content": raw.get("content")}
+        if raw.get("tool_calls"):
+            message["tool_calls"] = raw["tool_calls"]
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
+        cost = usage.get("cost")
+        return Completion(message, cost=float(cost) if isinstance(cost, (int, float)) else None, usage=usage)
+
+    def _fail(self, status: int, detail: str, response: requests.Response) -> None:
+        detail = detail.strip() or "no detail given"
+        if status in RETRY_STATUS or status >= 500:
+            raise _Retry(f"the model endpoint answered {status}: {detail}", _retry_after(response))
+        if status == 401:
+            raise EndpointError("the API key was refused (401): check OPENROUTER_API_KEY")
+        if status == 402:
+            raise EndpointError(f"the account has no credits left (402): {detail}")
+        if status == 403:
+            raise EndpointError(f"the endpoint refused this request (403): {detail}")
+        if status == 404 and "tool" in detail.lower():
+            raise EndpointError(f"the model {self.name} cannot use tools (404): {detail}")
+        if status == 404:
+            raise EndpointError(f"not found (404), check INFERENCE_BASE_URL and MODEL_NAME: {detail}")
+        raise EndpointError(f"the model endpoint answered {status or 'with an error'}: {detail}")
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.after = after
+
+
+def _error_message(data: Any) -> str:
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            message = error.get("message") or ""
+            raw = (error.get("metadata") or {}).get("raw") if isinstance(error.get("metadata"), dict) else None
+            return f"{message} ({raw})" if raw else str(message)
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("message"), str):
+            return str(data["message"])
+    return ""
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(exc) or type(exc).__name__

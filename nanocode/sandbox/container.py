@@ -1,0 +1,158 @@
+"""A sandbox container's lifecycle: start it hardened and labelled, remove it, find the stale ones."""
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException, NotFound
+from docker.models.containers import Container
+from docker.types import Mount
+
+from nanocode.runtime.client import BOOTSTRAP
+
+LABEL = "nanocode"
+HOME = "/home/sandbox"
+# All a command inside gets: nothing of the host's environment crosses over.
+ENVIRONMENT = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": HOME,
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "MANPAGER": "cat",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "EDITOR": "true",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PIP_NO_INPUT": "1",
+    "PYTHONUNBUFFERED": "1",
+    "CI": "1",
+}
+# Files in the project that hold secrets: inside the sandbox they read as empty.
+SECRET_FILES = (".env", ".env.local", ".envrc", ".netrc")
+
+
+@dataclass
+class SandboxConfig:
+    project: str
+    image: str
+    memory: str = "2g"
+    cpus: float = 2.0
+    pids: int = 512
+    network: str = "none"
+    tmpfs_size: str = "1g"
+
+
+def process_start(pid: int) -> str:
+    """When a process started (clock ticks since boot), so that a reused pid is not taken for its owner."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_labels(goal: str) -> dict[str, str]:
+    pid = os.getpid()
+    return {
+        LABEL: "1",
+        f"{LABEL}.goal": goal,
+        f"{LABEL}.owner.pid": str(pid),
+        f"{LABEL}.owner.host": socket.gethostname(),
+        f"{LABEL}.owner.start": process_start(pid),
+        f"{LABEL}.started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def create(client: docker.DockerClient, config: SandboxConfig) -> Container:
+    goal = uuid.uuid4().hex[:12]
+    project = config.project
+    mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
+    for name in SECRET_FILES:
+        path = os.path.join(project, name)
+        if os.path.isfile(path):
+            mounts.append(Mount(target=path, source="/dev/null", type="bind", read_only=True))
+    tmpfs_options = f"rw,nosuid,nodev,size={config.tmpfs_size},mode=1777"
+    return client.containers.create(
+        config.image,
+        command=BOOTSTRAP,
+        name=f"nanocode-{goal}",
+        labels=owner_labels(goal),
+        environment=ENVIRONMENT,
+        user=f"{os.getuid()}:{os.getgid()}",
+        working_dir=project,
+        mounts=mounts,
+        tmpfs={"/tmp": tmpfs_options, HOME: tmpfs_options},
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        mem_limit=config.memory,
+        memswap_limit=config.memory,
+        nano_cpus=int(config.cpus * 1e9),
+        pids_limit=config.pids,
+        network_mode=config.network,
+        # Without an init, the runtime as PID 1 ignores SIGTERM and a stop waits 10 s.
+        init=True,
+        ipc_mode="private",
+        hostname="sandbox",
+        stdin_open=True,
+        tty=False,
+    )
+
+
+def remove(container: Container) -> None:
+    with contextlib.suppress(NotFound):
+        container.remove(force=True)
+
+
+def ours(client: docker.DockerClient) -> list[Container]:
+    return list(client.containers.list(all=True, filters={"label": LABEL}))
+
+
+def is_stale(container: Container) -> bool:
+    """True when the nanocode process that started the container is gone (on this host)."""
+    labels = container.labels
+    if labels.get(f"{LABEL}.owner.host") != socket.gethostname():
+        return False
+    try:
+        pid = int(labels.get(f"{LABEL}.owner.pid", ""))
+    except ValueError:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, someone else's
+    started = labels.get(f"{LABEL}.owner.start", "")
+    return bool(started) and Path(f"/proc/{pid}").exists() and process_start(pid) != started
+
+
+def prune(client: docker.DockerClient) -> list[str]:
+    """Removes the containers whose owner is gone; returns their names."""
+    removed = []
+    for container in ours(client):
+        if is_stale(container):
+            try:
+                remove(container)
+            except DockerException:
+                continue
+            removed.append(container.name)
+    return removed
+
+
+def wait_removed(client: docker.DockerClient, container_id: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.containers.get(container_id)
+        except NotFound:
+            return
+        time.sleep(0.05)

@@ -1,0 +1,194 @@
+"""A session: the settings, the model, the transcript and the executor of each goal, put together."""
+
+import re
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from nanocode import prompts
+from nanocode.agent import Agent
+from nanocode.budget import Limits
+from nanocode.display import QuietDisplay, TerminalDisplay
+from nanocode.errors import ConfigError, Interrupted, NanocodeError
+from nanocode.interfaces import Display, Executor, Model
+from nanocode.transcript import Transcript, default_path
+
+MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
+
+
+@dataclass
+class Settings:
+    model: str
+    base_url: str
+    api_key: str | None
+    project: Path
+    sandbox: bool
+    image: str | None
+    memory: str
+    cpus: float
+    pids: int
+    network: str
+    command_timeout: float
+    output_cap: int
+    limits: Limits
+    max_tokens: int
+    request_timeout: float
+    retries: int
+    transcript: Path | None
+    replay: Path | None
+    quiet: bool
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Settings":
+        project = (options["project"] or Path.cwd()).expanduser()
+        if not project.is_dir():
+            raise ConfigError(f"the project directory {project} does not exist")
+        if not MEMORY.match(options["memory"]):
+            raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
+        if not options["api_key"] and not options["replay"]:
+            raise ConfigError(
+                "OPENROUTER_API_KEY is not set: put it in the environment or in a .env file (see .env.example)"
+            )
+        names = {f.name for f in cls.__dataclass_fields__.values()}
+        values = {k: v for k, v in options.items() if k in names}
+        values["project"] = project.resolve()
+        values["memory"] = options["memory"].lower()
+        values["limits"] = Limits(
+            max_steps=options["max_steps"],
+            max_continuations=options["max_continuations"],
+            max_seconds=options["max_time"],
+            max_cost=options["max_cost"],
+        )
+        return cls(**values)
+
+
+class Session:
+    """Owns what lives as long as nanocode runs; opens and closes an executor per goal."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
+        self.model = self._model()
+        self._open_executor, environment = self._executor_factory()
+        self.transcript = Transcript(settings.transcript or default_path())
+        self.transcript.record(
+            "start",
+            model=self.model.name,
+            project=str(settings.project),
+            sandbox=settings.sandbox,
+            base_url=settings.base_url,
+        )
+        system = prompts.system_prompt(
+            str(settings.project), settings.command_timeout, settings.output_cap, environment
+        )
+        self.agent = Agent(self.model, system, settings.limits, settings.command_timeout, self.display, self.transcript)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.transcript.close()
+
+    def _model(self) -> Model:
+        s = self.settings
+        if s.replay:
+            from nanocode.model.replay import ReplayModel
+
+            return ReplayModel(s.replay)
+        from nanocode.model.openai import OpenAIModel
+
+        assert s.api_key
+        return OpenAIModel(
+            s.base_url, s.api_key, s.model, max_tokens=s.max_tokens, timeout=s.request_timeout, retries=s.retries
+        )
+
+    def _executor_factory(self) -> tuple[Callable[[], Executor], str]:
+        """How to open the executor of a goal, and how to describe it to the model."""
+        s = self.settings
+        project = str(s.project)
+        if not s.sandbox:
+            from nanocode.host import HostExecutor
+
+            secrets = [s.api_key] if s.api_key else []
+            return lambda: HostExecutor(project, s.output_cap, secrets), prompts.HOST
+        from nanocode.sandbox import container, engine, image
+        from nanocode.sandbox.container import SandboxConfig
+        from nanocode.sandbox.executor import SandboxExecutor
+
+        client = engine.connect()
+        for name in container.prune(client):
+            self.display.note(f"removed stale sandbox container {name}")
+        tag = s.image or image.ensure_image(client, self.display.note)
+        config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
+        network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
+        environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
+        return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
+
+    def run_goal(self, goal: str) -> str:
+        """Runs one goal in an executor of its own, which is closed however the goal ends."""
+        with _signals_interrupt():
+            executor: Executor | None = None
+            try:
+                executor = self._open_executor()
+                return self.agent.run(goal.strip(), executor)
+            except KeyboardInterrupt:
+                self.transcript.record("end", outcome="interrupted")
+                raise Interrupted("interrupted: the goal was stopped") from None
+            except NanocodeError as exc:
+                self.transcript.record("end", outcome=type(exc).__name__, reason=exc.format_message())
+                raise
+            finally:
+                if executor is not None:
+                    with _shielded():
+                        executor.close()
+
+    def repl(self) -> None:
+        self.display.note(
+            f"nanocode · {self.model.name} · {self.settings.project}{' · sandbox' if self.settings.sandbox else ''}"
+        )
+        self.display.note("Each line is a goal. An empty line or Ctrl-D quits.")
+        while True:
+            try:
+                line = input("> ")
+            except (EOFError, KeyboardInterrupt):
+                click.echo("", err=True)
+                return
+            if not line.strip():
+                return
+            try:
+                click.echo(self.run_goal(line))
+            except NanocodeError as exc:
+                exc.show()
+                if isinstance(exc, ConfigError):
+                    raise
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM stops a goal the way Ctrl-C does, so that its cleanup runs."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """A second Ctrl-C must not cut the removal of what the goal started."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,40 @@
+"""The transcript: every step of a run as JSON Lines, flushed as it is written."""
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from nanocode.errors import ConfigError
+
+
+def default_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(state) / "nanocode" / "runs" / f"{stamp}-{os.getpid()}.jsonl"
+
+
+class Transcript:
+    def __init__(self, path: Path):
+        self.path = path
+        self._started = time.monotonic()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the transcript {path}: {exc.strerror}") from None
+
+    def record(self, kind: str, **fields: Any) -> None:
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "elapsed": round(time.monotonic() - self._started, 4),
+            "kind": kind,
+            **fields,
+        }
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,61 @@
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.scripted_api import ScriptedAPI
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+
+@pytest.fixture
+def api() -> Iterator[ScriptedAPI]:
+    server = ScriptedAPI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests see none of the developer's settings, and write their transcripts under tmp."""
+    for name in list(os.environ):
+        if (name.startswith("NANOCODE_") and name != "NANOCODE_REQUIRE_DOCKER") or name in ("OPENROUTER_API_KEY", "INFERENCE_BASE_URL", "MODEL_NAME"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+@pytest.fixture(scope="session")
+def docker_engine():  # type: ignore[no-untyped-def]
+    from tests.docker_support import docker_client
+
+    client = docker_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_engine) -> str:  # type: ignore[no-untyped-def]
+    from nanocode.sandbox.image import ensure_image
+
+    return ensure_image(docker_engine, print)
+
+
+@pytest.fixture
+def no_leftovers(docker_engine):  # type: ignore[no-untyped-def]
+    """Fails the test if it leaves a nanocode container behind (and removes it)."""
+    from nanocode.sandbox.container import ours
+
+    before = {c.id for c in ours(docker_engine)}
+    yield
+    left = [c for c in ours(docker_engine) if c.id not in before]
+    for c in left:
+        c.remove(force=True)
+    assert not left, f"containers left behind: {[c.name for c in left]}"
