@@ -2,6 +2,7 @@
 
 import re
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class Session:
         self.display.note("Each line is a goal. An empty line or Ctrl-D quits.")
         while True:
             try:
-                line = input("> ")
+                line = _read_goal()
             except (EOFError, KeyboardInterrupt):
                 click.echo("", err=True)
                 return
@@ -167,6 +168,17 @@ class Session:
                 exc.show()
                 if isinstance(exc, ConfigError):
                     raise
+
+
+def _read_goal() -> str:
+    if sys.stdin.isatty():
+        return input("> ")
+    # Piped in: the prompt goes to stderr, so that stdout holds only the answers.
+    click.echo("> ", err=True, nl=False)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

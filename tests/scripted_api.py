@@ -21,16 +21,23 @@ class Reply:
     delay: float = 0.0
 
 
-def message(content: str | None = None, *calls: dict[str, Any], cost: float | None = None,
-            finish_reason: str = "stop") -> Reply:
+def message(
+    content: str | None = None, *calls: dict[str, Any], cost: float | None = None, finish_reason: str = "stop"
+) -> Reply:
     msg: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         msg["tool_calls"] = list(calls)
     usage: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 5}
     if cost is not None:
         usage["cost"] = cost
-    return Reply({"id": "gen-1", "object": "chat.completion",
-                  "choices": [{"index": 0, "message": msg, "finish_reason": finish_reason}], "usage": usage})
+    return Reply(
+        {
+            "id": "gen-1",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish_reason}],
+            "usage": usage,
+        }
+    )
 
 
 _ids = iter(range(1, 1_000_000))
@@ -39,8 +46,11 @@ _ids = iter(range(1, 1_000_000))
 def call(name: str, arguments: Any, id: str | None = None) -> dict[str, Any]:
     """A tool call; arguments given as a dict are encoded as the JSON string providers send."""
     raw = json.dumps(arguments) if isinstance(arguments, dict) else arguments
-    return {"id": id if id is not None else f"call_{next(_ids)}", "type": "function",
-            "function": {"name": name, "arguments": raw}}
+    return {
+        "id": id if id is not None else f"call_{next(_ids)}",
+        "type": "function",
+        "function": {"name": name, "arguments": raw},
+    }
 
 
 def tools(*calls: dict[str, Any], content: str | None = None, cost: float | None = None) -> Reply:

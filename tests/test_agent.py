@@ -114,8 +114,9 @@ def test_decides_on_tool_calls_not_finish_reason(api: ScriptedAPI, project: Path
         (call("read_file", {"path": "missing.txt"}, id="b"), "No such file or directory"),
     ],
 )
-def test_bad_model_output_becomes_an_error_result(api: ScriptedAPI, project: Path, bad_call: dict[str, Any],
-                                                  expected: str) -> None:
+def test_bad_model_output_becomes_an_error_result(
+    api: ScriptedAPI, project: Path, bad_call: dict[str, Any], expected: str
+) -> None:
     api.add(tools(bad_call), message(f"{MARKER} recovered"))
     assert run(api, project)[0] == "recovered"
     reply = tool_replies(api.requests[1])["b"]

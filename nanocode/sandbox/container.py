@@ -5,7 +5,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +48,8 @@ class SandboxConfig:
     pids: int = 512
     network: str = "none"
     tmpfs_size: str = "1g"
+    # The host user's, so that files made in the project belong to them.
+    user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
 
 
 def process_start(pid: int) -> str:
@@ -86,7 +88,7 @@ def create(client: docker.DockerClient, config: SandboxConfig) -> Container:
         name=f"nanocode-{goal}",
         labels=owner_labels(goal),
         environment=ENVIRONMENT,
-        user=f"{os.getuid()}:{os.getgid()}",
+        user=config.user,
         working_dir=project,
         mounts=mounts,
         tmpfs={"/tmp": tmpfs_options, HOME: tmpfs_options},

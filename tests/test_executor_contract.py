@@ -1,0 +1,97 @@
+"""The executor contract, held by both executors: the host one and the Docker sandbox."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nanocode.errors import FileOpError
+from nanocode.host import HostExecutor
+from nanocode.interfaces import Executor
+from nanocode.tools import format_command
+
+CAP = 20000
+
+
+@pytest.fixture(params=["host", "sandbox"])
+def executor(request: pytest.FixtureRequest, project: Path) -> Iterator[Executor]:
+    if request.param == "host":
+        ex: Executor = HostExecutor(str(project), CAP, [])
+    else:
+        from nanocode.sandbox.container import SandboxConfig
+        from nanocode.sandbox.executor import SandboxExecutor
+
+        client = request.getfixturevalue("docker_engine")
+        image = request.getfixturevalue("sandbox_image")
+        ex = SandboxExecutor(client, SandboxConfig(project=str(project), image=image), CAP)
+    yield ex
+    ex.close()
+
+
+def test_command_output_and_exit_code(executor: Executor, project: Path) -> None:
+    result = executor.run("echo out; echo err >&2; exit 3", 10)
+    assert (result.stdout, result.stderr, result.exit_code, result.timed_out) == ("out\n", "err\n", 3, False)
+    assert executor.run("pwd", 10).stdout.strip() == str(project)
+
+
+def test_nothing_waits_for_a_person(executor: Executor) -> None:
+    result = executor.run('read -r line; echo "got [$line]"; echo $PAGER', 10)
+    assert result.stdout == "got []\ncat\n"
+    assert result.exit_code == 0
+
+
+def test_timeout_kills_the_whole_tree_including_setsid_grandchildren(executor: Executor, project: Path) -> None:
+    marker = f"nanocode-test-{time.monotonic_ns()}"
+    command = (
+        f"echo started; (setsid bash -c 'exec -a {marker} sleep 300' &) ; "
+        f"bash -c 'exec -a {marker} sleep 300' & sleep 300"
+    )
+    started = time.monotonic()
+    result = executor.run(command, 1)
+    elapsed = time.monotonic() - started
+    assert result.timed_out
+    assert result.exit_code is None
+    assert result.stdout == "started\n"
+    assert elapsed < 3
+    assert "stopped after 1s (timeout)" in format_command(result, 1)
+    left = executor.run(f"ps -eo args | grep -c '^{marker}' || true", 10).stdout.strip()
+    assert left == "0"
+
+
+def test_ten_megabytes_of_output_are_capped(executor: Executor) -> None:
+    result = executor.run("head -c 10000000 /dev/zero | tr '\\0' a; echo; echo the-end", 30)
+    assert result.exit_code == 0
+    assert len(result.stdout) < CAP + 200
+    assert result.stdout.startswith("aaaa")
+    assert result.stdout.rstrip().endswith("the-end")
+    assert "bytes cut" in result.stdout
+    assert result.cut > 9_900_000
+
+
+def test_write_then_read_creates_parents(executor: Executor, project: Path) -> None:
+    executor.write_file("deep/er/file.txt", "héllo\n")
+    assert (project / "deep/er/file.txt").read_text() == "héllo\n"
+    assert executor.read_file("deep/er/file.txt") == "héllo\n"
+    assert executor.run("cat deep/er/file.txt", 10).stdout == "héllo\n"
+
+
+def test_file_errors_raise_file_op_error(executor: Executor) -> None:
+    with pytest.raises(FileOpError, match="No such file"):
+        executor.read_file("nope.txt")
+    with pytest.raises(FileOpError):
+        executor.read_file(".")
+
+
+def test_large_file_read_is_capped(executor: Executor, project: Path) -> None:
+    (project / "big.txt").write_text("x" * (CAP * 3))
+    content = executor.read_file("big.txt")
+    assert len(content) < CAP + 200
+    assert "only the first" in content
+
+
+def test_background_job_with_redirected_output_does_not_block(executor: Executor) -> None:
+    started = time.monotonic()
+    result = executor.run("sleep 30 > /dev/null 2>&1 & echo started", 10)
+    assert result.stdout == "started\n"
+    assert time.monotonic() - started < 5

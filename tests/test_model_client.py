@@ -1,0 +1,95 @@
+"""The HTTP model client against a scripted OpenAI-compatible server: retries and clear errors."""
+
+import socket
+import time
+
+import pytest
+
+from nanocode.errors import EndpointError
+from nanocode.model.openai import OpenAIModel
+from tests.scripted_api import Reply, ScriptedAPI, error, message
+
+MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+
+def client(api: ScriptedAPI, **kwargs: float) -> OpenAIModel:
+    options = {"retries": 3, "backoff": 0.01, "timeout": 5.0} | kwargs
+    return OpenAIModel(api.url, "key", "m", **options)  # type: ignore[arg-type]
+
+
+def test_429_then_success_honours_retry_after(api: ScriptedAPI) -> None:
+    api.add(error(429, "slow down", {"Retry-After": "1"}), message("fine", cost=0.5))
+    started = time.monotonic()
+    completion = client(api).complete(MESSAGES, [])
+    assert time.monotonic() - started >= 0.9  # waited what the server asked, not the 0.01 s backoff
+    assert completion.message == {"role": "assistant", "content": "fine"}
+    assert completion.cost == 0.5
+    assert len(api.requests) == 2
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503])
+def test_retryable_statuses_then_success(api: ScriptedAPI, status: int) -> None:
+    api.add(error(status, "try later"), message("ok"))
+    assert client(api).complete(MESSAGES, []).message["content"] == "ok"
+    assert len(api.requests) == 2
+
+
+def test_gives_up_after_the_retries(api: ScriptedAPI) -> None:
+    api.add(*[error(503, "down") for _ in range(5)])
+    with pytest.raises(EndpointError, match=r"503: down \(gave up after 3 attempts\)"):
+        client(api, retries=2).complete(MESSAGES, [])
+    assert len(api.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (error(401, "bad key"), "the API key was refused (401)"),
+        (error(402, "Insufficient credits"), "no credits left (402): Insufficient credits"),
+        (error(403, "blocked"), "refused this request (403): blocked"),
+        (error(404, "No endpoints found that support tool use"), "the model m cannot use tools (404)"),
+        (error(404, "no such model"), "check INFERENCE_BASE_URL and MODEL_NAME"),
+        (error(400, "messages: bad shape"), "answered 400: messages: bad shape"),
+        (Reply({"error": {"message": "context too long", "code": 400}}), "answered 400: context too long"),
+    ],
+)
+def test_client_errors_are_one_clear_line_and_not_retried(api: ScriptedAPI, reply: Reply, expected: str) -> None:
+    api.add(reply, message("never"))
+    with pytest.raises(EndpointError) as caught:
+        client(api).complete(MESSAGES, [])
+    assert expected in caught.value.format_message()
+    assert "\n" not in caught.value.format_message()
+    assert len(api.requests) == 1
+
+
+def test_error_object_in_a_200_with_a_retryable_code_is_retried(api: ScriptedAPI) -> None:
+    api.add(Reply({"error": {"message": "upstream overloaded", "code": 502}}), message("ok"))
+    assert client(api).complete(MESSAGES, []).message["content"] == "ok"
+
+
+def test_reply_that_is_not_json_is_retried(api: ScriptedAPI) -> None:
+    api.add(Reply(b"<html>gateway</html>"), message("ok"))
+    assert client(api).complete(MESSAGES, []).message["content"] == "ok"
+
+
+def test_request_timeout_then_success(api: ScriptedAPI) -> None:
+    api.add(Reply(message("late").body, delay=3.0), message("on time"))
+    started = time.monotonic()
+    assert client(api, timeout=1.0).complete(MESSAGES, []).message["content"] == "on time"
+    assert time.monotonic() - started < 3.0
+
+
+def test_dead_endpoint() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = OpenAIModel(f"http://127.0.0.1:{port}/v1", "k", "m", retries=1, backoff=0.01)
+    with pytest.raises(EndpointError, match="cannot reach the model endpoint"):
+        model.complete(MESSAGES, [])
+
+
+def test_extra_fields_of_the_reply_are_not_sent_back(api: ScriptedAPI) -> None:
+    reply = message("hi")
+    reply.body["choices"][0]["message"]["reasoning"] = "long hidden text"
+    api.add(reply)
+    assert client(api).complete(MESSAGES, []).message == {"role": "assistant", "content": "hi"}

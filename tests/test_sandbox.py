@@ -1,0 +1,327 @@
+"""The Docker sandbox against the real engine: lifecycle, limits, isolation, cleanup."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanocode.errors import FileOpError
+from nanocode.prompts import MARKER
+from nanocode.sandbox import container as lifecycle
+from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.executor import SandboxExecutor
+from nanocode.tools import format_command
+from tests.scripted_api import ScriptedAPI, call, message, tools
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+@pytest.fixture
+def sandbox(docker_engine: Any, sandbox_image: str, project: Path) -> Iterator[SandboxExecutor]:
+    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    yield executor
+    executor.close()
+
+
+def _env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE"))}
+    return (
+        env
+        | {"XDG_STATE_HOME": str(tmp_path / "state"), "OPENROUTER_API_KEY": "sk-test", "INFERENCE_BASE_URL": api.url}
+        | extra
+    )
+
+
+def _nanocode(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nanocode", "--sandbox", *args]
+
+
+def _tool_results(api: ScriptedAPI) -> list[str]:
+    return [m["content"] for m in api.requests[-1]["messages"] if m["role"] == "tool"]
+
+
+def _owned_by(docker_engine: Any, pid: int) -> list[Any]:
+    return [c for c in lifecycle.ours(docker_engine) if c.labels.get("nanocode.owner.pid") == str(pid)]
+
+
+def test_hardened_labelled_container_exists_for_the_goal_only(
+    docker_engine: Any, sandbox: SandboxExecutor, project: Path
+) -> None:
+    assert sandbox.container is not None
+    info = docker_engine.api.inspect_container(sandbox.container.id)
+    host = info["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["ReadonlyRootfs"] is True
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert (host["Memory"], host["MemorySwap"]) == (2 * 1024**3, 2 * 1024**3)
+    assert host["NanoCpus"] == 2 * 10**9
+    assert host["PidsLimit"] == 512
+    assert host["NetworkMode"] == "none"
+    assert host["Init"] is True
+    assert host["Privileged"] is False
+    assert host["PidMode"] == "" and host["IpcMode"] == "private" and host["UTSMode"] == ""
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}
+    assert [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == [(str(project), str(project), True)]
+    labels = info["Config"]["Labels"]
+    assert labels["nanocode"] == "1"
+    assert labels["nanocode.owner.pid"] == str(os.getpid())
+    assert labels["nanocode.owner.host"] and labels["nanocode.goal"] and labels["nanocode.started"]
+    assert sandbox.run("grep CapEff /proc/self/status", 10).stdout.split()[1] == "0000000000000000"
+    assert sandbox.run("touch /usr/x", 10).exit_code != 0
+    assert sandbox.run("test -e /var/run/docker.sock", 10).exit_code != 0
+    container_id = sandbox.container.id
+    sandbox.close()
+    assert container_id not in [c.id for c in lifecycle.ours(docker_engine)]
+
+
+def test_environment_holds_no_host_variables(sandbox: SandboxExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = dict(line.split("=", 1) for line in sandbox.run("env", 10).stdout.splitlines() if "=" in line)
+    assert env["HOME"] == "/home/sandbox"
+    assert env["PAGER"] == "cat"
+    assert not set(env) & {"OPENROUTER_API_KEY", "USER", "SSH_AUTH_SOCK", "XDG_STATE_HOME", "PYTEST_CURRENT_TEST"}
+    assert sandbox.run("touch ~/works && echo ok", 10).stdout == "ok\n"
+
+
+def test_network_none(sandbox: SandboxExecutor) -> None:
+    assert sandbox.run("ls /sys/class/net", 10).stdout.split() == ["lo"]
+    probe = "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), 3)\""
+    assert sandbox.run(probe, 10).exit_code != 0
+
+
+def test_out_of_memory_is_reported(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    config = SandboxConfig(project=str(project), image=sandbox_image, memory="128m")
+    executor = SandboxExecutor(docker_engine, config, 20000)
+    try:
+        hog = "python3 -c \"a = []\nwhile True: a.append(b'x' * 10**7)\""
+        result = executor.run(hog, 60)
+        assert result.exit_code is None
+        assert format_command(result, 60).startswith("ERROR: killed: out of memory (limit 128m)")
+        assert executor.run("echo still-here", 10).stdout == "still-here\n"
+    finally:
+        executor.close()
+
+
+def test_fork_bomb_is_stopped_by_the_pids_limit(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    config = SandboxConfig(project=str(project), image=sandbox_image, pids=64)
+    executor = SandboxExecutor(docker_engine, config, 20000)
+    try:
+        started = time.monotonic()
+        result = executor.run("bomb() { bomb | bomb & }; bomb; sleep 5", 3)
+        assert time.monotonic() - started < 15
+        assert result.timed_out or result.exit_code != 0
+        assert executor.run("echo alive; ps -e --no-headers | wc -l", 10).stdout.split()[0] == "alive"
+        # Only this command's own shell is left of all the shells the bomb forked.
+        assert executor.run("ps -e -o comm= | grep -c '^bash$'", 10).stdout == "1\n"
+    finally:
+        executor.close()
+
+
+def test_container_death_is_reported_and_a_fresh_one_started(
+    docker_engine: Any, sandbox: SandboxExecutor, project: Path
+) -> None:
+    assert sandbox.run("echo keep > kept.txt; echo lost > /tmp/lost.txt", 10).exit_code == 0
+    assert sandbox.container is not None
+    first = sandbox.container.id
+    killer = threading.Timer(1.0, docker_engine.api.kill, [first])
+    killer.start()
+    result = sandbox.run("sleep 30", 60)
+    killer.join()
+    text = format_command(result, 60)
+    assert text.startswith("ERROR: killed: the sandbox container stopped (exit code 137)")
+    assert "anything outside the project (installed packages" in text
+    assert sandbox.run("cat kept.txt; cat /tmp/lost.txt", 10).stdout == "keep\n"
+    assert sandbox.container is not None and sandbox.container.id != first
+
+
+def test_files_belong_to_the_user(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    if os.getuid() == 0:
+        os.chown(project, 1234, 1234)
+        user = "1234:1234"
+    else:
+        user = f"{os.getuid()}:{os.getgid()}"
+    executor = SandboxExecutor(
+        docker_engine, SandboxConfig(project=str(project), image=sandbox_image, user=user), 20000
+    )
+    try:
+        assert (
+            executor.run("mkdir -p d && echo x > d/by-shell.txt && touch ~/home-ok && id -u", 10).stdout
+            == user.split(":")[0] + "\n"
+        )
+        executor.write_file("d/by-tool.txt", "y")
+    finally:
+        executor.close()
+    for name in ("d", "d/by-shell.txt", "d/by-tool.txt"):
+        stat = (project / name).stat()
+        assert f"{stat.st_uid}:{stat.st_gid}" == user
+
+
+def test_planted_symlink_never_reaches_outside_the_project_on_the_host(
+    sandbox: SandboxExecutor, project: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("host secret")
+    assert sandbox.run(f"ln -s {secret} link.txt && ln -s {outside} linkdir", 10).exit_code == 0
+    assert (project / "link.txt").resolve() == secret  # on the host the link would lead out
+    read = sandbox.run("true", 10)  # the sandbox is alive
+    assert read.exit_code == 0
+    with pytest.raises(FileOpError) as caught:
+        sandbox.read_file("link.txt")
+    assert "host secret" not in str(caught.value)
+    for path in ("link.txt", "linkdir/new.txt"):
+        with pytest.raises(FileOpError):
+            sandbox.write_file(path, "overwritten")
+    assert secret.read_text() == "host secret"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_dotenv_is_masked_inside(sandbox_image: str, docker_engine: Any, project: Path) -> None:
+    (project / ".env").write_text("OPENROUTER_API_KEY=sk-very-secret\n")
+    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    try:
+        assert executor.run("cat .env; wc -c < .env", 10).stdout == "0\n"
+        assert "sk-very-secret" not in executor.read_file(".env")
+        executor.run("echo OPENROUTER_API_KEY=replaced > .env", 10)  # lands in /dev/null, not on the host
+        assert "replaced" not in executor.read_file(".env")
+    finally:
+        executor.close()
+    assert (project / ".env").read_text() == "OPENROUTER_API_KEY=sk-very-secret\n"
+
+
+def test_cli_goal_runs_in_the_container_and_leaves_nothing(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add(
+        tools(call("write_file", {"path": "where.py", "content": "import os\nprint(os.path.exists('/.dockerenv'))\n"})),
+        tools(call("shell", {"command": "python3 where.py; hostname; env; cat /proc/1/environ | tr '\\0' '\\n'"})),
+        message(f"{MARKER} ran in the sandbox"),
+    )
+    before = [c.name for c in lifecycle.ours(docker_engine)]
+    done = subprocess.run(
+        _nanocode("-p", "where am I", "--project", str(project)),
+        env=_env(tmp_path, api, OPENROUTER_API_KEY="sk-key-4242", HOST_ONLY="leak-me"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ran in the sandbox\n"
+    output = _tool_results(api)[1]
+    assert output.startswith("True\nsandbox\n")
+    assert "sk-key-4242" not in output and "leak-me" not in output
+    system = api.requests[0]["messages"][0]["content"]
+    assert "memory 2g" in system and "512 processes" in system and "no network" in system
+    assert [c.name for c in lifecycle.ours(docker_engine)] == before
+
+
+def test_interrupt_removes_the_container(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add(tools(call("shell", {"command": "sleep 300"})))
+    process = subprocess.Popen(
+        _nanocode("-p", "wait", "--project", str(project)),
+        env=_env(tmp_path, api),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert not _owned_by(docker_engine, process.pid)
+
+
+def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add(tools(call("shell", {"command": "sleep 300"})))
+    process = subprocess.Popen(
+        _nanocode("-p", "wait", "--project", str(project)),
+        env=_env(tmp_path, api),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
+    process.kill()
+    process.wait()
+    stale = _owned_by(docker_engine, process.pid)
+    assert len(stale) == 1
+    listing = subprocess.run([sys.executable, "-m", "nanocode", "sandbox", "ls"], capture_output=True, text=True)
+    assert stale[0].name in listing.stdout
+    assert [line.split()[-1] for line in listing.stdout.splitlines() if stale[0].name in line] == ["yes"]
+
+    api.add(message(f"{MARKER} next goal"))
+    done = subprocess.run(
+        _nanocode("-p", "next", "--project", str(project)),
+        env=_env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"removed stale sandbox container {stale[0].name}" in done.stderr
+    assert not _owned_by(docker_engine, process.pid)
+
+
+def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    container = lifecycle.create(docker_engine, SandboxConfig(project=str(project), image=sandbox_image))
+    try:
+        # Stands for a nanocode whose process is gone: same host, a pid that no longer runs.
+        docker_engine.api.remove_container(container.id, force=True)
+        labels = lifecycle.owner_labels("orphan") | {"nanocode.owner.pid": str(dead.pid)}
+        orphan = docker_engine.containers.create(
+            sandbox_image, ["sleep", "infinity"], labels=labels, name="nanocode-orphan-test"
+        )
+        pruned = subprocess.run(
+            [sys.executable, "-m", "nanocode", "sandbox", "prune"], capture_output=True, text=True, timeout=60
+        )
+        assert pruned.returncode == 0
+        assert "nanocode-orphan-test" in pruned.stdout
+        assert orphan.id not in [c.id for c in lifecycle.ours(docker_engine)]
+    finally:
+        for c in lifecycle.ours(docker_engine):
+            if c.name == "nanocode-orphan-test":
+                c.remove(force=True)
+
+
+def test_transcript_of_a_sandboxed_goal(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add(tools(call("shell", {"command": "id -u"})), message(f"{MARKER} ok"))
+    transcript = tmp_path / "t.jsonl"
+    done = subprocess.run(
+        _nanocode("-p", "g", "--project", str(project), "--transcript", str(transcript)),
+        env=_env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in transcript.read_text().splitlines()]
+    assert entries[0]["sandbox"] is True
+    assert [e["result"] for e in entries if e["kind"] == "tool"] == [f"{os.getuid()}\n"]
+
+
+def _wait_for(condition: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
