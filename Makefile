@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SANDBOX ?= --sandbox
-DEMO_DIR ?= $(shell mktemp -d /tmp/nanocode-demo.XXXXXX)
 
 .PHONY: install test lint demo run bench sandbox-base sandbox-image clean
 
@@ -26,9 +25,9 @@ lint: install
 # Replays a recorded goal (write a program, run it, fix it) with the real tools: no key needed.
 # SANDBOX= runs it on the host instead of in the Docker sandbox.
 demo: install
-	@echo "demo project: $(DEMO_DIR)"
-	$(BIN)/nanocode $(SANDBOX) --replay demo/transcript.jsonl --project $(DEMO_DIR) \
-		-p "$$(cat demo/goal.txt)"
+	@dir="$${DEMO_DIR:-$$(mktemp -d /tmp/nanocode-demo.XXXXXX)}"; \
+	echo "demo project: $$dir"; \
+	$(BIN)/nanocode $(SANDBOX) --replay demo/transcript.jsonl --project "$$dir" -p "$$(cat demo/goal.txt)"
 
 run: install
 	$(BIN)/nanocode $(ARGS)

@@ -61,6 +61,8 @@ class Agent:
         )
         self._append(message)
         if calls:
+            if message.get("content"):
+                self.display.say(str(message["content"]))
             for call in calls:
                 self._run_call(call, executor, budget)
             return

@@ -127,6 +127,8 @@ class Session:
             self.display.note(f"removed stale sandbox container {name}")
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
+        if engine.is_rootless(client):
+            config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
         environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
         return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment

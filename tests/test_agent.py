@@ -43,7 +43,7 @@ def test_multi_step_goal_writes_runs_and_completes(api: ScriptedAPI, project: Pa
         tools(call("shell", {"command": "python3 hello.py"}, id="run1")),
         message(f"{MARKER}: hello.py prints hello, world"),
     )
-    answer, agent = run(api, project, "write hello.py and run it")
+    answer, _agent = run(api, project, "write hello.py and run it")
     assert answer == "hello.py prints hello, world"
     assert (project / "hello.py").read_text() == "print('hello, ' + 'world')\n"
     assert tool_replies(api.requests[2])["run1"] == "hello, world\n"
@@ -85,7 +85,7 @@ def test_several_tool_calls_in_one_reply_run_in_order(api: ScriptedAPI, project:
 
 def test_turn_without_marker_is_continued_with_the_goal(api: ScriptedAPI, project: Path) -> None:
     api.add(message("I think I am nearly there."), message("Still thinking."), message(f"{MARKER} finished"))
-    answer, agent = run(api, project, "count to three")
+    answer, _agent = run(api, project, "count to three")
     assert answer == "finished"
     continuation = api.requests[1]["messages"][-1]
     assert continuation["role"] == "user"

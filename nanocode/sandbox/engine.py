@@ -43,3 +43,12 @@ def explain(exc: BaseException) -> str:
     if "Connection refused" in text or "Connection aborted" in text:
         return f"the Docker engine at {host} does not answer (connection refused): is it running?"
     return f"cannot use Docker at {host}: {text.splitlines()[0] if text else type(exc).__name__}"
+
+
+def is_rootless(client: docker.DockerClient) -> bool:
+    """A rootless engine (Docker or Podman) maps its root to the user who runs it."""
+    try:
+        options = client.info().get("SecurityOptions") or []
+    except DockerException:
+        return False
+    return any("rootless" in str(option) for option in options)

@@ -55,6 +55,11 @@ class SandboxExecutor:
             )
             self.container.start()
             self.runtime = RuntimeClient(transport, self.config.project, self.output_cap)
+            c = self.config
+            self.note(
+                f"sandbox {self.container.name}: {c.image}, memory {c.memory}, {c.cpus:g} CPUs, "
+                f"{c.pids} processes, network {c.network}"
+            )
         except (DockerException, ChannelClosed, OSError) as exc:
             detail = bytes(transport.stderr).decode(errors="replace").strip() if transport else ""
             self.close()
@@ -67,7 +72,6 @@ class SandboxExecutor:
     def _live(self) -> RuntimeClient:
         if self.runtime is None:
             self.close()
-            self.note("starting a fresh sandbox")
             return self._start()
         return self.runtime
 

@@ -1,0 +1,934 @@
+"""nanocode's benchmark: what a tool call, a sandbox and the agent loop cost, against the usual baselines.
+
+    python bench/bench.py [--quick] [--json PATH]
+
+Every figure is the median and p90 (nearest rank) of its repetitions, taken after a warm-up, and
+every target is judged on figures of the same run. Variants that are compared with each other are
+measured interleaved (round robin), so that drift of the machine hits both sides alike.
+
+Every container the benchmark starts carries the owner labels of nanocode (this process's pid);
+whatever happens, Ctrl-C and SIGTERM included, the benchmark removes them before it exits.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar, cast
+
+import docker
+import requests
+from docker.errors import DockerException
+
+from nanocode.agent import Agent
+from nanocode.budget import Limits
+from nanocode.display import QuietDisplay
+from nanocode.errors import NanocodeError
+from nanocode.host import HostExecutor
+from nanocode.interfaces import CommandResult, Completion, Message
+from nanocode.model.openai import OpenAIModel
+from nanocode.prompts import MARKER
+from nanocode.sandbox import container as lifecycle
+from nanocode.sandbox import engine
+from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.executor import SandboxExecutor
+from nanocode.sandbox.image import ensure_image
+from nanocode.transcript import Transcript
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT_CAP = 50_000  # nanocode's default --output-cap
+FILE_SIZE = 100_000
+FILE_CAP = 2 * FILE_SIZE  # read_file returns at most the output cap: room for the whole file
+BIG_OUTPUT = 10_000_000
+BIG_COMMAND = "head -c 10000000 /dev/zero | tr '\\0' a"
+SLEEP_TIMEOUT = 1.0
+# The counting shell prints its own pid, then every process in the container.
+COUNT_COMMAND = "echo $$; ps -e -o pid=,ppid=,stat=,comm="
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+@dataclass
+class Figure:
+    section: str
+    label: str
+    unit: str  # "ms", "MB" or "" (a count)
+    samples: list[float]  # in the unit
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p90(self) -> float:
+        return percentile(self.samples, 0.9)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "label": self.label,
+            "unit": self.unit,
+            "n": len(self.samples),
+            "median": self.median,
+            "p90": self.p90,
+            "mean": statistics.fmean(self.samples),
+            "min": min(self.samples),
+            "max": max(self.samples),
+            "note": self.note,
+        }
+
+
+@dataclass
+class Target:
+    label: str
+    value: float
+    op: str  # "<=", ">=" or "<"
+    limit: float
+    unit: str
+    basis: str  # how the value was formed
+
+    @property
+    def passed(self) -> bool:
+        if self.op == "<=":
+            return self.value <= self.limit
+        if self.op == ">=":
+            return self.value >= self.limit
+        return self.value < self.limit
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "value": self.value,
+            "op": self.op,
+            "limit": self.limit,
+            "unit": self.unit,
+            "basis": self.basis,
+            "pass": self.passed,
+        }
+
+
+@dataclass
+class Report:
+    machine: dict[str, str]
+    settings: dict[str, Any]
+    figures: list[Figure] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, section: str, label: str, unit: str, samples: list[float], note: str = "") -> Figure:
+        figure = Figure(section, label, unit, samples, note)
+        self.figures.append(figure)
+        return figure
+
+    def target(self, label: str, value: float, op: str, limit: float, unit: str, basis: str) -> None:
+        self.targets.append(Target(label, value, op, limit, unit, basis))
+
+
+def ms(seconds: list[float]) -> list[float]:
+    return [s * 1000 for s in seconds]
+
+
+def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant, called round robin; the warm-up rounds are not kept."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(warmup + reps):
+        for name, call in variants.items():
+            started = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - started
+            if round_ >= warmup:
+                samples[name].append(elapsed)
+    return samples
+
+
+def timed(call: Callable[[], T], check: Callable[[T], None], reps: int, warmup: int) -> list[float]:
+    """Seconds per call; each result is checked outside the timed span."""
+    samples = []
+    for round_ in range(warmup + reps):
+        started = time.perf_counter()
+        result = call()
+        elapsed = time.perf_counter() - started
+        check(result)
+        if round_ >= warmup:
+            samples.append(elapsed)
+    return samples
+
+
+class BenchError(Exception):
+    """A measured operation did not do what it should: the figure would be meaningless."""
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise BenchError(what)
+
+
+def ok_result(expected_stdout: str | None = None) -> Callable[[CommandResult], None]:
+    def check(result: CommandResult) -> None:
+        expect(result.exit_code == 0 and not result.timed_out, f"command failed: {result!r:.300}")
+        if expected_stdout is not None:
+            expect(expected_stdout in result.stdout, f"unexpected output: {result.stdout!r:.300}")
+
+    return check
+
+
+# ---------------------------------------------------------------------------- the machine
+
+
+def machine(client: docker.DockerClient) -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    try:
+        info = client.info()
+        version = str(client.version().get("Version", "unknown"))
+        cgroup = f"cgroup v{info.get('CgroupVersion', '?')}, {info.get('Driver', '?')}"
+    except DockerException:
+        version, cgroup = "unknown", "?"
+    return {
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "memory": memory,
+        "docker": f"{version} ({cgroup})",
+        "kernel": platform.release(),
+        "python": f"{platform.python_version()} ({sys.executable})",
+    }
+
+
+# ---------------------------------------------------------------------------- containers
+
+
+class CreateArguments:
+    """Stands in for a DockerClient so that nanocode's own create() says how it configures a container."""
+
+    def __init__(self) -> None:
+        self.containers = self
+        self.kwargs: dict[str, Any] = {}
+
+    def create(self, image: str, **kwargs: Any) -> None:
+        self.kwargs = {"image": image, **kwargs}
+
+
+def sandbox_arguments(config: SandboxConfig) -> dict[str, Any]:
+    """Exactly what nanocode passes to containers.create for this config (limits, hardening, mounts, labels)."""
+    spy = CreateArguments()
+    lifecycle.create(cast(docker.DockerClient, spy), config)
+    return dict(spy.kwargs)
+
+
+class Cleanup:
+    """Everything the benchmark started, taken down in reverse order, once, whatever happened."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self._undo: list[Callable[[], None]] = []
+
+    def push(self, undo: Callable[[], None]) -> None:
+        self._undo.append(undo)
+
+    def run(self) -> list[str]:
+        """Returns the names of containers found left over (and removed)."""
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self._undo:
+                with contextlib.suppress(Exception):
+                    self._undo.pop()()
+            return self.sweep()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def sweep(self) -> list[str]:
+        """Removes any container labelled as started by this process (a run interrupted half-way)."""
+        filters = {
+            "label": [
+                f"{lifecycle.LABEL}.owner.pid={os.getpid()}",
+                f"{lifecycle.LABEL}.owner.host={socket.gethostname()}",
+            ]
+        }
+        removed = []
+        with contextlib.suppress(DockerException):
+            for item in self.client.containers.list(all=True, filters=filters):
+                with contextlib.suppress(DockerException):
+                    item.remove(force=True)
+                    removed.append(str(item.name))
+        return removed
+
+
+# ---------------------------------------------------------------------------- the benchmark
+
+
+class NullExecutor:
+    """An executor whose tools do nothing and return at once: the agent loop alone is measured."""
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        return CommandResult("", "", 0)
+
+    def read_file(self, path: str) -> str:
+        return ""
+
+    def write_file(self, path: str, content: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullRecorder:
+    def record(self, kind: str, **fields: Any) -> None:
+        pass
+
+
+class TimedModel:
+    """Wraps the real model client and notes when each call starts and ends."""
+
+    def __init__(self, inner: OpenAIModel) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.body_bytes = 0
+
+    def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
+        started = time.perf_counter()
+        completion = self.inner.complete(messages, tools)
+        self.ends.append(time.perf_counter())
+        self.starts.append(started)
+        return completion
+
+
+# The scripted endpoint runs in a process of its own: its JSON decoding of each request, and the
+# 1000 growing request bodies it keeps, would otherwise share this process's GIL and garbage collector.
+SERVER = """
+import sys
+from tests.scripted_api import ScriptedAPI, call, message, tools
+api = ScriptedAPI().start()
+for part in sys.argv[1].split(","):
+    if part == "F":
+        api.add(message(sys.argv[2] + ": done"))
+    else:
+        api.add(*[tools(call("shell", {"command": "true"})) for _ in range(int(part))])
+print(api.url, flush=True)
+sys.stdin.read()
+api.stop()
+"""
+
+
+class Bench:
+    def __init__(self, client: docker.DockerClient, args: argparse.Namespace, report: Report, cleanup: Cleanup):
+        self.client = client
+        self.args = args
+        self.report = report
+        self.cleanup = cleanup
+        self.reps: int = args.reps
+        self.warmup: int = args.warmup
+        self.project = tempfile.mkdtemp(prefix="nanocode-bench-")
+        self.cleanup.push(lambda: shutil.rmtree(self.project, ignore_errors=True))
+        self.image = ensure_image(client, lambda line: print(line, file=sys.stderr))
+        self.config = SandboxConfig(project=self.project, image=self.image)
+        self.report.settings["image"] = self.image
+        for name in ("a.txt", "b.txt", "c.py"):
+            Path(self.project, name).write_text(name + "\n")
+
+    def sandbox(self, output_cap: int = OUTPUT_CAP) -> SandboxExecutor:
+        executor = SandboxExecutor(self.client, self.config, output_cap)
+        self.cleanup.push(executor.close)
+        return executor
+
+    def host(self) -> HostExecutor:
+        executor = HostExecutor(self.project, OUTPUT_CAP, [])
+        self.cleanup.push(executor.close)
+        return executor
+
+    def exec_container(self) -> Any:
+        """A container made by nanocode's own create(), started; its runtime idles, waiting on stdin."""
+        item = lifecycle.create(self.client, self.config)
+        self.cleanup.push(lambda: lifecycle.remove(item))
+        item.start()
+        item.reload()
+        expect(item.status == "running", f"the exec baseline container is {item.status}")
+        return item
+
+    # -- 1, 2: one command
+
+    def commands(self, sandbox: SandboxExecutor, host: HostExecutor) -> None:
+        section = "1-2. one command (executor.run; docker exec per command)"
+        baseline = self.exec_container()
+
+        def docker_exec(command: str, expected: str | None) -> Callable[[], None]:
+            def call() -> None:
+                code, (out, err) = baseline.exec_run(["bash", "-c", command], demux=True)
+                expect(code == 0, f"docker exec {command!r} exited {code}: {err!r:.200}")
+                if expected is not None:
+                    expect(expected in (out or b"").decode(), f"docker exec {command!r} printed {out!r:.200}")
+
+            return call
+
+        def run(executor: HostExecutor | SandboxExecutor, command: str, expected: str | None) -> Callable[[], None]:
+            check = ok_result(expected)
+            return lambda: check(executor.run(command, 30.0))
+
+        variants: dict[str, Callable[[], object]] = {}
+        for command, expected in (("true", None), ("ls", "c.py")):
+            variants[f"host: {command}"] = run(host, command, expected)
+            variants[f"sandbox: {command}"] = run(sandbox, command, expected)
+            variants[f"docker exec: {command}"] = docker_exec(command, expected)
+        samples = interleaved(variants, self.reps, self.warmup)
+        figures = {name: self.report.add(section, name, "ms", ms(values)) for name, values in samples.items()}
+        self.report.notes.append(
+            "docker exec: container.exec_run(['bash', '-c', cmd], demux=True) (exec_create + exec_start + "
+            "exec_inspect) in a container made by nanocode's create() with the same configuration."
+        )
+        for command in ("true", "ls"):
+            host_f, sandbox_f, exec_f = (figures[f"{kind}: {command}"] for kind in ("host", "sandbox", "docker exec"))
+            self.report.target(
+                f"(1) sandbox / host, {command}", sandbox_f.median / host_f.median, "<=", 1.5, "x", "ratio of medians"
+            )
+        for command in ("true", "ls"):
+            sandbox_f, exec_f = (figures[f"{kind}: {command}"] for kind in ("sandbox", "docker exec"))
+            self.report.target(
+                f"(2) docker exec / sandbox, {command}",
+                exec_f.median / sandbox_f.median,
+                ">=",
+                30,
+                "x",
+                "ratio of medians",
+            )
+
+    # -- 3: files
+
+    def files(self) -> None:
+        section = "3. files of 100 KB through the sandbox"
+        executor = self.sandbox(FILE_CAP)
+        rng = random.Random(1)
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 .,;:()[]{}=+-*/"
+        lines, size = [], 0
+        while size < FILE_SIZE:
+            line = "".join(rng.choice(alphabet) for _ in range(79)) + "\n"
+            lines.append(line)
+            size += len(line)
+        content = "".join(lines)[:FILE_SIZE]
+        host_path = Path(self.project, "data", "big.txt")
+
+        def written(_: None) -> None:
+            expect(host_path.read_bytes() == content.encode(), "write_file: the file on disk differs")
+
+        def read_back(text: str) -> None:
+            expect(text == content, f"read_file: got {len(text)} characters that differ from the {FILE_SIZE} written")
+
+        write = timed(lambda: executor.write_file("data/big.txt", content), written, self.reps, self.warmup)
+        read = timed(lambda: executor.read_file("data/big.txt"), read_back, self.reps, self.warmup)
+        write_f = self.report.add(section, "write_file 100 KB", "ms", ms(write), "checked on the host after each")
+        read_f = self.report.add(section, "read_file 100 KB", "ms", ms(read), "compared with what was written")
+        self.report.target("(3) write_file 100 KB", write_f.median, "<=", 5, "ms", "median")
+        self.report.target("(3) read_file 100 KB", read_f.median, "<=", 5, "ms", "median")
+
+    # -- 4: a goal's sandbox up and down
+
+    def lifecycle(self) -> None:
+        section = "4. a goal's sandbox up and down"
+        bare = sandbox_arguments(self.config)
+        bare.pop("stdin_open", None)
+        image = bare.pop("image")
+
+        def up_down() -> None:
+            executor = SandboxExecutor(self.client, self.config, OUTPUT_CAP)
+            executor.close()
+
+        def docker_run() -> None:
+            arguments = {**bare, "name": f"nanocode-bench-{uuid.uuid4().hex[:12]}", "command": ["true"]}
+            self.client.containers.run(image, remove=True, **arguments)
+
+        samples = interleaved({"up_down": up_down, "docker_run": docker_run}, self.reps, self.warmup)
+        ours = self.report.add(section, "SandboxExecutor(...) then .close()", "ms", ms(samples["up_down"]))
+        base = self.report.add(
+            section,
+            "docker run --rm (same config) true",
+            "ms",
+            ms(samples["docker_run"]),
+            "containers.run(image, ['true'], remove=True) with the arguments of nanocode's create()",
+        )
+        self.report.target(
+            "(4) sandbox up+down / docker run --rm", ours.median / base.median, "<=", 1.3, "x", "ratio of medians"
+        )
+
+    # -- 5: a command past its timeout
+
+    def timeout(self, sandbox: SandboxExecutor) -> None:
+        section = f"5. `sleep 1000` with a {SLEEP_TIMEOUT:g} s timeout, in the sandbox"
+        reps, warmup = self.args.timeout_reps, 1
+        times, left, zombies, lines = [], [], [], []
+        for round_ in range(warmup + reps):
+            started = time.perf_counter()
+            result = sandbox.run("sleep 1000", SLEEP_TIMEOUT)
+            elapsed = time.perf_counter() - started
+            expect(result.timed_out, f"sleep 1000 did not time out: {result!r:.300}")
+            live, dead, described = self.leftovers(sandbox)
+            if round_ >= warmup:
+                times.append(elapsed)
+                left.append(float(live))
+                zombies.append(float(dead))
+                lines.extend(described)
+        back = self.report.add(section, "time until the result is back", "ms", ms(times), f"{reps} reps (each ≥ 1 s)")
+        live_f = self.report.add(section, "processes left (live)", "", left, "counted right after each")
+        dead_f = self.report.add(section, "processes left (zombies)", "", zombies)
+        if lines:
+            self.report.notes.append("left after a timeout: " + "; ".join(sorted(set(lines))))
+        self.report.notes.append(
+            "processes left: the container's `ps -e` taken by a command right after the timed-out one, less "
+            "PID 1 (docker-init), the runtime and that command's supervisor (the chain from PID 1 to the counting "
+            "shell), the counting shell itself and its child ps; zombies are counted apart."
+        )
+        self.report.target("(5) back within timeout + 200 ms", back.p90, "<=", SLEEP_TIMEOUT * 1000 + 200, "ms", "p90")
+        self.report.target(
+            "(5) processes left after a timeout", max(live_f.samples) + max(dead_f.samples), "<=", 0, "", "worst rep"
+        )
+
+    @staticmethod
+    def leftovers(executor: SandboxExecutor) -> tuple[int, int, list[str]]:
+        """Live and zombie processes in the container that are neither the runtime's nor the counting command's."""
+        result = executor.run(COUNT_COMMAND, 30.0)
+        ok_result()(result)
+        first, *rows = result.stdout.splitlines()
+        shell = int(first)
+        table: dict[int, tuple[int, str, str]] = {}
+        for row in rows:
+            pid, ppid, stat, comm = row.split(None, 3)
+            table[int(pid)] = (int(ppid), stat, comm)
+        excluded = {shell} | _ancestors(table, shell) | _descendants(table, shell)
+        others = {pid: row for pid, row in table.items() if pid not in excluded}
+        dead = sum(1 for _, stat, _ in others.values() if stat.startswith("Z"))
+        described = [f"{comm} ({stat}, parent {ppid})" for ppid, stat, comm in others.values()]
+        return len(others) - dead, dead, described
+
+    # -- 6: 10 MB of output
+
+    def big_output(self, sandbox: SandboxExecutor, host: HostExecutor) -> None:
+        section = "6. a command printing 10 MB (cap 50 KB per stream)"
+
+        def check(result: CommandResult) -> None:
+            ok_result()(result)
+            expect(result.cut >= BIG_OUTPUT - 2 * OUTPUT_CAP, f"the output was not capped: cut {result.cut}")
+            expect(len(result.stdout) <= OUTPUT_CAP + 200, f"{len(result.stdout)} characters came back")
+
+        growth: list[float] = []
+        times = []
+        before_all = status_kb("VmRSS")
+        for round_ in range(self.warmup + self.reps):
+            baseline = status_kb("VmRSS")
+            peak_reset = reset_peak()
+            started = time.perf_counter()
+            result = sandbox.run(BIG_COMMAND, 30.0)
+            elapsed = time.perf_counter() - started
+            peak = status_kb("VmHWM" if peak_reset else "VmRSS")
+            check(result)
+            if round_ >= self.warmup:
+                times.append(elapsed)
+                growth.append((peak - baseline) / 1024)
+        after_all = status_kb("VmRSS")
+        host_times = timed(lambda: host.run(BIG_COMMAND, 30.0), check, self.reps, self.warmup)
+        back = self.report.add(section, "sandbox: time until the capped result is back", "ms", ms(times))
+        self.report.add(section, "host: the same (reference)", "ms", ms(host_times))
+        grow_f = self.report.add(
+            section,
+            "nanocode peak RSS growth during the call",
+            "MB",
+            growth,
+            "VmHWM after minus VmRSS before (peak reset through /proc/self/clear_refs)",
+        )
+        self.report.add(section, "nanocode RSS retained after all calls", "MB", [(after_all - before_all) / 1024])
+        self.report.target("(6) 10 MB command, back", back.median, "<=", 200, "ms", "median")
+        self.report.target("(6) 10 MB command, memory growth", max(grow_f.samples), "<", 50, "MB", "worst rep")
+
+    # -- 7: the agent loop
+
+    def agent_loop(self) -> None:
+        section = f"7. agent loop, {self.args.steps} scripted steps (do-nothing tools, real HTTP)"
+        bare_count = self.warmup + self.reps
+        warm_steps = 20
+        script = f"{bare_count},{warm_steps},F,{self.args.steps},F,{bare_count}"
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, script, MARKER],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def stop() -> None:
+            with contextlib.suppress(OSError):
+                assert server.stdin is not None
+                server.stdin.close()
+            try:
+                server.wait(5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+        self.cleanup.push(stop)
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        expect(url.startswith("http://127.0.0.1:"), f"the scripted server did not start: {url!r}")
+
+        with tempfile.TemporaryDirectory(prefix="nanocode-bench-transcript-") as folder:
+            transcript = Transcript(Path(folder, "run.jsonl"))
+            try:
+                schemas = Agent(OpenAIModel(url, "k", "x"), "", Limits(), 1, QuietDisplay(), NullRecorder()).schemas
+                http = requests.Session()
+                small = {"model": "scripted", "messages": [{"role": "user", "content": "go"}], "tools": schemas}
+
+                def post(body: bytes) -> Callable[[], None]:
+                    def call() -> None:
+                        response = http.post(
+                            url + "/chat/completions",
+                            data=body,
+                            headers={"Content-Type": "application/json"},
+                            timeout=30,
+                        )
+                        expect(response.status_code == 200, f"scripted server answered {response.status_code}")
+                        response.json()
+
+                    return call
+
+                bare = timed(post(json.dumps(small).encode()), lambda _: None, self.reps, self.warmup)
+
+                def agent(steps: int, model: Any) -> tuple[Agent, float]:
+                    agent = Agent(
+                        model,
+                        "You are a benchmark.",
+                        Limits(max_steps=steps + 10, max_continuations=0, max_seconds=3600),
+                        120.0,
+                        QuietDisplay(),
+                        transcript,
+                    )
+                    started = time.perf_counter()
+                    answer = agent.run("do nothing, many times", NullExecutor())
+                    elapsed = time.perf_counter() - started
+                    expect(answer == "done", f"the agent answered {answer!r}")
+                    return agent, elapsed
+
+                inner = OpenAIModel(url, "bench-key", "scripted", retries=0)
+                agent(warm_steps, inner)  # warm-up goal
+                model = TimedModel(inner)
+                main, total = agent(self.args.steps, model)
+                expect(len(model.starts) == self.args.steps + 1, f"{len(model.starts)} model calls")
+
+                final = json.dumps(
+                    {"model": "scripted", "messages": main.messages, "tools": schemas, "max_tokens": 8192}
+                )
+                final_bytes = final.encode()
+                encode = timed(
+                    lambda: json.dumps({"model": "scripted", "messages": main.messages, "tools": schemas}),
+                    lambda _: None,
+                    self.reps,
+                    self.warmup,
+                )
+                big = timed(post(final_bytes), lambda _: None, self.reps, self.warmup)
+            finally:
+                transcript.close()
+
+        calls = len(model.starts)
+        step = [model.starts[i + 1] - model.starts[i] for i in range(calls - 1)]
+        own = [model.starts[i + 1] - model.ends[i] for i in range(calls - 1)]
+        call = [model.ends[i] - model.starts[i] for i in range(calls)]
+        per_step = total / calls
+        tenth = max(1, len(step) // 10)
+        steps = self.args.steps
+        self.report.add(section, "per step, whole run (wall / model calls)", "ms", [per_step * 1000])
+        self.report.add(section, "per step (start of one model call to the next)", "ms", ms(step))
+        self.report.add(section, f"  the first {tenth} steps", "ms", ms(step[:tenth]))
+        self.report.add(section, f"  the last {tenth} steps", "ms", ms(step[-tenth:]))
+        self.report.add(section, "  model call: HTTP + JSON both ways + server", "ms", ms(call))
+        own_f = self.report.add(section, "  agent's own work (outside the model call)", "ms", ms(own))
+        bare_f = self.report.add(
+            section, "bare HTTP round trip, first request (1 message)", "ms", ms(bare), "requests.Session.post"
+        )
+        self.report.add(
+            section,
+            f"bare HTTP round trip, last request ({len(main.messages)} messages, {len(final_bytes) // 1024} KB)",
+            "ms",
+            ms(big),
+            "pre-encoded body: transport + the server's JSON decode",
+        )
+        self.report.add(section, "json.dumps of the last request", "ms", ms(encode))
+        self.report.notes.append(
+            f"agent loop: the real Agent, OpenAIModel and Transcript (to a temp file) with a do-nothing executor, "
+            f"against tests/scripted_api.py ScriptedAPI in its own process on 127.0.0.1; {steps} tool-call replies "
+            f"then a {MARKER} reply ({calls} model calls) after a {warm_steps}-step warm-up goal. Every request "
+            f"re-sends the whole history, which grows by 2 messages a step: per-step figures of the model call "
+            f"grow with the step number; the agent's own work is the time between one model call's return and "
+            f"the next one's start."
+        )
+        self.report.target("(7) agent's own work per step", own_f.median, "<=", 1, "ms", "median of steps")
+        self.report.target(
+            "(7) per step, less the bare HTTP round trip",
+            per_step * 1000 - bare_f.median,
+            "<=",
+            1,
+            "ms",
+            "mean over the run - median bare round trip",
+        )
+
+    # -- 8: start-up
+
+    def startup(self) -> None:
+        section = "8. start-up"
+        script = Path(sys.executable).parent / "nanocode"
+        command = [str(script)] if script.is_file() else [sys.executable, "-m", "nanocode"]
+        env = {name: value for name, value in os.environ.items() if not name.startswith("NANOCODE_")}
+
+        def launch(argv: list[str]) -> Callable[[], None]:
+            def call() -> None:
+                done = subprocess.run(argv, cwd=self.project, env=env, stdout=subprocess.DEVNULL, check=False)
+                expect(done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}")
+
+            return call
+
+        samples = interleaved(
+            {"help": launch([*command, "--help"]), "pass": launch([sys.executable, "-c", "pass"])},
+            self.reps,
+            self.warmup,
+        )
+        ours = self.report.add(section, f"{' '.join(Path(c).name for c in command)} --help", "ms", ms(samples["help"]))
+        base = self.report.add(section, "python3 -c pass (same interpreter)", "ms", ms(samples["pass"]))
+        self.report.target("(8) nanocode --help / python3 -c pass", ours.median / base.median, "<=", 3, "x", "ratio")
+
+    def run(self) -> None:
+        only = set(self.args.only or "12345678")
+        if only & set("12356"):
+            sandbox = self.sandbox()
+            host = self.host()
+            if only & set("12"):
+                self.commands(sandbox, host)
+            if "5" in only:
+                self.timeout(sandbox)
+            if "6" in only:
+                self.big_output(sandbox, host)
+            if "3" in only:
+                self.files()
+        if "4" in only:
+            self.lifecycle()
+        if "7" in only:
+            self.agent_loop()
+        if "8" in only:
+            self.startup()
+
+
+def _ancestors(table: dict[int, tuple[int, str, str]], pid: int) -> set[int]:
+    found = set()
+    while pid in table:
+        pid = table[pid][0]
+        found.add(pid)
+    return found
+
+
+def _descendants(table: dict[int, tuple[int, str, str]], root: int) -> set[int]:
+    found, stack = set(), [root]
+    while stack:
+        parent = stack.pop()
+        for pid, (ppid, _, _) in table.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                stack.append(pid)
+    return found
+
+
+def status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"no {key} in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Resets VmHWM to the current RSS (Linux ≥ 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def number(value: float, unit: str) -> str:
+    if unit == "":
+        return f"{value:g}"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if abs(value) >= 100:
+        return f"{value:.0f} {unit}"
+    if abs(value) >= 10:
+        return f"{value:.1f} {unit}"
+    return f"{value:.2f} {unit}"
+
+
+def render(report: Report, elapsed: float) -> str:
+    m = report.machine
+    s = report.settings
+    out = [
+        "nanocode benchmark",
+        f"machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory']} RAM, kernel {m['kernel']}, Docker {m['docker']}",
+        f"python:  {m['python']}",
+        f"image:   {s.get('image', '?')}",
+        f"runs:    median and p90 of {s['reps']} repetitions after {s['warmup']} warm-up, variants interleaved; "
+        f"timeout test {s['timeout_reps']} repetitions after 1 warm-up; agent loop {s['steps']} steps"
+        + ("  [--quick: a smoke run, not a measurement]" if s["quick"] else ""),
+        "",
+    ]
+    width = max(len(f.label) for f in report.figures) + 2 if report.figures else 40
+    header = f"  {'':{width}} {'median':>10} {'p90':>10} {'n':>5}"
+    section = ""
+    for figure in report.figures:
+        if figure.section != section:
+            section = figure.section
+            out.extend([section, header] if not out[-1].startswith("  ") else ["", section, header])
+        line = f"  {figure.label:{width}} {number(figure.median, figure.unit):>10} "
+        line += f"{number(figure.p90, figure.unit):>10} {len(figure.samples):>5}"
+        if figure.note:
+            line += f"   {figure.note}"
+        out.append(line)
+    out.extend(["", "targets"])
+    for t in report.targets:
+        verdict = "PASS" if t.passed else "MISS"
+        out.append(
+            f"  {verdict}  {t.label:48} {number(t.value, t.unit):>10}  (target {t.op} {number(t.limit, t.unit)}; "
+            f"{t.basis})"
+        )
+    if report.notes:
+        out.extend(["", "notes"])
+        out.extend(f"  - {note}" for note in report.notes)
+    passed = sum(t.passed for t in report.targets)
+    out.extend(["", f"{passed}/{len(report.targets)} targets met; the benchmark took {elapsed:.0f} s"])
+    return "\n".join(out)
+
+
+def write_json(path: str, report: Report, elapsed: float) -> None:
+    data = {
+        "machine": report.machine,
+        "settings": report.settings,
+        "figures": [f.as_json() for f in report.figures],
+        "targets": [t.as_json() for t in report.targets],
+        "notes": report.notes,
+        "elapsed_seconds": elapsed,
+    }
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--reps", type=int, help="repetitions per figure (default 30; 5 with --quick)")
+    parser.add_argument("--only", metavar="DIGITS", help="run only these parts, e.g. 17 (default: all)")
+    args = parser.parse_args(argv)
+    if args.reps is None:
+        args.reps = 5 if args.quick else 30
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    args.warmup = 1 if args.quick else 3
+    args.timeout_reps = 2 if args.quick else 5
+    args.steps = 100 if args.quick else 1000
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    started = time.perf_counter()
+    try:
+        client = engine.connect(timeout=30)
+    except NanocodeError as exc:
+        print(f"bench: Docker is not reachable: {exc.format_message()}", file=sys.stderr)
+        return 2
+    report = Report(
+        machine(client),
+        {
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "timeout_reps": args.timeout_reps,
+            "steps": args.steps,
+            "quick": args.quick,
+            "output_cap": OUTPUT_CAP,
+        },
+    )
+    cleanup = Cleanup(client)
+    code = 0
+    with terminate_as_interrupt():
+        try:
+            Bench(client, args, report, cleanup).run()
+        except KeyboardInterrupt:
+            print("bench: interrupted; removing what it started", file=sys.stderr)
+            code = 130
+        except (NanocodeError, BenchError) as exc:
+            message = exc.format_message() if isinstance(exc, NanocodeError) else str(exc)
+            print(f"bench: {message}", file=sys.stderr)
+            code = 1
+        except DockerException as exc:
+            print(f"bench: Docker failed: {engine.explain(exc)}", file=sys.stderr)
+            code = 1
+        finally:
+            left = cleanup.run()
+            if left:
+                print(f"bench: removed containers left by an interrupted step: {', '.join(left)}", file=sys.stderr)
+    if code:
+        return code
+    elapsed = time.perf_counter() - started
+    print(render(report, elapsed))
+    if args.json:
+        write_json(args.json, report, elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
