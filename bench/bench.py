@@ -36,12 +36,13 @@ import docker
 import requests
 from docker.errors import DockerException
 
+from nanocode import prompts
 from nanocode.agent import Agent
 from nanocode.budget import Limits
 from nanocode.display import QuietDisplay
 from nanocode.errors import NanocodeError
 from nanocode.host import HostExecutor
-from nanocode.interfaces import CommandResult, Completion, Message
+from nanocode.interfaces import CommandResult, Completion, Message, Model
 from nanocode.model.openai import OpenAIModel
 from nanocode.prompts import MARKER
 from nanocode.sandbox import container as lifecycle
@@ -147,6 +148,11 @@ class Report:
 
     def target(self, label: str, value: float, op: str, limit: float, unit: str, basis: str) -> None:
         self.targets.append(Target(label, value, op, limit, unit, basis))
+
+    def in_order(self) -> None:
+        """Sections in the order of their numbers, whatever order they were measured in."""
+        self.figures.sort(key=lambda figure: int(figure.section.split(".")[0].split("-")[0]))
+        self.targets.sort(key=lambda target: int(target.label[1 : target.label.index(")")]))
 
 
 def ms(seconds: list[float]) -> list[float]:
@@ -307,11 +313,6 @@ class NullExecutor:
         pass
 
 
-class NullRecorder:
-    def record(self, kind: str, **fields: Any) -> None:
-        pass
-
-
 class TimedModel:
     """Wraps the real model client and notes when each call starts and ends."""
 
@@ -320,7 +321,6 @@ class TimedModel:
         self.name = inner.name
         self.starts: list[float] = []
         self.ends: list[float] = []
-        self.body_bytes = 0
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
         started = time.perf_counter()
@@ -385,8 +385,22 @@ class Bench:
     # -- 1, 2: one command
 
     def commands(self, sandbox: SandboxExecutor, host: HostExecutor) -> None:
-        section = "1-2. one command (executor.run; docker exec per command)"
+        section = "1-2. one command: executor.run(cmd, 30) against one docker exec per command"
         baseline = self.exec_container()
+        inside: dict[str, list[float]] = {}
+
+        def run(
+            name: str, executor: HostExecutor | SandboxExecutor, command: str, expected: str | None
+        ) -> Callable[[], None]:
+            check = ok_result(expected)
+            inside[name] = []
+
+            def call() -> None:
+                result = executor.run(command, 30.0)
+                check(result)
+                inside[name].append(result.duration)
+
+            return call
 
         def docker_exec(command: str, expected: str | None) -> Callable[[], None]:
             def call() -> None:
@@ -397,36 +411,36 @@ class Bench:
 
             return call
 
-        def run(executor: HostExecutor | SandboxExecutor, command: str, expected: str | None) -> Callable[[], None]:
-            check = ok_result(expected)
-            return lambda: check(executor.run(command, 30.0))
-
         variants: dict[str, Callable[[], object]] = {}
         for command, expected in (("true", None), ("ls", "c.py")):
-            variants[f"host: {command}"] = run(host, command, expected)
-            variants[f"sandbox: {command}"] = run(sandbox, command, expected)
+            variants[f"host: {command}"] = run(f"host: {command}", host, command, expected)
+            variants[f"sandbox: {command}"] = run(f"sandbox: {command}", sandbox, command, expected)
             variants[f"docker exec: {command}"] = docker_exec(command, expected)
-        samples = interleaved(variants, self.reps, self.warmup)
+        try:
+            samples = interleaved(variants, self.reps, self.warmup)
+        finally:
+            lifecycle.remove(baseline)
         figures = {name: self.report.add(section, name, "ms", ms(values)) for name, values in samples.items()}
+        for name, durations in inside.items():
+            self.report.add(
+                section,
+                f"  {name}, of which in the runtime",
+                "ms",
+                ms(durations[-self.reps :]),
+                "the reply's duration: spawn, command, collection",
+            )
         self.report.notes.append(
-            "docker exec: container.exec_run(['bash', '-c', cmd], demux=True) (exec_create + exec_start + "
-            "exec_inspect) in a container made by nanocode's create() with the same configuration."
+            "docker exec: container.exec_run(['bash', '-c', cmd], demux=True), i.e. exec_create + exec_start + "
+            "exec_inspect, in a running container made by nanocode's own create() (same image, limits, hardening)."
         )
         for command in ("true", "ls"):
-            host_f, sandbox_f, exec_f = (figures[f"{kind}: {command}"] for kind in ("host", "sandbox", "docker exec"))
-            self.report.target(
-                f"(1) sandbox / host, {command}", sandbox_f.median / host_f.median, "<=", 1.5, "x", "ratio of medians"
-            )
+            host_f, sandbox_f = figures[f"host: {command}"], figures[f"sandbox: {command}"]
+            ratio = sandbox_f.median / host_f.median
+            self.report.target(f"(1) sandbox / host, {command}", ratio, "<=", 1.5, "x", "ratio of medians")
         for command in ("true", "ls"):
-            sandbox_f, exec_f = (figures[f"{kind}: {command}"] for kind in ("sandbox", "docker exec"))
-            self.report.target(
-                f"(2) docker exec / sandbox, {command}",
-                exec_f.median / sandbox_f.median,
-                ">=",
-                30,
-                "x",
-                "ratio of medians",
-            )
+            sandbox_f, exec_f = figures[f"sandbox: {command}"], figures[f"docker exec: {command}"]
+            ratio = exec_f.median / sandbox_f.median
+            self.report.target(f"(2) docker exec / sandbox, {command}", ratio, ">=", 30, "x", "ratio of medians")
 
     # -- 3: files
 
@@ -453,6 +467,7 @@ class Bench:
         read = timed(lambda: executor.read_file("data/big.txt"), read_back, self.reps, self.warmup)
         write_f = self.report.add(section, "write_file 100 KB", "ms", ms(write), "checked on the host after each")
         read_f = self.report.add(section, "read_file 100 KB", "ms", ms(read), "compared with what was written")
+        executor.close()
         self.report.target("(3) write_file 100 KB", write_f.median, "<=", 5, "ms", "median")
         self.report.target("(3) read_file 100 KB", read_f.median, "<=", 5, "ms", "median")
 
@@ -575,11 +590,8 @@ class Bench:
 
     # -- 7: the agent loop
 
-    def agent_loop(self) -> None:
-        section = f"7. agent loop, {self.args.steps} scripted steps (do-nothing tools, real HTTP)"
-        bare_count = self.warmup + self.reps
-        warm_steps = 20
-        script = f"{bare_count},{warm_steps},F,{self.args.steps},F,{bare_count}"
+    def scripted_server(self, script: str) -> str:
+        """Starts ScriptedAPI in a process of its own with the given script; returns its base URL."""
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER, script, MARKER],
             cwd=ROOT,
@@ -590,9 +602,9 @@ class Bench:
         )
 
         def stop() -> None:
-            with contextlib.suppress(OSError):
-                assert server.stdin is not None
-                server.stdin.close()
+            if server.stdin is not None:
+                with contextlib.suppress(OSError):
+                    server.stdin.close()
             try:
                 server.wait(5)
             except subprocess.TimeoutExpired:
@@ -600,66 +612,55 @@ class Bench:
                 server.wait()
 
         self.cleanup.push(stop)
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
+        url = server.stdout.readline().strip() if server.stdout is not None else ""
         expect(url.startswith("http://127.0.0.1:"), f"the scripted server did not start: {url!r}")
+        return url
 
-        with tempfile.TemporaryDirectory(prefix="nanocode-bench-transcript-") as folder:
-            transcript = Transcript(Path(folder, "run.jsonl"))
+    def agent_loop(self) -> None:
+        steps, warm_steps, bare_count = self.args.steps, 20, self.warmup + self.reps
+        section = f"7. agent loop, {steps} scripted steps (do-nothing tools, real HTTP)"
+        # Consumed in this order: a warm-up goal, bare round trips, the measured goal, bare round trips.
+        url = self.scripted_server(f"{warm_steps},F,{bare_count},{steps},F,{bare_count}")
+        system = prompts.system_prompt(self.project, 120.0, OUTPUT_CAP, prompts.HOST)
+        inner = OpenAIModel(url, "bench-key", "scripted", retries=0)
+        http = requests.Session()
+
+        def post(body: bytes) -> Callable[[], None]:
+            def call() -> None:
+                headers = {"Content-Type": "application/json"}
+                response = http.post(url + "/chat/completions", data=body, headers=headers, timeout=30)
+                expect(response.status_code == 200, f"the scripted server answered {response.status_code}")
+                response.json()
+
+            return call
+
+        def request(messages: list[Message], schemas: list[dict[str, Any]]) -> str:
+            return json.dumps({"model": inner.name, "messages": messages, "tools": schemas, "max_tokens": 8192})
+
+        with tempfile.TemporaryDirectory(prefix="nanocode-bench-") as folder:
+            transcript = Transcript(Path(folder, "transcript.jsonl"))
+
+            def goal(model: Model) -> tuple[Agent, float]:
+                limits = Limits(max_steps=steps + 10, max_continuations=0, max_seconds=3600)
+                agent = Agent(model, system, limits, 120.0, QuietDisplay(), transcript)
+                started = time.perf_counter()
+                answer = agent.run("do nothing, many times", NullExecutor())
+                elapsed = time.perf_counter() - started
+                expect(answer == "done", f"the agent answered {answer!r}")
+                return agent, elapsed
+
             try:
-                schemas = Agent(OpenAIModel(url, "k", "x"), "", Limits(), 1, QuietDisplay(), NullRecorder()).schemas
-                http = requests.Session()
-                small = {"model": "scripted", "messages": [{"role": "user", "content": "go"}], "tools": schemas}
-
-                def post(body: bytes) -> Callable[[], None]:
-                    def call() -> None:
-                        response = http.post(
-                            url + "/chat/completions",
-                            data=body,
-                            headers={"Content-Type": "application/json"},
-                            timeout=30,
-                        )
-                        expect(response.status_code == 200, f"scripted server answered {response.status_code}")
-                        response.json()
-
-                    return call
-
-                bare = timed(post(json.dumps(small).encode()), lambda _: None, self.reps, self.warmup)
-
-                def agent(steps: int, model: Any) -> tuple[Agent, float]:
-                    agent = Agent(
-                        model,
-                        "You are a benchmark.",
-                        Limits(max_steps=steps + 10, max_continuations=0, max_seconds=3600),
-                        120.0,
-                        QuietDisplay(),
-                        transcript,
-                    )
-                    started = time.perf_counter()
-                    answer = agent.run("do nothing, many times", NullExecutor())
-                    elapsed = time.perf_counter() - started
-                    expect(answer == "done", f"the agent answered {answer!r}")
-                    return agent, elapsed
-
-                inner = OpenAIModel(url, "bench-key", "scripted", retries=0)
-                agent(warm_steps, inner)  # warm-up goal
+                first, _ = goal(inner)  # the warm-up goal
+                opening = request(first.messages[:2], first.schemas).encode()
+                bare = timed(post(opening), lambda _: None, self.reps, self.warmup)
                 model = TimedModel(inner)
-                main, total = agent(self.args.steps, model)
-                expect(len(model.starts) == self.args.steps + 1, f"{len(model.starts)} model calls")
-
-                final = json.dumps(
-                    {"model": "scripted", "messages": main.messages, "tools": schemas, "max_tokens": 8192}
-                )
-                final_bytes = final.encode()
-                encode = timed(
-                    lambda: json.dumps({"model": "scripted", "messages": main.messages, "tools": schemas}),
-                    lambda _: None,
-                    self.reps,
-                    self.warmup,
-                )
-                big = timed(post(final_bytes), lambda _: None, self.reps, self.warmup)
+                agent, total = goal(model)
             finally:
                 transcript.close()
+        expect(len(model.starts) == steps + 1, f"{len(model.starts)} model calls for {steps} steps")
+        last = request(agent.messages, agent.schemas)
+        encode = timed(lambda: request(agent.messages, agent.schemas), lambda _: None, self.reps, self.warmup)
+        big = timed(post(last.encode()), lambda _: None, self.reps, self.warmup)
 
         calls = len(model.starts)
         step = [model.starts[i + 1] - model.starts[i] for i in range(calls - 1)]
@@ -667,31 +668,35 @@ class Bench:
         call = [model.ends[i] - model.starts[i] for i in range(calls)]
         per_step = total / calls
         tenth = max(1, len(step) // 10)
-        steps = self.args.steps
         self.report.add(section, "per step, whole run (wall / model calls)", "ms", [per_step * 1000])
-        self.report.add(section, "per step (start of one model call to the next)", "ms", ms(step))
+        self.report.add(section, "per step (one model call's start to the next)", "ms", ms(step))
         self.report.add(section, f"  the first {tenth} steps", "ms", ms(step[:tenth]))
         self.report.add(section, f"  the last {tenth} steps", "ms", ms(step[-tenth:]))
-        self.report.add(section, "  model call: HTTP + JSON both ways + server", "ms", ms(call))
-        own_f = self.report.add(section, "  agent's own work (outside the model call)", "ms", ms(own))
+        self.report.add(section, "  the model call: JSON, HTTP, the server", "ms", ms(call))
+        own_f = self.report.add(section, "  the agent's own work (between model calls)", "ms", ms(own))
         bare_f = self.report.add(
-            section, "bare HTTP round trip, first request (1 message)", "ms", ms(bare), "requests.Session.post"
+            section,
+            f"bare HTTP round trip, first request ({len(opening) // 1024} KB)",
+            "ms",
+            ms(bare),
+            "requests.Session.post of pre-encoded JSON, reply parsed",
         )
         self.report.add(
             section,
-            f"bare HTTP round trip, last request ({len(main.messages)} messages, {len(final_bytes) // 1024} KB)",
+            f"bare HTTP round trip, last request ({len(agent.messages)} messages, {len(last) // 1024} KB)",
             "ms",
             ms(big),
-            "pre-encoded body: transport + the server's JSON decode",
+            "the same: transport and the server's JSON decoding",
         )
-        self.report.add(section, "json.dumps of the last request", "ms", ms(encode))
+        self.report.add(section, "json.dumps of the last request", "ms", ms(encode), "this process, the client's share")
         self.report.notes.append(
-            f"agent loop: the real Agent, OpenAIModel and Transcript (to a temp file) with a do-nothing executor, "
-            f"against tests/scripted_api.py ScriptedAPI in its own process on 127.0.0.1; {steps} tool-call replies "
-            f"then a {MARKER} reply ({calls} model calls) after a {warm_steps}-step warm-up goal. Every request "
-            f"re-sends the whole history, which grows by 2 messages a step: per-step figures of the model call "
-            f"grow with the step number; the agent's own work is the time between one model call's return and "
-            f"the next one's start."
+            f"agent loop: the real Agent, OpenAIModel and Transcript (to a temporary file), a do-nothing executor, "
+            f"and tests/scripted_api.py ScriptedAPI in a process of its own on 127.0.0.1 (so that its JSON decoding "
+            f"and the request bodies it keeps do not share this process's GIL and garbage collector); "
+            f"{steps} tool-call replies, then a {MARKER} reply: {calls} model calls, after a {warm_steps}-step "
+            f"warm-up goal. Each request re-sends the whole history, 2 messages longer every step, so the model "
+            f"call grows with the step number; the agent's own work is the time from one model call's return "
+            f"to the next one's start (parse the reply, run the tool, write the transcript, check the budget)."
         )
         self.report.target("(7) agent's own work per step", own_f.median, "<=", 1, "ms", "median of steps")
         self.report.target(
@@ -700,7 +705,7 @@ class Bench:
             "<=",
             1,
             "ms",
-            "mean over the run - median bare round trip",
+            "whole-run mean less the median bare round trip of the first request",
         )
 
     # -- 8: start-up
@@ -728,8 +733,9 @@ class Bench:
         self.report.target("(8) nanocode --help / python3 -c pass", ours.median / base.median, "<=", 3, "x", "ratio")
 
     def run(self) -> None:
-        only = set(self.args.only or "12345678")
+        only = set(self.args.only)
         if only & set("12356"):
+            # One goal's sandbox serves 1, 2, 5 and 6, as it would serve a goal's tool calls.
             sandbox = self.sandbox()
             host = self.host()
             if only & set("12"):
@@ -738,6 +744,7 @@ class Bench:
                 self.timeout(sandbox)
             if "6" in only:
                 self.big_output(sandbox, host)
+            sandbox.close()
             if "3" in only:
                 self.files()
         if "4" in only:
@@ -860,6 +867,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions per figure (default 30; 5 with --quick)")
     parser.add_argument("--only", metavar="DIGITS", help="run only these parts, e.g. 17 (default: all)")
     args = parser.parse_args(argv)
+    args.only = args.only or "12345678"
+    if not set(args.only) <= set("12345678"):
+        parser.error("--only takes digits 1 to 8")
     if args.reps is None:
         args.reps = 5 if args.quick else 30
     if args.reps < 1:
@@ -924,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     elapsed = time.perf_counter() - started
+    report.in_order()
     print(render(report, elapsed))
     if args.json:
         write_json(args.json, report, elapsed)

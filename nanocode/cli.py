@@ -189,12 +189,13 @@ def sandbox_ls() -> None:
     if not rows:
         click.echo("no nanocode containers", err=True)
         return
-    click.echo(f"{'NAME':22} {'STATUS':10} {'OWNER':28} {'STARTED':26} STALE")
+    click.echo(f"{'NAME':22} {'STATUS':10} {'OWNER':24} {'STARTED':26} {'PROJECT':30} STALE")
     for item in rows:
         labels = item.labels
         owner = f"{labels.get('nanocode.owner.pid', '?')}@{labels.get('nanocode.owner.host', '?')}"
+        started, project = labels.get("nanocode.started", "?"), labels.get("nanocode.project", "?")
         stale = "yes" if container.is_stale(item) else "no"
-        click.echo(f"{item.name:22} {item.status:10} {owner:28} {labels.get('nanocode.started', '?'):26} {stale}")
+        click.echo(f"{item.name:22} {item.status:10} {owner:24} {started:26} {project:30} {stale}")
 
 
 @sandbox.command("prune")

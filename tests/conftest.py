@@ -53,13 +53,12 @@ def sandbox_image(docker_engine) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def no_leftovers(docker_engine):  # type: ignore[no-untyped-def]
-    """Fails the test if it leaves a nanocode container behind (and removes it)."""
+def no_leftovers(docker_engine, tmp_path):  # type: ignore[no-untyped-def]
+    """Fails the test if it leaves a container behind for a project of its own (and removes it)."""
     from nanocode.sandbox.container import ours
 
-    before = {c.id for c in ours(docker_engine)}
     yield
-    left = [c for c in ours(docker_engine) if c.id not in before]
+    left = [c for c in ours(docker_engine) if c.labels.get("nanocode.project", "").startswith(str(tmp_path))]
     for c in left:
         c.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"

@@ -284,7 +284,7 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
     try:
         # Stands for a nanocode whose process is gone: same host, a pid that no longer runs.
         docker_engine.api.remove_container(container.id, force=True)
-        labels = lifecycle.owner_labels("orphan") | {"nanocode.owner.pid": str(dead.pid)}
+        labels = lifecycle.owner_labels("orphan", str(project)) | {"nanocode.owner.pid": str(dead.pid)}
         orphan = docker_engine.containers.create(
             sandbox_image, ["sleep", "infinity"], labels=labels, name="nanocode-orphan-test"
         )

@@ -61,7 +61,7 @@ def process_start(pid: int) -> str:
         return ""
 
 
-def owner_labels(goal: str) -> dict[str, str]:
+def owner_labels(goal: str, project: str = "") -> dict[str, str]:
     pid = os.getpid()
     return {
         LABEL: "1",
@@ -86,7 +86,7 @@ def create(client: docker.DockerClient, config: SandboxConfig) -> Container:
         config.image,
         command=BOOTSTRAP,
         name=f"nanocode-{goal}",
-        labels=owner_labels(goal),
+        labels=owner_labels(goal, project),
         environment=ENVIRONMENT,
         user=config.user,
         working_dir=project,
