@@ -1,5 +1,6 @@
 """The command line: `nanocode` (REPL), `nanocode -p GOAL`, and `nanocode sandbox ...`."""
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ import click
 from dotenv import find_dotenv, load_dotenv
 
 from nanocode import __version__
-from nanocode.errors import EXIT_COMPLETE, ConfigError, Interrupted
+from nanocode.errors import EXIT_COMPLETE, EXIT_INTERNAL, ConfigError, Interrupted
 from nanocode.session import Session, Settings
 
 
@@ -224,4 +225,11 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("nanocode: interrupted", err=True)
         sys.exit(Interrupted.exit_code)
+    except Exception as exc:
+        if os.environ.get("NANOCODE_DEBUG"):
+            raise
+        click.echo(
+            f"nanocode: internal error: {type(exc).__name__}: {exc} (NANOCODE_DEBUG=1 shows the traceback)", err=True
+        )
+        sys.exit(EXIT_INTERNAL)
     sys.exit(0)

@@ -6,24 +6,8 @@ import subprocess
 import sys
 
 from nanocode.interfaces import CommandResult
-from nanocode.runtime.client import BOOTSTRAP, ChannelClosed, RuntimeClient
+from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE, ChannelClosed, RuntimeClient
 from nanocode.runtime.server import kill_tree
-
-# Set for every command so that nothing stops to wait for a person.
-NON_INTERACTIVE = {
-    "PAGER": "cat",
-    "GIT_PAGER": "cat",
-    "MANPAGER": "cat",
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_EDITOR": "true",
-    "EDITOR": "true",
-    "VISUAL": "true",
-    "DEBIAN_FRONTEND": "noninteractive",
-    "PIP_NO_INPUT": "1",
-    "PYTHONUNBUFFERED": "1",
-    "TERM": "dumb",
-    "CI": "1",
-}
 
 
 def command_environment(secrets: list[str]) -> dict[str, str]:

@@ -189,18 +189,19 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM stops a goal the way Ctrl-C does, so that its cleanup runs."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    """SIGTERM and SIGHUP stop a goal the way Ctrl-C does, so that its cleanup runs."""
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
 def _shielded() -> Iterator[None]:
     """A second Ctrl-C must not cut the removal of what the goal started."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -55,10 +55,10 @@ def sandbox_image(docker_engine) -> str:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def no_leftovers(docker_engine, tmp_path):  # type: ignore[no-untyped-def]
     """Fails the test if it leaves a container behind for a project of its own (and removes it)."""
-    from nanocode.sandbox.container import ours
+    from nanocode.sandbox.container import ours, remove
 
     yield
     left = [c for c in ours(docker_engine) if c.labels.get("nanocode.project", "").startswith(str(tmp_path))]
     for c in left:
-        c.remove(force=True)
+        remove(docker_engine, c.id)
     assert not left, f"containers left behind: {[c.name for c in left]}"

@@ -205,7 +205,6 @@ def test_cli_goal_runs_in_the_container_and_leaves_nothing(
         tools(call("shell", {"command": "python3 where.py; hostname; env; cat /proc/1/environ | tr '\\0' '\\n'"})),
         message(f"{MARKER} ran in the sandbox"),
     )
-    before = [c.name for c in lifecycle.ours(docker_engine)]
     done = subprocess.run(
         _nanocode("-p", "where am I", "--project", str(project)),
         env=_env(tmp_path, api, OPENROUTER_API_KEY="sk-key-4242", HOST_ONLY="leak-me"),
@@ -220,12 +219,11 @@ def test_cli_goal_runs_in_the_container_and_leaves_nothing(
     assert "sk-key-4242" not in output and "leak-me" not in output
     system = api.requests[0]["messages"][0]["content"]
     assert "memory 2g" in system and "512 processes" in system and "no network" in system
-    assert [c.name for c in lifecycle.ours(docker_engine)] == before
+    assert not [c for c in lifecycle.ours(docker_engine) if c.labels.get("nanocode.project") == str(project)]
 
 
-def test_interrupt_removes_the_container(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
-) -> None:
+def _start_sleeping_goal(docker_engine: Any, api: ScriptedAPI, project: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    """A nanocode whose goal is inside a long command in its sandbox."""
     api.add(tools(call("shell", {"command": "sleep 300"})))
     process = subprocess.Popen(
         _nanocode("-p", "wait", "--project", str(project)),
@@ -234,9 +232,16 @@ def test_interrupt_removes_the_container(
         stderr=subprocess.PIPE,
         text=True,
     )
+    _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
+    time.sleep(0.5)
+    return process
+
+
+def test_interrupt_removes_the_container(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    process = _start_sleeping_goal(docker_engine, api, project, tmp_path)
     try:
-        _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
-        time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -248,16 +253,9 @@ def test_interrupt_removes_the_container(
 def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
     docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
-    api.add(tools(call("shell", {"command": "sleep 300"})))
-    process = subprocess.Popen(
-        _nanocode("-p", "wait", "--project", str(project)),
-        env=_env(tmp_path, api),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
+    process = _start_sleeping_goal(docker_engine, api, project, tmp_path)
     process.kill()
-    process.wait()
+    process.communicate()
     stale = _owned_by(docker_engine, process.pid)
     assert len(stale) == 1
     listing = subprocess.run([sys.executable, "-m", "nanocode", "sandbox", "ls"], capture_output=True, text=True)
@@ -297,7 +295,7 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
     finally:
         for c in lifecycle.ours(docker_engine):
             if c.name == "nanocode-orphan-test":
-                c.remove(force=True)
+                lifecycle.remove(docker_engine, c.id)
 
 
 def test_transcript_of_a_sandboxed_goal(

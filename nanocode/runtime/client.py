@@ -12,6 +12,21 @@ SERVER_SOURCE = (Path(__file__).parent / "server.py").read_text()
 # The runtime's command line: it reads its own source as the first line of its
 # input, which keeps the command line short (in `ps`, say) and needs nothing installed.
 BOOTSTRAP = ["python3", "-I", "-c", "import sys, json; exec(json.loads(sys.stdin.buffer.readline()))"]
+# Set for every command, on the host and in the sandbox, so that nothing waits for a person.
+NON_INTERACTIVE = {
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "MANPAGER": "cat",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "EDITOR": "true",
+    "VISUAL": "true",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PIP_NO_INPUT": "1",
+    "PYTHONUNBUFFERED": "1",
+    "TERM": "dumb",
+    "CI": "1",
+}
 # Spare time, past a command's own timeout, for the runtime to kill it and answer.
 GRACE = 10.0
 
@@ -60,7 +75,12 @@ class RuntimeClient:
                 raise ChannelClosed("the runtime exited")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise ChannelClosed(f"the runtime sent something unreadable: {line[:200]!r}") from None
+        if not isinstance(reply, dict):
+            raise ChannelClosed(f"the runtime sent something unreadable: {line[:200]!r}")
         return reply
 
     def request(self, op: str, wait: float, **fields: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 import contextlib
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import Mount
 
-from nanocode.runtime.client import BOOTSTRAP
+from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
 
 LABEL = "nanocode"
 HOME = "/home/sandbox"
@@ -23,17 +22,7 @@ ENVIRONMENT = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": HOME,
     "LANG": "C.UTF-8",
-    "TERM": "dumb",
-    "PAGER": "cat",
-    "GIT_PAGER": "cat",
-    "MANPAGER": "cat",
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_EDITOR": "true",
-    "EDITOR": "true",
-    "DEBIAN_FRONTEND": "noninteractive",
-    "PIP_NO_INPUT": "1",
-    "PYTHONUNBUFFERED": "1",
-    "CI": "1",
+    **NON_INTERACTIVE,
 }
 # Files in the project that hold secrets: inside the sandbox they read as empty.
 SECRET_FILES = (".env", ".env.local", ".envrc", ".netrc")
@@ -109,16 +98,35 @@ def create(client: docker.DockerClient, config: SandboxConfig) -> Container:
     )
 
 
-def remove(container: Container) -> None:
-    with contextlib.suppress(NotFound):
-        container.remove(force=True)
+def remove(client: docker.DockerClient, container_id: str) -> None:
+    with contextlib.suppress(NotFound):  # already gone is what was wanted
+        client.api.remove_container(container_id, force=True)
 
 
-def ours(client: docker.DockerClient) -> list[Container]:
-    return list(client.containers.list(all=True, filters={"label": LABEL}))
+@dataclass
+class Listed:
+    """A container as the engine lists it: enough to judge and remove it, without a look-up that can race."""
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
 
 
-def is_stale(container: Container) -> bool:
+def ours(client: docker.DockerClient) -> list[Listed]:
+    rows = client.api.containers(all=True, filters={"label": LABEL})
+    return [
+        Listed(
+            row["Id"],
+            (row.get("Names") or ["/" + row["Id"][:12]])[0].lstrip("/"),
+            row.get("State", ""),
+            row.get("Labels") or {},
+        )
+        for row in rows
+    ]
+
+
+def is_stale(container: Listed) -> bool:
     """True when the nanocode process that started the container is gone (on this host)."""
     labels = container.labels
     if labels.get(f"{LABEL}.owner.host") != socket.gethostname():
@@ -143,18 +151,8 @@ def prune(client: docker.DockerClient) -> list[str]:
     for container in ours(client):
         if is_stale(container):
             try:
-                remove(container)
+                remove(client, container.id)
             except DockerException:
                 continue
             removed.append(container.name)
     return removed
-
-
-def wait_removed(client: docker.DockerClient, container_id: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            client.containers.get(container_id)
-        except NotFound:
-            return
-        time.sleep(0.05)

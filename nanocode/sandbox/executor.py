@@ -121,7 +121,7 @@ class SandboxExecutor:
             self.runtime = None
         if self.container is not None:
             with contextlib.suppress(DockerException):
-                lifecycle.remove(self.container)
+                lifecycle.remove(self.docker, self.container.id)
             self.container = None
 
 
