@@ -95,3 +95,37 @@ def test_background_job_with_redirected_output_does_not_block(executor: Executor
     result = executor.run("sleep 30 > /dev/null 2>&1 & echo started", 10)
     assert result.stdout == "started\n"
     assert time.monotonic() - started < 5
+
+
+def test_next_shell_killed_while_waiting_is_replaced(executor: Executor) -> None:
+    # The shell for the next command is started ahead; a command may kill it.
+    executor.run("(sleep 0.5; pkill -f __nanocode_cwd) > /dev/null 2>&1 &", 10)
+    time.sleep(1.5)
+    assert executor.run("echo still works", 10).stdout == "still works\n"
+
+
+def test_runtime_without_bash(project: Path) -> None:
+    """Images with only sh: each command gets a fresh sh, with the same guarantees."""
+    import subprocess
+    import sys
+
+    from nanocode.host import PipeTransport
+    from nanocode.runtime import client
+
+    source = client.SERVER_SOURCE.replace('SHELL = "/bin/bash" if', 'SHELL = "/bin/sh" if False and')
+    assert source != client.SERVER_SOURCE
+    process = subprocess.Popen(
+        [sys.executable, *client.BOOTSTRAP[1:]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=project,
+        start_new_session=True,
+    )
+    runtime = client.RuntimeClient(PipeTransport(process), str(project), CAP, source=source)
+    try:
+        assert runtime.run("echo $0; echo err >&2; exit 2", 10).stdout == "/bin/sh\n"
+        result = runtime.run("(setsid sleep 311 &); sleep 311", 1)
+        assert result.timed_out
+        assert runtime.run("pgrep -f '^sleep 311' || echo none", 10).stdout == "none\n"
+    finally:
+        runtime.close()

@@ -46,14 +46,16 @@ class Transport(Protocol):
 
 
 class RuntimeClient:
-    def __init__(self, transport: Transport, cwd: str, output_cap: int, start_timeout: float = 30.0):
+    def __init__(
+        self, transport: Transport, cwd: str, output_cap: int, start_timeout: float = 30.0, source: str = SERVER_SOURCE
+    ):
         self.transport = transport
         self.cwd = cwd
         self.output_cap = output_cap
         self._buffer = b""
         self._next_id = 0
         try:
-            transport.send(json.dumps(SERVER_SOURCE).encode() + b"\n")
+            transport.send(json.dumps(source).encode() + b"\n")
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
         hello = self._read_line(time.monotonic() + start_timeout)

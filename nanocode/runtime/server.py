@@ -1,14 +1,17 @@
 """The tool runtime: a small process that runs commands and file operations.
 
-It is started once per goal (as a local subprocess, or inside the sandbox
-container through one `docker exec`) and then answers JSON lines on stdin with
-JSON lines on stdout, so no command pays for a new exec. It must run on any
-python3 >= 3.8 with the standard library only: inside the sandbox it is passed
-as the source of `python3 -c`, and nothing of nanocode is installed there.
+It is started once per goal (as a local subprocess, or as the main process of
+the sandbox container) and then answers JSON lines on stdin with JSON lines on
+stdout, so no command pays for a new process of its own or a `docker exec`. It
+must run on any python3 >= 3.8 with the standard library only: it is sent as
+the first line of its own input, and nothing of nanocode is installed where it
+runs.
 
-Each command runs under a supervisor that is a child subreaper: every process
-the command starts, even one that calls setsid and is orphaned, stays below
-the supervisor, so a timeout can find and kill all of it.
+Each command runs in a shell of its own session that is a child subreaper:
+every process the command starts, even one that calls setsid and loses its
+parent, stays below that shell, so a timeout can find and kill all of it. The
+shell for the next command is started ahead, while the model thinks, so a
+command costs little more than the command itself.
 """
 
 import ctypes
@@ -121,116 +124,229 @@ def become_subreaper():
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
-        pass  # not Linux: the command's own process group is still killed
+        pass  # not Linux: the command's own session is still killed
 
 
-def supervise(command, cwd, out_w, err_w, status_w):
-    """Runs in the forked supervisor; never returns."""
-    code = 0
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        become_subreaper()
-        shell = os.fork()
-        if shell == 0:
+# Waits for the working directory and the command, each ended by a NUL, on fd 3.
+BASH_BOOTSTRAP = (
+    'IFS= read -r -d "" __nanocode_cwd <&3 || exit 0; '
+    'IFS= read -r -d "" __nanocode_command <&3; '
+    "exec 3<&-; "
+    'cd -- "$__nanocode_cwd" || exit 127; '
+    "unset __nanocode_cwd; "
+    'eval "$__nanocode_command"'
+)
+
+
+class Shell:
+    """A shell in its own session with its output on pipes, started before or with its command."""
+
+    def __init__(self, command=None, cwd=None):
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        command_r, self.command_w = os.pipe()
+        # Without bash (sh cannot read up to a NUL), the shell gets its command now.
+        argv = [SHELL, "-c", BASH_BOOTSTRAP if command is None else command]
+        try:
+            self.pid = os.fork()
+        except OSError:
+            for fd in (self.out_r, out_w, self.err_r, err_w, command_r, self.command_w):
+                os.close(fd)
+            raise
+        if self.pid == 0:
             try:
                 os.setsid()
+                become_subreaper()
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-                os.chdir(cwd)
-                os.execv(SHELL, [SHELL, "-c", command])
+                os.dup2(command_r, 3)
+                os.set_inheritable(3, True)
+                if cwd:
+                    os.chdir(cwd)
+                os.execv(SHELL, argv)
             except BaseException as exc:
                 os.write(2, ("cannot start %s: %s\n" % (SHELL, exc)).encode())
             os._exit(127)
-        # The supervisor itself must not hold the channel or the output pipes.
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
         os.close(out_w)
         os.close(err_w)
-        _, status = os.waitpid(shell, 0)
-        os.write(status_w, str(status).encode())
-        os.close(status_w)
-        while True:  # reap orphans until the last one is gone
+        os.close(command_r)
+        self.pidfd = None
+        if hasattr(os, "pidfd_open"):
             try:
-                os.wait()
-            except ChildProcessError:
+                self.pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                pass
+
+    def exited(self):
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
+
+    def start(self, cwd, command):
+        # A NUL ends each field, and no shell word can hold one anyway.
+        data = cwd.encode() + b"\0" + command.replace("\0", "").encode() + b"\0"
+        while data:
+            data = data[os.write(self.command_w, data) :]
+        os.close(self.command_w)
+        self.command_w = None
+
+    def discard(self):
+        kill_tree(self.pid)
+        self.close()
+
+    def close(self):
+        for fd in (self.out_r, self.err_r, self.command_w, self.pidfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+class Runtime:
+    def __init__(self):
+        self.ready = None  # the shell for the next command
+
+    def prepare(self):
+        """Starts the next command's shell; called once the last reply is out."""
+        if self.ready is None and SHELL.endswith("bash"):
+            try:
+                self.ready = Shell()
+            except OSError:
+                self.ready = None  # out of processes: tried again when a command comes
+
+    def shell_for(self, cwd, command):
+        shell, self.ready = self.ready, None
+        if shell is not None:
+            try:
+                if not shell.exited():
+                    shell.start(cwd, command)
+                    return shell
+            except OSError:
+                pass  # it was killed while waiting (say by `pkill bash`)
+            shell.discard()
+        if SHELL.endswith("bash"):
+            shell = Shell()
+            shell.start(cwd, command)
+            return shell
+        return Shell(command, cwd)
+
+    def run(self, req):
+        started = time.monotonic()
+        timeout = float(req.get("timeout") or 120)
+        cap = int(req.get("cap") or 100000)
+        cwd = req.get("cwd") or os.getcwd()
+        oom_before = oom_kills()
+        shell = self.shell_for(cwd, req["command"])
+        streams = {shell.out_r: Capped(cap), shell.err_r: Capped(cap)}
+        pending = [shell.out_r, shell.err_r]
+        if shell.pidfd is not None:
+            pending.append(shell.pidfd)
+        status = None
+        deadline = started + timeout
+        timed_out = False
+        while pending or status is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
                 break
-            except InterruptedError:
-                continue
-    except BaseException:
-        code = 1
-    os._exit(code)
-
-
-def run(req):
-    started = time.monotonic()
-    timeout = float(req.get("timeout") or 120)
-    cap = int(req.get("cap") or 100000)
-    cwd = req.get("cwd") or os.getcwd()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    status_r, status_w = os.pipe()
-    oom_before = oom_kills()
-    supervisor = os.fork()
-    if supervisor == 0:
-        os.close(out_r)
-        os.close(err_r)
-        os.close(status_r)
-        supervise(req["command"], cwd, out_w, err_w, status_w)
-    os.close(out_w)
-    os.close(err_w)
-    os.close(status_w)
-    streams = {out_r: Capped(cap), err_r: Capped(cap)}
-    status = b""
-    pending = [out_r, err_r, status_r]
-    deadline = started + timeout
-    timed_out = False
-    while pending:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            break
-        ready, _, _ = select.select(pending, [], [], left)
-        for fd in ready:
-            data = os.read(fd, 65536)
-            if not data:
-                pending.remove(fd)
-                os.close(fd)
-            elif fd == status_r:
-                status += data
-            else:
-                streams[fd].add(data)
-    if timed_out:
-        kill_tree(supervisor)
-        for fd in pending:
-            if fd in streams:  # what was printed before the kill
-                while select.select([fd], [], [], 0)[0]:
+            # Without a pidfd, the shell's exit is polled for.
+            wait = left if shell.pidfd is not None else min(left, 0.01)
+            ready, _, _ = select.select(pending, [], [], wait)
+            for fd in ready:
+                if fd == shell.pidfd:
+                    pending.remove(fd)
+                    continue
+                data = os.read(fd, 65536)
+                if data:
+                    streams[fd].add(data)
+                else:
+                    pending.remove(fd)
+            if status is None and (shell.pidfd is None or shell.pidfd not in pending):
+                pid, code = os.waitpid(shell.pid, os.WNOHANG)
+                if pid:
+                    status = code
+        if timed_out:
+            kill_command(shell.pid, [shell.out_r, shell.err_r])
+            for fd in (shell.out_r, shell.err_r):  # what was printed before the kill
+                while fd in pending and select.select([fd], [], [], 0)[0]:
                     data = os.read(fd, 65536)
                     if not data:
                         break
                     streams[fd].add(data)
-            os.close(fd)
-    reap()
-    exit_code = sig = None
-    if status:
-        code = _exitcode(int(status))
-        if code < 0:
-            sig = -code
-        else:
-            exit_code = code
-    oom_after = oom_kills()
-    stdout, stdout_cut = streams[out_r].render()
-    stderr, stderr_cut = streams[err_r].render()
-    return {
-        "stdout": stdout,
-        "stderr": stderr,
-        "exit_code": exit_code,
-        "signal": sig,
-        "timed_out": timed_out,
-        "oom": oom_before is not None and oom_after is not None and oom_after > oom_before,
-        "cut": stdout_cut + stderr_cut,
-        "duration": time.monotonic() - started,
-    }
+            if status is None:
+                _, status = os.waitpid(shell.pid, 0)
+                status = None  # killed by us: no exit code of its own
+        shell.close()
+        reap()
+        exit_code = sig = None
+        if status is not None:
+            code = _exitcode(status)
+            if code < 0:
+                sig = -code
+            else:
+                exit_code = code
+        oom_after = oom_kills()
+        stdout, stdout_cut = streams[shell.out_r].render()
+        stderr, stderr_cut = streams[shell.err_r].render()
+        return {
+            "stdout": stdout,
+            "stderr": stderr,
+            "exit_code": exit_code,
+            "signal": sig,
+            "timed_out": timed_out,
+            "oom": oom_before is not None and oom_after is not None and oom_after > oom_before,
+            "cut": stdout_cut + stderr_cut,
+            "duration": time.monotonic() - started,
+        }
+
+
+def pipe_holders(fds, among):
+    """The processes, of those given, that hold one of these pipes open."""
+    names = set()
+    for fd in fds:
+        try:
+            names.add("pipe:[%d]" % os.fstat(fd).st_ino)
+        except OSError:
+            pass
+    holders = []
+    for pid in among:
+        try:
+            links = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for link in links:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, link)) in names:
+                    holders.append(pid)
+                    break
+            except OSError:
+                continue
+    return holders
+
+
+def kill_command(shell, fds):
+    """Kills the shell, everything below it, and whatever else still holds its output open."""
+    # A process forking while we scan shows up in the next pass; each pass
+    # kills what it sees, so even a fork bomb runs out of survivors.
+    for _ in range(200):
+        ours = descendants(os.getpid())
+        victims = descendants(shell)
+        victims += pipe_holders(fds, [pid for pid in ours if pid not in victims and pid != shell])
+        if shell in ours:
+            victims.append(shell)
+        if not victims:
+            return
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.002)
 
 
 def _exitcode(status):
@@ -272,11 +388,10 @@ def write(req):
     return {"bytes": len(data)}
 
 
-OPS = {"run": run, "read": read, "write": write, "ping": lambda req: {"pid": os.getpid()}}
-
-
 def main():
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    become_subreaper()  # what a command leaves running stays ours, to be found and ended
+    runtime = Runtime()
+    ops = {"run": runtime.run, "read": read, "write": write, "ping": lambda req: {"pid": os.getpid()}}
     out = sys.stdout.buffer
     out.write(json.dumps({"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}).encode() + b"\n")
     out.flush()
@@ -284,7 +399,7 @@ def main():
         req = {}
         try:
             req = json.loads(line)
-            reply = OPS[req["op"]](req)
+            reply = ops[req["op"]](req)
             reply["ok"] = True
         except Exception as exc:
             reply = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
@@ -293,6 +408,7 @@ def main():
         reply["id"] = req.get("id") if isinstance(req, dict) else None
         out.write(json.dumps(reply).encode() + b"\n")
         out.flush()
+        runtime.prepare()
 
 
 if __name__ == "__main__":
