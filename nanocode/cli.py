@@ -3,19 +3,18 @@
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from dotenv import find_dotenv, load_dotenv
 
 from nanocode import __version__
 from nanocode.errors import EXIT_COMPLETE, EXIT_INTERNAL, ConfigError, Interrupted
-from nanocode.session import Session, Settings
 
 
 def _env_file() -> None:
     # The real environment wins over .env, and the command line wins over both.
+    from dotenv import find_dotenv, load_dotenv
+
     path = find_dotenv(usecwd=True)
     if path:
         load_dotenv(path, override=False)
@@ -30,8 +29,9 @@ def _option(*names: str, envvar: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*names, envvar=envvar, show_envvar=True, **kwargs)
 
 
-PATH = click.Path(file_okay=False, path_type=Path)
-FILE = click.Path(dir_okay=False, path_type=Path)
+# Paths stay strings here (pathlib costs start-up time); Settings makes them Paths.
+PATH = click.Path(file_okay=False)
+FILE = click.Path(dir_okay=False)
 
 
 @click.group(
@@ -138,7 +138,7 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @_option(
     "--replay",
     envvar="NANOCODE_REPLAY",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, exists=True),
     help="Answer with the model replies recorded in a transcript (no key needed).",
 )
 @_option("-q", "--quiet", envvar="NANOCODE_QUIET", is_flag=True, help="Print only the final answer.")
@@ -152,6 +152,9 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
         ctx.obj = options
         return
+    # Imported here, so that --help and the sandbox commands start fast.
+    from nanocode.session import Session, Settings
+
     settings = Settings.from_options(options)
     goal = options["goal"]
     if goal == "-":
@@ -211,7 +214,8 @@ def sandbox_prune() -> None:
 
 
 def main() -> None:
-    _env_file()
+    if not {"-h", "--help", "--version"} & set(sys.argv[1:]):
+        _env_file()
     try:
         cli.main(prog_name="nanocode", standalone_mode=False)
     except click.exceptions.Abort:

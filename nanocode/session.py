@@ -47,7 +47,7 @@ class Settings:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
-        project = (options["project"] or Path.cwd()).expanduser()
+        project = Path(options["project"] or Path.cwd()).expanduser()
         if not project.is_dir():
             raise ConfigError(f"the project directory {project} does not exist")
         if not MEMORY.match(options["memory"]):
@@ -59,6 +59,8 @@ class Settings:
         names = {f.name for f in cls.__dataclass_fields__.values()}
         values = {k: v for k, v in options.items() if k in names}
         values["project"] = project.resolve()
+        for name in ("transcript", "replay"):
+            values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
         values["limits"] = Limits(
             max_steps=options["max_steps"],

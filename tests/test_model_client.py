@@ -93,3 +93,17 @@ def test_extra_fields_of_the_reply_are_not_sent_back(api: ScriptedAPI) -> None:
     reply.body["choices"][0]["message"]["reasoning"] = "long hidden text"
     api.add(reply)
     assert client(api).complete(MESSAGES, []).message == {"role": "assistant", "content": "hi"}
+
+
+def test_each_message_is_encoded_once_and_the_body_stays_exact(api: ScriptedAPI) -> None:
+    model = client(api)
+    history = [{"role": "system", "content": "s"}, {"role": "user", "content": "é \u2603"}]
+    api.add(message("one"), message("two"), message("three"))
+    model.complete(history, [{"type": "function", "function": {"name": "t"}}])
+    history.append({"role": "assistant", "content": "one"})
+    model.complete(history, [])
+    other = [{"role": "user", "content": "a different conversation"}]
+    model.complete(other, [])
+    assert [r["messages"] for r in api.requests] == [history[:2], history, other]
+    assert api.requests[0]["tools"] == [{"type": "function", "function": {"name": "t"}}]
+    assert api.requests[1]["tools"] == []

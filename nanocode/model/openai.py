@@ -1,6 +1,8 @@
 """A client for any OpenAI-compatible /chat/completions endpoint."""
 
 import email.utils
+import json
+import os
 import time
 from typing import Any
 
@@ -32,6 +34,11 @@ class OpenAIModel:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.session = requests.Session()
+        # Proxies and CA bundle are read from the environment once, not on every request.
+        self.session.trust_env = False
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.url))
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._history = _EncodedHistory()
         self.session.headers.update(
             {
                 "Authorization": f"Bearer {api_key}",
@@ -41,12 +48,8 @@ class OpenAIModel:
         )
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
-        body = {
-            "model": self.name,
-            "messages": messages,
-            "tools": tools,
-            "max_tokens": self.max_tokens,
-        }
+        head = json.dumps({"model": self.name, "max_tokens": self.max_tokens, "tools": tools})
+        body = f'{head[:-1]}, "messages": '.encode() + self._history.encode(messages) + b"}"
         attempt = 0
         while True:
             attempt += 1
@@ -58,9 +61,9 @@ class OpenAIModel:
                 wait = retry.after if retry.after is not None else self.backoff * 2 ** (attempt - 1)
                 time.sleep(min(wait, self.max_backoff))
 
-    def _once(self, body: dict[str, Any]) -> Completion:
+    def _once(self, body: bytes) -> Completion:
         try:
-            response = self.session.post(self.url, json=body, timeout=(min(self.timeout, 30.0), self.timeout))
+            response = self.session.post(self.url, data=body, timeout=(min(self.timeout, 30.0), self.timeout))
         except requests.Timeout:
             raise _Retry(f"the model endpoint did not answer within {self.timeout:g}s") from None
         except requests.ConnectionError as exc:
@@ -107,6 +110,29 @@ class OpenAIModel:
         if status == 404:
             raise EndpointError(f"not found (404), check INFERENCE_BASE_URL and MODEL_NAME: {detail}")
         raise EndpointError(f"the model endpoint answered {status or 'with an error'}: {detail}")
+
+
+class _EncodedHistory:
+    """The JSON of each message, kept: the conversation only grows, so each message is encoded once.
+
+    A message is known by identity; the agent never changes one after appending it.
+    """
+
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+        self._parts: list[bytes] = []
+
+    def encode(self, messages: list[Message]) -> bytes:
+        same = 0
+        for kept, message in zip(self._messages, messages, strict=False):
+            if kept is not message:
+                break
+            same += 1
+        del self._messages[same:], self._parts[same:]
+        for message in messages[same:]:
+            self._messages.append(message)
+            self._parts.append(json.dumps(message).encode())
+        return b"[" + b",".join(self._parts) + b"]"
 
 
 class _Retry(Exception):
