@@ -7,11 +7,12 @@ must run on any python3 >= 3.8 with the standard library only: it is sent as
 the first line of its own input, and nothing of nanocode is installed where it
 runs.
 
-Each command runs in a shell of its own session that is a child subreaper:
-every process the command starts, even one that calls setsid and loses its
-parent, stays below that shell, so a timeout can find and kill all of it. The
-shell for the next command is started ahead, while the model thinks, so a
-command costs little more than the command itself.
+Each command runs in a shell of its own session. The runtime is a child
+subreaper, so every process a command starts stays below the runtime even when
+it calls setsid and loses its parent; at a timeout, the command's processes are
+its shell's tree, the orphans that came to the runtime while it ran, and
+whatever still holds its output open. Shells for the next commands are started
+ahead, while the model thinks, so a command costs little more than the command.
 """
 
 import ctypes
@@ -88,8 +89,8 @@ def process_table():
     return parents
 
 
-def descendants(root):
-    parents = process_table()
+def descendants(root, parents=None):
+    parents = process_table() if parents is None else parents
     children = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
@@ -101,19 +102,26 @@ def descendants(root):
     return found
 
 
-def kill_tree(root: int) -> None:
-    # A process forking while we scan shows up in the next pass; each pass
-    # kills what it sees, so even a fork bomb runs out of survivors.
+def kill_all(find):
+    """Kills what find() returns until it returns nothing.
+
+    A process forking while we look shows up in the next pass; each pass kills
+    what it sees, so even a fork bomb runs out of survivors.
+    """
     for _ in range(200):
-        pids = descendants(root)
+        pids = find()
         if not pids:
-            break
+            return
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         time.sleep(0.002)
+
+
+def kill_tree(root: int) -> None:
+    kill_all(lambda: descendants(root))
     try:
         os.kill(root, signal.SIGKILL)
     except OSError:
@@ -124,7 +132,20 @@ def become_subreaper():
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
-        pass  # not Linux: the command's own session is still killed
+        pass  # not Linux: orphans go to init, and a timeout finds those that hold the output
+
+
+def own_children():
+    """The runtime's direct children, read cheaply where the kernel tells them."""
+    try:
+        found = set()
+        for task in os.listdir("/proc/self/task"):
+            with open("/proc/self/task/%s/children" % task) as f:
+                found.update(int(pid) for pid in f.read().split())
+        return found
+    except OSError:
+        me = os.getpid()
+        return {pid for pid, ppid in process_table().items() if ppid == me}
 
 
 # Waits for the working directory and the command, each ended by a NUL, on fd 3.
@@ -136,43 +157,40 @@ BASH_BOOTSTRAP = (
     "unset __nanocode_cwd; "
     'eval "$__nanocode_command"'
 )
+# sh cannot read up to a NUL: it gets its directory and command as arguments.
+SH_BOOTSTRAP = 'cd -- "$1" || exit 127; eval "$2"'
 
 
 class Shell:
-    """A shell in its own session with its output on pipes, started before or with its command."""
+    """A shell in a session of its own, its output on pipes; started ahead of its command, or with it."""
 
-    def __init__(self, command=None, cwd=None):
+    def __init__(self, cwd=None, command=None):
         self.out_r, out_w = os.pipe()
         self.err_r, err_w = os.pipe()
         command_r, self.command_w = os.pipe()
-        # Without bash (sh cannot read up to a NUL), the shell gets its command now.
-        argv = [SHELL, "-c", BASH_BOOTSTRAP if command is None else command]
+        if command is None:
+            argv = [SHELL, "-c", BASH_BOOTSTRAP]
+        else:
+            argv = [SHELL, "-c", SH_BOOTSTRAP, "sh", cwd, command.replace("\0", "")]
         try:
-            self.pid = os.fork()
-        except OSError:
-            for fd in (self.out_r, out_w, self.err_r, err_w, command_r, self.command_w):
-                os.close(fd)
-            raise
-        if self.pid == 0:
-            try:
-                os.setsid()
-                become_subreaper()
-                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                os.dup2(command_r, 3)
-                os.set_inheritable(3, True)
-                if cwd:
-                    os.chdir(cwd)
-                os.execv(SHELL, argv)
-            except BaseException as exc:
-                os.write(2, ("cannot start %s: %s\n" % (SHELL, exc)).encode())
-            os._exit(127)
-        os.close(out_w)
-        os.close(err_w)
-        os.close(command_r)
+            # posix_spawn is a vfork: far cheaper than forking this interpreter.
+            self.pid = os.posix_spawn(
+                SHELL,
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                    (os.POSIX_SPAWN_DUP2, command_r, 3),
+                ],
+                setsid=True,
+                setsigdef=(signal.SIGPIPE,),
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+            os.close(command_r)
         self.pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -208,32 +226,36 @@ class Shell:
 
 
 class Runtime:
+    # Shells started ahead: two, so that back-to-back commands still find one
+    # that has finished starting.
+    READY = 2
+
     def __init__(self):
-        self.ready = None  # the shell for the next command
+        self.ready = []
 
     def prepare(self):
-        """Starts the next command's shell; called once the last reply is out."""
-        if self.ready is None and SHELL.endswith("bash"):
+        """Tops up the shells started ahead; called once the last reply is out."""
+        while SHELL.endswith("bash") and len(self.ready) < self.READY:
             try:
-                self.ready = Shell()
+                self.ready.append(Shell())
             except OSError:
-                self.ready = None  # out of processes: tried again when a command comes
+                return  # out of processes: tried again when a command comes
 
     def shell_for(self, cwd, command):
-        shell, self.ready = self.ready, None
-        if shell is not None:
+        while self.ready:
+            shell = self.ready.pop(0)
             try:
                 if not shell.exited():
                     shell.start(cwd, command)
                     return shell
             except OSError:
-                pass  # it was killed while waiting (say by `pkill bash`)
+                pass  # it was killed while it waited (say by `pkill bash`)
             shell.discard()
         if SHELL.endswith("bash"):
             shell = Shell()
             shell.start(cwd, command)
             return shell
-        return Shell(command, cwd)
+        return Shell(cwd, command)
 
     def run(self, req):
         started = time.monotonic()
@@ -241,6 +263,7 @@ class Runtime:
         cap = int(req.get("cap") or 100000)
         cwd = req.get("cwd") or os.getcwd()
         oom_before = oom_kills()
+        earlier = own_children()
         shell = self.shell_for(cwd, req["command"])
         streams = {shell.out_r: Capped(cap), shell.err_r: Capped(cap)}
         pending = [shell.out_r, shell.err_r]
@@ -271,7 +294,8 @@ class Runtime:
                 if pid:
                     status = code
         if timed_out:
-            kill_command(shell.pid, [shell.out_r, shell.err_r])
+            spared = earlier | {pending_shell.pid for pending_shell in self.ready}
+            kill_all(lambda: command_processes(shell.pid, spared, (shell.out_r, shell.err_r)))
             for fd in (shell.out_r, shell.err_r):  # what was printed before the kill
                 while fd in pending and select.select([fd], [], [], 0)[0]:
                     data = os.read(fd, 65536)
@@ -279,8 +303,7 @@ class Runtime:
                         break
                     streams[fd].add(data)
             if status is None:
-                _, status = os.waitpid(shell.pid, 0)
-                status = None  # killed by us: no exit code of its own
+                os.waitpid(shell.pid, 0)
         shell.close()
         reap()
         exit_code = sig = None
@@ -305,6 +328,26 @@ class Runtime:
         }
 
 
+def command_processes(shell, spared, fds):
+    """Every live process of a command: its shell and what is below it, what came to the
+    runtime as an orphan while it ran (the runtime being a subreaper), and whatever else
+    still holds its output open."""
+    parents = process_table()
+    me = os.getpid()
+    roots = [shell] + [pid for pid, ppid in parents.items() if ppid == me and pid not in spared]
+    found = set()
+    for root in roots:
+        if root in parents:
+            found.add(root)
+        found.update(descendants(root, parents))
+    others = [pid for pid in descendants(me, parents) if pid not in found]
+    spared_trees = set(spared)
+    for pid in spared:
+        spared_trees.update(descendants(pid, parents))
+    found.update(pipe_holders(fds, [pid for pid in others if pid not in spared_trees] + list(spared_trees)))
+    return sorted(found)
+
+
 def pipe_holders(fds, among):
     """The processes, of those given, that hold one of these pipes open."""
     names = set()
@@ -327,26 +370,6 @@ def pipe_holders(fds, among):
             except OSError:
                 continue
     return holders
-
-
-def kill_command(shell, fds):
-    """Kills the shell, everything below it, and whatever else still holds its output open."""
-    # A process forking while we scan shows up in the next pass; each pass
-    # kills what it sees, so even a fork bomb runs out of survivors.
-    for _ in range(200):
-        ours = descendants(os.getpid())
-        victims = descendants(shell)
-        victims += pipe_holders(fds, [pid for pid in ours if pid not in victims and pid != shell])
-        if shell in ours:
-            victims.append(shell)
-        if not victims:
-            return
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.002)
 
 
 def _exitcode(status):
@@ -390,11 +413,14 @@ def write(req):
 
 def main():
     become_subreaper()  # what a command leaves running stays ours, to be found and ended
+    # Keeps fd 3 taken, so that no pipe is ever fd 3 and a shell's fd 3 is always its command.
+    os.open(os.devnull, os.O_RDONLY)
     runtime = Runtime()
     ops = {"run": runtime.run, "read": read, "write": write, "ping": lambda req: {"pid": os.getpid()}}
     out = sys.stdout.buffer
     out.write(json.dumps({"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}).encode() + b"\n")
     out.flush()
+    runtime.prepare()
     for line in sys.stdin.buffer:
         req = {}
         try:

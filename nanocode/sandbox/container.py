@@ -50,7 +50,7 @@ def process_start(pid: int) -> str:
         return ""
 
 
-def owner_labels(goal: str, project: str = "") -> dict[str, str]:
+def owner_labels(goal: str, project: str) -> dict[str, str]:
     pid = os.getpid()
     return {
         LABEL: "1",
@@ -59,6 +59,7 @@ def owner_labels(goal: str, project: str = "") -> dict[str, str]:
         f"{LABEL}.owner.host": socket.gethostname(),
         f"{LABEL}.owner.start": process_start(pid),
         f"{LABEL}.started": datetime.now(UTC).isoformat(timespec="seconds"),
+        f"{LABEL}.project": project,
     }
 
 
