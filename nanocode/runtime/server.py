@@ -148,16 +148,10 @@ def own_children():
         return {pid for pid, ppid in process_table().items() if ppid == me}
 
 
-# Waits for the working directory and the command, each ended by a NUL, on fd 3.
-BASH_BOOTSTRAP = (
-    'IFS= read -r -d "" __nanocode_cwd <&3 || exit 0; '
-    'IFS= read -r -d "" __nanocode_command <&3; '
-    "exec 3<&-; "
-    'cd -- "$__nanocode_cwd" || exit 127; '
-    "unset __nanocode_cwd; "
-    'eval "$__nanocode_command"'
-)
-# sh cannot read up to a NUL: it gets its directory and command as arguments.
+# Runs the script that arrives on fd 3: a `cd` into the working directory, then
+# the command. `source` reads it whole, where `read` would take a byte at a time.
+BASH_BOOTSTRAP = ". /dev/fd/3"
+# Without bash, the shell gets its directory and command as arguments, when the command comes.
 SH_BOOTSTRAP = 'cd -- "$1" || exit 127; eval "$2"'
 
 
@@ -205,8 +199,9 @@ class Shell:
             return True
 
     def start(self, cwd, command):
-        # A NUL ends each field, and no shell word can hold one anyway.
-        data = cwd.encode() + b"\0" + command.replace("\0", "").encode() + b"\0"
+        quoted = "'" + cwd.replace("'", "'\\''") + "'"
+        script = "exec 3<&-; cd -- %s || exit 127\n%s\n" % (quoted, command.replace("\0", ""))
+        data = script.encode()
         while data:
             data = data[os.write(self.command_w, data) :]
         os.close(self.command_w)
@@ -234,12 +229,16 @@ class Runtime:
         self.ready = []
 
     def prepare(self):
-        """Tops up the shells started ahead; called once the last reply is out."""
+        """Tops up the shells started ahead."""
         while SHELL.endswith("bash") and len(self.ready) < self.READY:
             try:
                 self.ready.append(Shell())
             except OSError:
                 return  # out of processes: tried again when a command comes
+
+    def ping(self, req):
+        """The runtime's pid and its idle shells: so that a count of processes can leave them out."""
+        return {"pid": os.getpid(), "ready": [shell.pid for shell in self.ready]}
 
     def shell_for(self, cwd, command):
         while self.ready:
@@ -265,6 +264,8 @@ class Runtime:
         oom_before = oom_kills()
         earlier = own_children()
         shell = self.shell_for(cwd, req["command"])
+        # The next shell starts up while this command runs, not while the reply travels.
+        self.prepare()
         streams = {shell.out_r: Capped(cap), shell.err_r: Capped(cap)}
         pending = [shell.out_r, shell.err_r]
         if shell.pidfd is not None:
@@ -416,7 +417,7 @@ def main():
     # Keeps fd 3 taken, so that no pipe is ever fd 3 and a shell's fd 3 is always its command.
     os.open(os.devnull, os.O_RDONLY)
     runtime = Runtime()
-    ops = {"run": runtime.run, "read": read, "write": write, "ping": lambda req: {"pid": os.getpid()}}
+    ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping}
     out = sys.stdout.buffer
     out.write(json.dumps({"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}).encode() + b"\n")
     out.flush()
@@ -434,7 +435,6 @@ def main():
         reply["id"] = req.get("id") if isinstance(req, dict) else None
         out.write(json.dumps(reply).encode() + b"\n")
         out.flush()
-        runtime.prepare()
 
 
 if __name__ == "__main__":
