@@ -268,7 +268,7 @@ class CreateArguments:
 def sandbox_arguments(config: SandboxConfig) -> dict[str, Any]:
     """Exactly what nanocode passes to containers.create for this config (limits, hardening, mounts, labels)."""
     spy = CreateArguments()
-    lifecycle.create(cast(docker.DockerClient, spy), config)
+    lifecycle.create(cast(docker.DockerClient, spy), config, "bench")
     return dict(spy.kwargs)
 
 
@@ -450,7 +450,7 @@ class Bench:
 
     def exec_container(self) -> Any:
         """A container made by nanocode's own create(), started; its runtime idles, waiting on stdin."""
-        item = lifecycle.create(self.client, self.config)
+        item = lifecycle.create(self.client, self.config, "bench-exec")
         self.cleanup.push(lambda: discard(self.client, item.id))
         item.start()
         item.reload()

@@ -5,8 +5,8 @@ import select
 import subprocess
 import sys
 
-from nanocode.interfaces import CommandResult
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE, ChannelClosed, RuntimeClient
+from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.runtime.server import kill_tree
 
 
@@ -44,33 +44,33 @@ class PipeTransport:
                 pipe.close()
 
 
-class HostExecutor:
-    """Runs the tool runtime as a local subprocess, in its own session."""
+class HostExecutor(RuntimeExecutor):
+    """The runtime as a local subprocess, in a session of its own."""
 
     def __init__(self, project: str, output_cap: int, secrets: list[str]):
+        self.project = project
+        self.output_cap = output_cap
+        self.secrets = secrets
+        super().__init__()
+
+    def _start(self) -> RuntimeClient:
         process = subprocess.Popen(
             [sys.executable, *BOOTSTRAP[1:]],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            cwd=project,
-            env=command_environment(secrets),
+            cwd=self.project,
+            env=command_environment(self.secrets),
             # Ctrl-C reaches nanocode alone, which then stops everything in order.
             start_new_session=True,
         )
-        self.client = RuntimeClient(PipeTransport(process), project, output_cap)
+        return RuntimeClient(PipeTransport(process), self.project, self.output_cap)
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        try:
-            return self.client.run(command, timeout)
-        except ChannelClosed as exc:
-            return CommandResult("", "", None, killed=f"the tool runtime died ({exc})")
+    def _stop(self) -> None:
+        pass  # closing the runtime's transport ended its process tree
 
-    def read_file(self, path: str) -> str:
-        return self.client.read_file(path)
-
-    def write_file(self, path: str, content: str) -> None:
-        self.client.write_file(path, content)
-
-    def close(self) -> None:
-        self.client.close()
+    def _obituary(self, exc: ChannelClosed) -> str:
+        return (
+            f"the tool runtime died ({exc}). A fresh one is started for the next call: "
+            "background processes started by earlier commands were stopped."
+        )

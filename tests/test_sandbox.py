@@ -55,8 +55,8 @@ def _owned_by(docker_engine: Any, pid: int) -> list[Any]:
 def test_hardened_labelled_container_exists_for_the_goal_only(
     docker_engine: Any, sandbox: SandboxExecutor, project: Path
 ) -> None:
-    assert sandbox.container is not None
-    info = docker_engine.api.inspect_container(sandbox.container.id)
+    assert sandbox.container_id is not None
+    info = docker_engine.api.inspect_container(sandbox.container_id)
     host = info["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
     assert host["ReadonlyRootfs"] is True
@@ -77,7 +77,7 @@ def test_hardened_labelled_container_exists_for_the_goal_only(
     assert sandbox.run("grep CapEff /proc/self/status", 10).stdout.split()[1] == "0000000000000000"
     assert sandbox.run("touch /usr/x", 10).exit_code != 0
     assert sandbox.run("test -e /var/run/docker.sock", 10).exit_code != 0
-    container_id = sandbox.container.id
+    container_id = sandbox.container_id
     sandbox.close()
     assert container_id not in [c.id for c in lifecycle.ours(docker_engine)]
 
@@ -129,8 +129,8 @@ def test_container_death_is_reported_and_a_fresh_one_started(
     docker_engine: Any, sandbox: SandboxExecutor, project: Path
 ) -> None:
     assert sandbox.run("echo keep > kept.txt; echo lost > /tmp/lost.txt", 10).exit_code == 0
-    assert sandbox.container is not None
-    first = sandbox.container.id
+    assert sandbox.container_id is not None
+    first = sandbox.container_id
     killer = threading.Timer(1.0, docker_engine.api.kill, [first])
     killer.start()
     result = sandbox.run("sleep 30", 60)
@@ -139,7 +139,7 @@ def test_container_death_is_reported_and_a_fresh_one_started(
     assert text.startswith("ERROR: killed: the sandbox container stopped (exit code 137)")
     assert "anything outside the project (installed packages" in text
     assert sandbox.run("cat kept.txt; cat /tmp/lost.txt", 10).stdout == "keep\n"
-    assert sandbox.container is not None and sandbox.container.id != first
+    assert sandbox.container_id is not None and sandbox.container_id != first
 
 
 def test_files_belong_to_the_user(docker_engine: Any, sandbox_image: str, project: Path) -> None:
@@ -279,24 +279,21 @@ def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
 def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
-    container = lifecycle.create(docker_engine, SandboxConfig(project=str(project), image=sandbox_image))
+    # Stands for the container of a nanocode whose process is gone: same host, a pid that no longer runs.
+    labels = lifecycle.owner_labels("orphan", str(project)) | {"nanocode.owner.pid": str(dead.pid)}
+    alive = lifecycle.owner_labels("alive", str(project))  # this process's, which must stay
+    orphan = docker_engine.containers.create(sandbox_image, ["true"], labels=labels, name=f"nanocode-o-{dead.pid}")
+    kept = docker_engine.containers.create(sandbox_image, ["true"], labels=alive, name=f"nanocode-k-{dead.pid}")
     try:
-        # Stands for a nanocode whose process is gone: same host, a pid that no longer runs.
-        docker_engine.api.remove_container(container.id, force=True)
-        labels = lifecycle.owner_labels("orphan", str(project)) | {"nanocode.owner.pid": str(dead.pid)}
-        orphan = docker_engine.containers.create(
-            sandbox_image, ["sleep", "infinity"], labels=labels, name="nanocode-orphan-test"
-        )
         pruned = subprocess.run(
             [sys.executable, "-m", "nanocode", "sandbox", "prune"], capture_output=True, text=True, timeout=60
         )
         assert pruned.returncode == 0
-        assert "nanocode-orphan-test" in pruned.stdout
-        assert orphan.id not in [c.id for c in lifecycle.ours(docker_engine)]
+        assert orphan.name in pruned.stdout and kept.name not in pruned.stdout
+        assert [c.id for c in lifecycle.ours(docker_engine) if c.id in (orphan.id, kept.id)] == [kept.id]
     finally:
-        for c in lifecycle.ours(docker_engine):
-            if c.name == "nanocode-orphan-test":
-                lifecycle.remove(docker_engine, c.id)
+        for item in (orphan, kept):
+            lifecycle.remove(docker_engine, item.id)
 
 
 def test_transcript_of_a_sandboxed_goal(

@@ -3,7 +3,6 @@
 import contextlib
 import os
 import socket
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,18 +62,18 @@ def owner_labels(goal: str, project: str) -> dict[str, str]:
     }
 
 
-def create(client: docker.DockerClient, config: SandboxConfig) -> Container:
-    goal = uuid.uuid4().hex[:12]
+def create(client: docker.DockerClient, config: SandboxConfig, goal: str) -> Container:
     project = config.project
     mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
     for name in SECRET_FILES:
         path = os.path.join(project, name)
         if os.path.isfile(path):
             mounts.append(Mount(target=path, source="/dev/null", type="bind", read_only=True))
-    tmpfs_options = f"rw,nosuid,nodev,size={config.tmpfs_size},mode=1777"
+    tmpfs_options = f"rw,exec,nosuid,nodev,size={config.tmpfs_size},mode=1777"
     return client.containers.create(
         config.image,
         command=BOOTSTRAP,
+        entrypoint="",  # an image's own entrypoint would wrap the runtime
         name=f"nanocode-{goal}",
         labels=owner_labels(goal, project),
         environment=ENVIRONMENT,
@@ -99,9 +98,10 @@ def create(client: docker.DockerClient, config: SandboxConfig) -> Container:
     )
 
 
-def remove(client: docker.DockerClient, container_id: str) -> None:
+def remove(client: docker.DockerClient, container: str) -> None:
+    """Removes a container, by id or name, with its anonymous volumes."""
     with contextlib.suppress(NotFound):  # already gone is what was wanted
-        client.api.remove_container(container_id, force=True)
+        client.api.remove_container(container, force=True, v=True)
 
 
 @dataclass

@@ -1,27 +1,23 @@
 """The sandbox executor: every tool call of a goal runs in that goal's container."""
 
-import contextlib
+import uuid
 from collections.abc import Callable
 
 import docker
-from docker.errors import DockerException, ImageNotFound
-from docker.models.containers import Container
+from docker.errors import DockerException, ImageNotFound, NotFound
 
 from nanocode import prompts
-from nanocode.errors import ConfigError, FileOpError
+from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
 from nanocode.runtime.client import ChannelClosed, RuntimeClient
+from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 
 
-class SandboxExecutor:
-    """Starts the goal's container on creation; close() removes it.
-
-    If the container dies (out of memory, killed), the call that saw it says so,
-    and the next call starts a fresh container.
-    """
+class SandboxExecutor(RuntimeExecutor):
+    """The runtime as the main process of a container made for the goal; close() removes the container."""
 
     def __init__(
         self,
@@ -34,13 +30,15 @@ class SandboxExecutor:
         self.config = config
         self.output_cap = output_cap
         self.note = note
-        self.container: Container | None = None
-        self.runtime: RuntimeClient | None = None
-        self._start()
+        self.name: str | None = None  # of the current container, known before it exists
+        self.container_id: str | None = None
+        super().__init__()
 
     def _start(self) -> RuntimeClient:
+        goal = uuid.uuid4().hex[:12]
+        self.name = f"nanocode-{goal}"
         try:
-            self.container = lifecycle.create(self.docker, self.config)
+            self.container_id = lifecycle.create(self.docker, self.config, goal).id
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
         except DockerException as exc:
@@ -48,81 +46,52 @@ class SandboxExecutor:
         transport: SocketTransport | None = None
         try:
             # Attached before the start, so that nothing the runtime says is missed.
-            transport = SocketTransport(
-                self.docker.api.attach_socket(
-                    self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-                )
-            )
-            self.container.start()
-            self.runtime = RuntimeClient(transport, self.config.project, self.output_cap)
-            c = self.config
-            self.note(
-                f"sandbox {self.container.name}: {c.image}, memory {c.memory}, {c.cpus:g} CPUs, "
-                f"{c.pids} processes, network {c.network}"
-            )
+            params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            transport = SocketTransport(self.docker.api.attach_socket(self.container_id, params=params))
+            self.docker.api.start(self.container_id)
+            runtime = RuntimeClient(transport, self.config.project, self.output_cap)
         except (DockerException, ChannelClosed, OSError) as exc:
             detail = bytes(transport.stderr).decode(errors="replace").strip() if transport else ""
-            self.close()
             raise ConfigError(
                 f"the sandbox did not start in image {self.config.image}: {detail or _first_line(exc)} "
                 "(the image needs python3 and bash or sh; see README)"
             ) from None
-        return self.runtime
+        c = self.config
+        self.note(
+            f"sandbox {self.name}: {c.image}, memory {c.memory}, {c.cpus:g} CPUs, "
+            f"{c.pids} processes, network {c.network}"
+        )
+        return runtime
 
-    def _live(self) -> RuntimeClient:
-        if self.runtime is None:
-            self.close()
-            return self._start()
-        return self.runtime
+    def _stop(self) -> None:
+        target, self.name, self.container_id = self.container_id or self.name, None, None
+        if target is None:
+            return
+        try:
+            lifecycle.remove(self.docker, target)
+        except Exception:
+            return
 
-    def _died(self, exc: ChannelClosed) -> str:
-        """Why the channel closed, in words for the model; the container is then discarded."""
+    def _obituary(self, exc: ChannelClosed) -> str:
         reason = f"the sandbox stopped answering ({exc})"
         try:
-            assert self.container is not None
-            self.container.reload()
-            state = self.container.attrs["State"]
+            assert self.container_id is not None
+            state = self.docker.api.inspect_container(self.container_id)["State"]
             if state.get("OOMKilled"):
                 reason = f"out of memory (limit {self.config.memory}); the sandbox container died"
             elif not state.get("Running"):
                 reason = f"the sandbox container stopped (exit code {state.get('ExitCode')})"
-        except (DockerException, AssertionError, KeyError):
+        except (NotFound, AssertionError, KeyError):
             reason = "the sandbox container is gone"
-        self.close()
+        except Exception:
+            reason = "the Docker engine stopped answering"
         return f"{reason}. {prompts.SANDBOX_RESTARTED}"
 
     def run(self, command: str, timeout: float) -> CommandResult:
-        runtime = self._live()
-        try:
-            result = runtime.run(command, timeout)
-        except ChannelClosed as exc:
-            return CommandResult("", "", None, killed=self._died(exc))
-        if result.killed:
-            result.killed = f"{result.killed} (limit {self.config.memory})"
+        result = super().run(command, timeout)
+        if result.killed == "out of memory":
+            result.killed = f"out of memory (limit {self.config.memory})"
         return result
-
-    def read_file(self, path: str) -> str:
-        runtime = self._live()
-        try:
-            return runtime.read_file(path)
-        except ChannelClosed as exc:
-            raise FileOpError(self._died(exc)) from None
-
-    def write_file(self, path: str, content: str) -> None:
-        runtime = self._live()
-        try:
-            runtime.write_file(path, content)
-        except ChannelClosed as exc:
-            raise FileOpError(self._died(exc)) from None
-
-    def close(self) -> None:
-        if self.runtime is not None:
-            self.runtime.close()
-            self.runtime = None
-        if self.container is not None:
-            with contextlib.suppress(DockerException):
-                lifecycle.remove(self.docker, self.container.id)
-            self.container = None
 
 
 def _first_line(exc: BaseException) -> str:
