@@ -1,11 +1,12 @@
 """The agent loop: ask the model, run its tool calls, repeat until it says the goal is complete."""
 
+import json
 import time
-from contextlib import suppress
 from typing import Any
 
 from nanocode import prompts
 from nanocode.budget import Budget, Limits
+from nanocode.errors import EndpointError
 from nanocode.interfaces import Display, Executor, Message, Model, Recorder
 from nanocode.tools import TOOLS, ToolContext, call_tool
 
@@ -33,12 +34,17 @@ class Agent:
     def run(self, goal: str, executor: Executor) -> str:
         """Works on the goal until it is complete; budgets and errors end it by exception."""
         self.recorder.record("goal", goal=goal)
-        self._append({"role": "user", "content": goal})
+        self.messages.append({"role": "user", "content": goal})
         budget = Budget(self.limits)
+        start = len(self.messages) - 1
         try:
             while True:
                 budget.before_step()
                 self.step(goal, executor, budget)
+        except EndpointError as exc:
+            if exc.status == 400:  # the endpoint refuses what this goal added: later goals go on without it
+                del self.messages[start:]
+            raise
         except GoalComplete as done:
             self.recorder.record("end", outcome="complete", answer=done.answer, steps=budget.steps, cost=budget.cost)
             return done.answer
@@ -50,8 +56,8 @@ class Agent:
         with self.display.waiting():
             completion = self.model.complete(self.messages, self.schemas)
         budget.add_cost(completion.cost)
-        message = completion.message
-        calls = _normalise_calls(message, budget.steps)
+        message = clean_reply(completion.message, budget.steps)
+        calls = message.get("tool_calls", [])
         self.recorder.record(
             "response",
             message=message,
@@ -59,7 +65,7 @@ class Agent:
             usage=completion.usage,
             seconds=round(time.monotonic() - started, 4),
         )
-        self._append(message)
+        self.messages.append(message)
         if calls:
             if message.get("content"):
                 self.display.say(str(message["content"]))
@@ -72,13 +78,10 @@ class Agent:
         if message.get("content"):
             self.display.say(str(message["content"]))
         budget.before_continuation()
-        self._append({"role": "user", "content": prompts.continuation(goal)})
+        self.messages.append({"role": "user", "content": prompts.continuation(goal)})
 
     def _run_call(self, call: dict[str, Any], executor: Executor, budget: Budget) -> None:
-        function = call.get("function")
-        if not isinstance(function, dict):
-            function = {}
-        name, arguments = function.get("name"), function.get("arguments")
+        name, arguments = call["function"]["name"], call["function"]["arguments"]
         timeout = max(1.0, min(self.command_timeout, budget.seconds_left()))
         started = time.monotonic()
         result = call_tool(ToolContext(executor, timeout), name, arguments)
@@ -90,43 +93,61 @@ class Agent:
             result=result,
             seconds=round(time.monotonic() - started, 4),
         )
-        self.display.tool(str(name), arguments if isinstance(arguments, str) else str(arguments), result)
-        self._append({"role": "tool", "tool_call_id": call["id"], "content": result})
-
-    def _append(self, message: Message) -> None:
-        self.messages.append(message)
+        self.display.tool(name, arguments, result)
+        self.messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
 
     def _answer_open_calls(self) -> None:
         """Keeps the conversation valid for the next goal when one ends in the middle of a reply."""
-        answered = {m.get("tool_call_id") for m in self.messages if m.get("role") == "tool"}
-        last = next((m for m in reversed(self.messages) if m.get("role") == "assistant"), None)
+        last = next((i for i in range(len(self.messages) - 1, -1, -1) if self.messages[i]["role"] == "assistant"), None)
         if last is None:
             return
-        for call in last.get("tool_calls") or []:
-            with suppress(KeyError, TypeError):
-                if call["id"] not in answered:
-                    self._append(
-                        {
-                            "role": "tool",
-                            "tool_call_id": call["id"],
-                            "content": "ERROR: not run: the goal was stopped before this call",
-                        }
-                    )
+        answered = {m.get("tool_call_id") for m in self.messages[last + 1 :] if m["role"] == "tool"}
+        for call in self.messages[last].get("tool_calls", []):
+            if call["id"] not in answered:
+                self.messages.append(
+                    {"role": "tool", "tool_call_id": call["id"], "content": "ERROR: not run: the goal was stopped"}
+                )
 
 
-def _normalise_calls(message: Message, step: int) -> list[dict[str, Any]]:
-    """Gives every tool call an id the answer can refer to, whatever the model sent."""
-    calls = message.get("tool_calls")
-    if not isinstance(calls, list):
-        message.pop("tool_calls", None)
-        return []
-    fixed = []
-    for index, call in enumerate(calls):
-        if not isinstance(call, dict):
-            call = {"type": "function", "function": {"name": None, "arguments": None}}
-        if not call.get("id") or not isinstance(call["id"], str):
-            call["id"] = f"call_{step}_{index}"
-        call.setdefault("type", "function")
-        fixed.append(call)
-    message["tool_calls"] = fixed
-    return fixed
+def clean_reply(raw: Message, step: int) -> Message:
+    """The model's reply as a message every OpenAI-compatible endpoint accepts back, whatever was sent.
+
+    Content that is a list of parts becomes its text; every tool call gets an id,
+    a name and arguments that are strings; an empty reply gets a placeholder,
+    since an assistant message needs content or tool calls.
+    """
+    content = raw.get("content")
+    if isinstance(content, list):
+        content = "".join(
+            part if isinstance(part, str) else str(part.get("text") or "")
+            for part in content
+            if isinstance(part, (str, dict))
+        )
+    elif content is not None and not isinstance(content, str):
+        content = str(content)
+    calls: list[dict[str, Any]] = []
+    raw_calls = raw.get("tool_calls")
+    for index, call in enumerate(raw_calls if isinstance(raw_calls, list) else []):
+        call = call if isinstance(call, dict) else {}
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = "" if arguments is None else json.dumps(arguments)
+        name = function.get("name")
+        given = call.get("id")
+        unique = isinstance(given, str) and given and all(given != c["id"] for c in calls)
+        calls.append(
+            {
+                "id": given if unique else f"call_{step}_{index}",
+                "type": "function",
+                "function": {"name": name if isinstance(name, str) else "", "arguments": arguments},
+            }
+        )
+    message: Message = {"role": "assistant", "content": content or (None if calls else "(empty reply)")}
+    if calls:
+        message["tool_calls"] = calls
+    if raw.get("reasoning_details"):
+        message["reasoning_details"] = raw["reasoning_details"]  # some providers need it back with tool calls
+    return message

@@ -33,6 +33,10 @@ class EndpointError(NanocodeError):
 
     exit_code = EXIT_ENDPOINT
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
 
 class BudgetExceeded(NanocodeError):
     """A per-goal budget ran out before the model finished the goal."""

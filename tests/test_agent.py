@@ -12,7 +12,7 @@ from nanocode.errors import BudgetExceeded, EndpointError
 from nanocode.host import HostExecutor
 from nanocode.model.openai import OpenAIModel
 from nanocode.prompts import MARKER
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import Reply, ScriptedAPI, call, error, message, tools
 
 
 class Collected:
@@ -203,3 +203,77 @@ def test_endpoint_error_ends_the_goal(api: ScriptedAPI, project: Path) -> None:
     api.add(message(None, call("shell", {"command": "true"})))
     with pytest.raises(EndpointError, match="no more replies"):
         run(api, project)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected_calls", "check"),
+    [
+        # content as a list of parts
+        (message([{"type": "text", "text": f"{MARKER} from "}, {"type": "text", "text": "parts"}]), [], "from parts"),
+        # arguments as an object rather than a JSON string
+        (message(None, {"id": "o", "function": {"name": "shell", "arguments": {"command": "echo obj"}}}), ["o"], None),
+        # a call that is not an object, a function that is a string, a dict for tool_calls
+        (message(None, "shell"), ["call_1_0"], None),  # type: ignore[arg-type]
+        (message(None, {"id": "f", "function": "shell"}), ["f"], None),
+        (Reply({"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": {"x": 1}}}]}), [], None),
+        (Reply({"choices": [{"message": {"role": "assistant", "content": "hm", "tool_calls": []}}]}), [], None),
+        # two calls with the same id
+        (
+            message(
+                None, call("shell", {"command": "echo 1"}, id="same"), call("shell", {"command": "echo 2"}, id="same")
+            ),
+            ["same", "call_1_1"],
+            None,
+        ),
+    ],
+)
+def test_odd_replies_become_valid_messages(
+    api: ScriptedAPI, project: Path, reply: Reply, expected_calls: list[str], check: str | None
+) -> None:
+    api.add(reply, message(f"{MARKER} done"), message(f"{MARKER} done"))
+    answer, _ = run(api, project)
+    if check:
+        assert answer == check
+        return
+    sent = api.requests[1]["messages"]
+    assistant = sent[2]
+    assert assistant["role"] == "assistant"
+    assert assistant["content"] or assistant.get("tool_calls")
+    calls = assistant.get("tool_calls", [])
+    assert [c["id"] for c in calls] == expected_calls
+    for c in calls:
+        assert c["type"] == "function"
+        assert isinstance(c["function"]["name"], str) and isinstance(c["function"]["arguments"], str)
+    answered = [m["tool_call_id"] for m in sent if m["role"] == "tool"]
+    assert answered == expected_calls
+
+
+def test_arguments_given_as_an_object_still_run(api: ScriptedAPI, project: Path) -> None:
+    api.add(
+        message(None, {"id": "o", "function": {"name": "shell", "arguments": {"command": "echo obj"}}}),
+        message(f"{MARKER} ok"),
+    )
+    run(api, project)
+    assert tool_replies(api.requests[1]) == {"o": "obj\n"}
+
+
+def test_empty_reply_gets_a_placeholder_and_a_continuation(api: ScriptedAPI, project: Path) -> None:
+    api.add(message(None), message(f"{MARKER} ok"))
+    run(api, project)
+    assert api.requests[1]["messages"][2] == {"role": "assistant", "content": "(empty reply)"}
+    assert api.requests[1]["messages"][3]["role"] == "user"
+
+
+def test_a_goal_the_endpoint_refuses_is_dropped_from_the_conversation(api: ScriptedAPI, project: Path) -> None:
+    model = OpenAIModel(api.url, "k", "scripted", retries=0)
+    agent = Agent(model, "sys", Limits(), 10, QuietDisplay(), Collected())
+    executor = HostExecutor(str(project), 1000, [])
+    api.add(tools(call("shell", {"command": "true"}, id="t")), error(400, "context too long"))
+    try:
+        with pytest.raises(EndpointError, match="400"):
+            agent.run("huge goal", executor)
+        api.add(message(f"{MARKER} fine"))
+        assert agent.run("next goal", executor) == "fine"
+    finally:
+        executor.close()
+    assert [m["content"] for m in api.requests[-1]["messages"]] == ["sys", "next goal"]

@@ -107,3 +107,19 @@ def test_each_message_is_encoded_once_and_the_body_stays_exact(api: ScriptedAPI)
     assert [r["messages"] for r in api.requests] == [history[:2], history, other]
     assert api.requests[0]["tools"] == [{"type": "function", "function": {"name": "t"}}]
     assert api.requests[1]["tools"] == []
+
+
+@pytest.mark.parametrize("body", [{"choices": ["x"]}, {"choices": {"0": {}}}, {"choices": []}, {"nothing": 1}])
+def test_replies_of_the_wrong_shape_are_retried_then_an_error(api: ScriptedAPI, body: dict) -> None:
+    api.add(Reply(body), Reply(body))
+    with pytest.raises(EndpointError, match="without a message"):
+        client(api, retries=1).complete(MESSAGES, [])
+
+
+def test_reasoning_details_are_kept_for_the_next_request(api: ScriptedAPI) -> None:
+    reply = message("hi")
+    reply.body["choices"][0]["message"]["reasoning_details"] = [{"type": "reasoning.encrypted", "data": "x"}]
+    api.add(reply)
+    assert client(api).complete(MESSAGES, []).message["reasoning_details"] == [
+        {"type": "reasoning.encrypted", "data": "x"}
+    ]

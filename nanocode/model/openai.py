@@ -83,12 +83,13 @@ class OpenAIModel:
             code = error.get("code") if isinstance(error, dict) else None
             self._fail(code if isinstance(code, int) else 0, _error_message(data), response)
         choices = data.get("choices")
-        if not choices or not isinstance(choices[0].get("message"), dict):
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(first, dict) or not isinstance(first.get("message"), dict):
             raise _Retry("the model endpoint sent a reply without a message")
-        raw = choices[0]["message"]
-        message: Message = {"role": "assistant", "content": raw.get("content")}
-        if raw.get("tool_calls"):
-            message["tool_calls"] = raw["tool_calls"]
+        # The agent makes the reply a well-formed message; other fields (reasoning text) are not sent back.
+        kept = ("content", "tool_calls", "reasoning_details")
+        message: Message = {"role": "assistant"}
+        message.update((key, value) for key, value in first["message"].items() if key in kept)
         usage = data.get("usage")
         if not isinstance(usage, dict):
             usage = {}
@@ -109,7 +110,7 @@ class OpenAIModel:
             raise EndpointError(f"the model {self.name} cannot use tools (404): {detail}")
         if status == 404:
             raise EndpointError(f"not found (404), check INFERENCE_BASE_URL and MODEL_NAME: {detail}")
-        raise EndpointError(f"the model endpoint answered {status or 'with an error'}: {detail}")
+        raise EndpointError(f"the model endpoint answered {status or 'with an error'}: {detail}", status)
 
 
 class _EncodedHistory:
