@@ -17,7 +17,10 @@ def _env_file() -> None:
 
     path = find_dotenv(usecwd=True)
     if path:
-        load_dotenv(path, override=False)
+        try:
+            load_dotenv(path, override=False, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -158,7 +161,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     settings = Settings.from_options(options)
     goal = options["goal"]
     if goal == "-":
-        goal = sys.stdin.read()
+        goal = sys.stdin.buffer.read().decode("utf-8", "replace")
     if goal is not None and not goal.strip():
         raise ConfigError("the goal is empty")
     with Session(settings) as session:
@@ -214,9 +217,9 @@ def sandbox_prune() -> None:
 
 
 def main() -> None:
-    if not {"-h", "--help", "--version"} & set(sys.argv[1:]):
-        _env_file()
     try:
+        if not {"-h", "--help", "--version"} & set(sys.argv[1:]):
+            _env_file()
         cli.main(prog_name="nanocode", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("nanocode: interrupted", err=True)

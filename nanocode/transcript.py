@@ -22,7 +22,8 @@ class Transcript:
         self._started = time.monotonic()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = path.open("a", encoding="utf-8")
+            # A model can send text that is not valid Unicode (lone surrogates): kept, escaped.
+            self._file: IO[str] = path.open("a", encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
             raise ConfigError(f"cannot write the transcript {path}: {exc.strerror}") from None
 

@@ -19,6 +19,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    trickle: int = 0  # seconds of keep-alive whitespace, one byte a second, before the body
 
 
 def message(
@@ -84,10 +85,14 @@ class ScriptedAPI:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Content-Length", str(len(data) + reply.trickle))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
+                    for _ in range(reply.trickle):
+                        self.wfile.write(b"\n")
+                        self.wfile.flush()
+                        time.sleep(1)
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass

@@ -123,3 +123,21 @@ def test_reasoning_details_are_kept_for_the_next_request(api: ScriptedAPI) -> No
     assert client(api).complete(MESSAGES, []).message["reasoning_details"] == [
         {"type": "reasoning.encrypted", "data": "x"}
     ]
+
+
+def test_the_timeout_is_for_the_whole_reply_not_each_read(api: ScriptedAPI) -> None:
+    trickling = message("late")
+    trickling.trickle = 6
+    api.add(trickling, message("ok"))
+    started = time.monotonic()
+    assert client(api, timeout=2.0).complete(MESSAGES, []).message["content"] == "ok"
+    assert time.monotonic() - started < 5
+
+
+def test_a_compressed_reply_is_read(api: ScriptedAPI) -> None:
+    import gzip
+    import json
+
+    body = gzip.compress(json.dumps(message("squeezed").body).encode())
+    api.add(Reply(body, headers={"Content-Encoding": "gzip"}))
+    assert client(api).complete(MESSAGES, []).message["content"] == "squeezed"

@@ -62,20 +62,34 @@ class OpenAIModel:
                 time.sleep(min(wait, self.max_backoff))
 
     def _once(self, body: bytes) -> Completion:
+        # The timeout is for the whole reply: a server that keeps the connection alive with
+        # whitespace would otherwise hold a request for ever, each read well within a read timeout.
+        deadline = time.monotonic() + self.timeout
         try:
-            response = self.session.post(self.url, data=body, timeout=(min(self.timeout, 30.0), self.timeout))
+            response = self.session.post(
+                self.url, data=body, stream=True, timeout=(min(self.timeout, 30.0), self.timeout)
+            )
+            with response:
+                # read1 returns what has arrived; read() would wait for a whole chunk first.
+                read = getattr(response.raw, "read1", response.raw.read)
+                chunks = []
+                while chunk := read(1 << 16, decode_content=True):
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise requests.Timeout
         except requests.Timeout:
             raise _Retry(f"the model endpoint did not answer within {self.timeout:g}s") from None
         except requests.ConnectionError as exc:
             raise _Retry(f"cannot reach the model endpoint at {self.url}: {_root_cause(exc)}") from None
         except requests.RequestException as exc:
-            raise EndpointError(f"request to {self.url} failed: {exc}") from None
+            raise _Retry(f"the model endpoint broke off its reply: {_root_cause(exc)}") from None
+        raw = b"".join(chunks)
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError:
             data = None
         if response.status_code != 200:
-            self._fail(response.status_code, _error_message(data) or response.text[:300], response)
+            self._fail(response.status_code, _error_message(data) or raw[:300].decode(errors="replace"), response)
         if not isinstance(data, dict):
             raise _Retry(f"the model endpoint sent a reply that is not JSON (HTTP {response.status_code})")
         if data.get("error"):

@@ -11,8 +11,8 @@ from nanocode.interfaces import Completion, Message
 class ReplayModel:
     def __init__(self, transcript: Path):
         try:
-            lines = transcript.read_text().splitlines()
-        except OSError as exc:
+            lines = transcript.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the transcript to replay: {exc}") from None
         self.replies: list[Message] = []
         self.name = "replay"
@@ -22,7 +22,9 @@ class ReplayModel:
             try:
                 entry = json.loads(line)
             except ValueError:
-                raise ConfigError(f"{transcript}:{number}: not a JSON line") from None
+                entry = None
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{transcript}:{number}: not a transcript line (a JSON object)")
             if entry.get("kind") == "start":
                 self.name = f"replay of {entry.get('model', 'a model')}"
             if entry.get("kind") == "response" and isinstance(entry.get("message"), dict):

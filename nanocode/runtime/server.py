@@ -20,6 +20,7 @@ import json
 import os
 import select
 import signal
+import stat
 import sys
 import time
 
@@ -58,6 +59,26 @@ class Capped:
         if cut > 0:
             text += "\n[... %d bytes cut ...]\n" % cut
         return text + tail.decode("utf-8", "replace"), max(cut, 0)
+
+
+PIDS_FILES = (
+    ("/sys/fs/cgroup/pids.current", "/sys/fs/cgroup/pids.max"),  # cgroup v2
+    ("/sys/fs/cgroup/pids/pids.current", "/sys/fs/cgroup/pids/pids.max"),  # cgroup v1
+)
+
+
+def pids_nearly_full(spare=8):
+    """True when the container's process limit leaves too little room for a command."""
+    for current_file, max_file in PIDS_FILES:
+        try:
+            with open(current_file) as f:
+                current = int(f.read())
+            with open(max_file) as f:
+                limit = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        return limit != "max" and current + spare >= int(limit)
+    return False
 
 
 def oom_kills():
@@ -240,6 +261,13 @@ class Runtime:
         """The runtime's pid and its idle shells: so that a count of processes can leave them out."""
         return {"pid": os.getpid(), "ready": [shell.pid for shell in self.ready]}
 
+    def stop_everything(self):
+        for shell in self.ready:
+            shell.discard()
+        self.ready = []
+        kill_all(lambda: descendants(os.getpid()))
+        reap()
+
     def shell_for(self, cwd, command):
         while self.ready:
             shell = self.ready.pop(0)
@@ -262,6 +290,11 @@ class Runtime:
         cap = int(req.get("cap") or 100000)
         cwd = req.get("cwd") or os.getcwd()
         oom_before = oom_kills()
+        note = ""
+        if pids_nearly_full():
+            # What earlier commands left running goes, so that this one can run at all.
+            self.stop_everything()
+            note = "[the process limit was reached: processes left running by earlier commands were stopped]\n"
         earlier = own_children()
         shell = self.shell_for(cwd, req["command"])
         # The next shell starts up while this command runs, not while the reply travels.
@@ -317,6 +350,7 @@ class Runtime:
         oom_after = oom_kills()
         stdout, stdout_cut = streams[shell.out_r].render()
         stderr, stderr_cut = streams[shell.err_r].render()
+        stderr = note + stderr
         return {
             "stdout": stdout,
             "stderr": stderr,
@@ -389,16 +423,34 @@ def reap():
             return
 
 
+class NotARegularFile(Exception):
+    pass
+
+
+def open_regular(path, flags):
+    """Opens a regular file only: a FIFO or a device (/dev/stdout, say) would block or corrupt the channel."""
+    fd = os.open(path, flags | os.O_NONBLOCK, 0o666)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile("%s is not a regular file" % path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read(req):
     cap = int(req.get("cap") or 100000)
-    with open(req["path"], "rb") as f:
+    with os.fdopen(open_regular(req["path"], os.O_RDONLY), "rb") as f:
         data = f.read(cap + 1)
         size = os.fstat(f.fileno()).st_size
+    if b"\0" in data[:8192]:
+        return {"content": "(a binary file of %d bytes: look into it with a command such as xxd or file)" % size}
     if len(data) <= cap:
-        return {"content": data.decode("utf-8", "replace"), "cut": 0}
+        return {"content": data.decode("utf-8", "replace")}
     text = data[:cap].decode("utf-8", "replace")
-    note = "\n[... file is %d bytes; only the first %d are shown ...]\n" % (size, cap)
-    return {"content": text + note, "cut": size - cap}
+    return {"content": text + "\n[... file is %d bytes; only the first %d are shown ...]\n" % (size, cap)}
 
 
 def write(req):
@@ -406,8 +458,10 @@ def write(req):
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    data = req["content"].encode("utf-8")
-    with open(path, "wb") as f:
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise NotARegularFile("%s is not a regular file" % path)
+    data = req["content"].encode("utf-8", "surrogateescape")
+    with os.fdopen(open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
         f.write(data)
     return {"bytes": len(data)}
 
@@ -428,6 +482,8 @@ def main():
             req = json.loads(line)
             reply = ops[req["op"]](req)
             reply["ok"] = True
+        except NotARegularFile as exc:
+            reply = {"ok": False, "error": str(exc)}
         except Exception as exc:
             reply = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
             if isinstance(exc, OSError) and exc.strerror:
