@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import sys
 import threading
 import time
@@ -12,8 +13,16 @@ from typing import IO
 WIDTH = 100
 
 
+# C0 and C1 controls but newline and tab: text from files and models must not drive the terminal.
+CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return CONTROLS.sub("?", text)
+
+
 def shorten(text: str, width: int = WIDTH) -> str:
-    line = " ".join(text.split())
+    line = " ".join(printable(text).split())
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
@@ -61,7 +70,7 @@ class TerminalDisplay:
         self._print(self._style(f"  {shorten(first)}", "2;31" if result.startswith("ERROR") else "2"))
 
     def say(self, text: str) -> None:
-        self._print(text.strip())
+        self._print(printable(text.strip()))
 
     def note(self, text: str) -> None:
         self._print(self._style(text, "33"))

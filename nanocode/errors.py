@@ -48,6 +48,7 @@ class Interrupted(NanocodeError):
     """Ctrl-C or SIGTERM: the goal was stopped and everything it started removed."""
 
     exit_code = EXIT_INTERRUPTED
+    terminated = False  # SIGTERM or SIGHUP, which end nanocode, where Ctrl-C ends only the goal
 
 
 class FileOpError(Exception):

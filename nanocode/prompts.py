@@ -30,6 +30,9 @@ SANDBOX = """\
 Commands run in a disposable Linux container (image {image}) as an unprivileged user.
 Only the project directory is shared with the user; anything else you change
 (installed packages, files in your home or /tmp) is gone when the goal ends.
+In the project, .git/config and .git/hooks are read-only (commits work; pass
+identity with `git -c user.name=... -c user.email=...` if git asks), and .env
+files read as empty.
 Limits: memory {memory}, {cpus:g} CPUs, at most {pids} processes. {network}"""
 
 NETWORK_NONE = "There is no network: nothing can be downloaded or installed from the internet."

@@ -50,6 +50,16 @@ class Settings:
         project = Path(options["project"] or Path.cwd()).expanduser()
         if not project.is_dir():
             raise ConfigError(f"the project directory {project} does not exist")
+        if options["sandbox"] and not options["project"] and project.resolve() in (Path.home().resolve(), Path("/")):
+            raise ConfigError(
+                f"refusing to share all of {project} with the sandbox: start nanocode in a project folder, "
+                "or name one with --project"
+            )
+        if options["network"] == "host" or options["network"].startswith("container:"):
+            raise ConfigError(
+                f"--network {options['network']} would share a namespace with the host or another "
+                "container: use none, bridge, or a network of your own"
+            )
         if not MEMORY.match(options["memory"]):
             raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
         if not options["api_key"] and not options["replay"]:
@@ -142,9 +152,11 @@ class Session:
             try:
                 executor = self._open_executor()
                 return self.agent.run(goal.strip(), executor)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 self.transcript.record("end", outcome="interrupted")
-                raise Interrupted("interrupted: the goal was stopped") from None
+                stopped = Interrupted("interrupted: the goal was stopped")
+                stopped.terminated = isinstance(exc, _Terminated)
+                raise stopped from None
             except NanocodeError as exc:
                 self.transcript.record("end", outcome=type(exc).__name__, reason=exc.format_message())
                 raise
@@ -169,9 +181,9 @@ class Session:
             try:
                 click.echo(self.run_goal(line))
             except NanocodeError as exc:
-                exc.show()
-                if isinstance(exc, ConfigError):
+                if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise
+                exc.show()
 
 
 def _read_goal() -> str:
@@ -185,8 +197,12 @@ def _read_goal() -> str:
     return line.rstrip("\n")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: like Ctrl-C for the goal, but the REPL ends too."""
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 @contextmanager

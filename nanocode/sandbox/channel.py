@@ -6,7 +6,7 @@ import struct
 from typing import Any
 
 HEADER = struct.Struct(">BxxxL")
-STDOUT, STDERR = 1, 2
+STDOUT = 1
 
 
 def raw_socket(attached: Any) -> socket.socket:
@@ -22,6 +22,7 @@ class SocketTransport:
         self.stderr = bytearray()
 
     def send(self, data: bytes) -> None:
+        self.sock.settimeout(60.0)  # recv() leaves a short timeout behind; a large write must not hit it
         self.sock.sendall(data)
 
     def recv(self, timeout: float) -> bytes:
