@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from nanocode import __version__
+from nanocode.display import printable
 from nanocode.errors import EXIT_COMPLETE, EXIT_INTERNAL, ConfigError, Interrupted
 
 
@@ -167,7 +168,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     with Session(settings) as session:
         if goal is not None:
             answer = session.run_goal(goal)
-            click.echo(answer)
+            click.echo(printable(answer))
             ctx.exit(EXIT_COMPLETE)
         session.repl()
 

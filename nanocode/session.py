@@ -15,7 +15,7 @@ import click
 from nanocode import prompts
 from nanocode.agent import Agent
 from nanocode.budget import Limits
-from nanocode.display import QuietDisplay, TerminalDisplay
+from nanocode.display import QuietDisplay, TerminalDisplay, printable
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
 from nanocode.transcript import Transcript, default_path
@@ -179,7 +179,7 @@ class Session:
             if not line.strip():
                 return
             try:
-                click.echo(self.run_goal(line))
+                click.echo(printable(self.run_goal(line)))
             except NanocodeError as exc:
                 if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise

@@ -203,3 +203,57 @@ def test_interrupt_stops_the_goal_and_its_processes(
 
 def _running(marker: str) -> bool:
     return subprocess.run(["pgrep", "-f", f"^{marker}"], capture_output=True).returncode == 0
+
+
+def test_the_sandbox_refuses_a_whole_home_folder_by_default(tmp_path: Path) -> None:
+    env = _env(tmp_path, HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "nanocode", "--sandbox", "-p", "g"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3
+    assert "refusing to share all of" in done.stderr
+
+
+@pytest.mark.parametrize("network", ["host", "container:abc"])
+def test_host_namespaces_are_refused(project: Path, network: str) -> None:
+    result = invoke(["--sandbox", "--network", network, "-p", "g", "--project", str(project)])
+    assert result.exit_code == 3
+    assert "namespace" in result.stderr
+
+
+def test_sigterm_ends_the_repl_too(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+    api.add(tools(call("shell", {"command": "sleep 300"})))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanocode", "--project", str(project)],
+        stdin=subprocess.PIPE,
+        env=_env(tmp_path, INFERENCE_BASE_URL=api.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin
+    process.stdin.write("wait\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(api.requests) < 1:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)  # stdin still open: only the signal can end it
+    assert process.returncode == 130, stderr
+
+
+def test_terminal_controls_from_tools_are_not_printed(api: ScriptedAPI, project: Path) -> None:
+    api.add(
+        tools(call("shell", {"command": "printf '\\033]52;c;cHduZWQ=\\007 clipboard'"})),
+        message(f"{MARKER} done \x1b[2J"),
+    )
+    result = invoke(["-p", "g", "--project", str(project)], api)
+    assert result.exit_code == 0
+    assert "\x1b]52" not in result.stderr and "\x07" not in result.stderr
+    assert "clipboard" in result.stderr

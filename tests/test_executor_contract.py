@@ -129,3 +129,30 @@ def test_runtime_without_bash(project: Path) -> None:
         assert runtime.run("pgrep -f '^sleep 311' || echo none", 10).stdout == "none\n"
     finally:
         runtime.close()
+
+
+def test_special_and_binary_files(executor: Executor, project: Path) -> None:
+    assert executor.run("mkfifo pipe", 10).exit_code == 0
+    started = time.monotonic()
+    for call in (
+        lambda: executor.read_file("pipe"),
+        lambda: executor.write_file("pipe", "x"),
+        lambda: executor.write_file("/dev/stdout", '{"id": 1, "ok": true}'),
+        lambda: executor.read_file("/dev/stdin"),
+    ):
+        with pytest.raises(FileOpError, match="not a regular file"):
+            call()
+    assert time.monotonic() - started < 5
+    (project / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    assert executor.read_file("blob.bin").startswith("(a binary file of 300 bytes")
+    assert executor.run("echo still here", 10).stdout == "still here\n"
+
+
+def test_a_dead_runtime_is_replaced(executor: Executor) -> None:
+    pid = executor.run("echo $PPID", 10).stdout.strip()
+    died = executor.run(f"kill -9 {pid}", 10)
+    assert died.exit_code is None
+    assert "died" in died.killed or "stopped" in died.killed
+    assert executor.run("echo back", 10).stdout == "back\n"
+    executor.write_file("after.txt", "ok")
+    assert executor.read_file("after.txt") == "ok"

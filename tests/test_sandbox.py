@@ -323,3 +323,101 @@ def _wait_for(condition: Any, seconds: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("timed out waiting")
+
+
+def test_git_hooks_and_config_cannot_be_planted(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    config_before = (project / ".git" / "config").read_text()
+    hooks_before = sorted(p.name for p in (project / ".git" / "hooks").iterdir())
+    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    try:
+        planted = executor.run("echo 'touch /tmp/pwned' > .git/hooks/post-checkout", 10)
+        assert planted.exit_code != 0 and "Read-only" in planted.stderr
+        assert executor.run("git config core.fsmonitor 'touch /tmp/pwned'", 10).exit_code != 0
+        with pytest.raises(FileOpError):
+            executor.write_file(".git/hooks/pre-commit", "#!/bin/sh\ntouch /tmp/pwned\n")
+        work = executor.run(
+            "echo hi > a.txt && git add a.txt && git -c user.name=n -c user.email=n@x commit -qm one",
+            20,
+        )
+        assert work.exit_code == 0, work.stderr
+    finally:
+        executor.close()
+    assert sorted(p.name for p in (project / ".git" / "hooks").iterdir()) == hooks_before
+    assert (project / ".git" / "config").read_text() == config_before
+
+
+def test_every_dotenv_up_to_the_project_reads_empty(
+    docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = project / "app"
+    app.mkdir()
+    for path in (project / ".env.production", app / ".env", project / ".env.example"):
+        path.write_text(f"SECRET={path.name}\n")
+    monkeypatch.chdir(app)
+    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    try:
+        shown = executor.run("cat .env.production app/.env .env.example", 10).stdout
+    finally:
+        executor.close()
+    assert shown == "SECRET=.env.example\n"
+
+
+def test_home_and_tmp_allow_programs(sandbox: SandboxExecutor) -> None:
+    result = sandbox.run(
+        "python3 -m venv /tmp/v && /tmp/v/bin/python -c 'print(1)' && "
+        "mkdir -p ~/bin && printf '#!/bin/sh\\necho from-home\\n' > ~/bin/hi && chmod +x ~/bin/hi && ~/bin/hi",
+        120,
+    )
+    assert result.stdout == "1\nfrom-home\n", result.stderr
+
+
+def test_a_full_process_limit_frees_what_earlier_commands_left(
+    docker_engine: Any, sandbox_image: str, project: Path
+) -> None:
+    config = SandboxConfig(project=str(project), image=sandbox_image, pids=24)
+    executor = SandboxExecutor(docker_engine, config, 20000)
+    try:
+        assert executor.run("for i in $(seq 19); do sleep 300 > /dev/null 2>&1 & done; echo ok", 10).stdout == "ok\n"
+        result = executor.run("ps -e --no-headers | wc -l", 10)
+        assert result.exit_code == 0, result.stderr
+        assert "the process limit was reached" in result.stderr
+        assert int(result.stdout) < 10
+    finally:
+        executor.close()
+
+
+def test_an_image_with_its_own_entrypoint(
+    docker_engine: Any, sandbox_image: str, project: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f'FROM {sandbox_image}\nENTRYPOINT ["git"]\nCMD ["--version"]\n')
+    tag = f"nanocode-test-entrypoint:{os.getpid()}"
+    docker_engine.images.build(path=str(tmp_path / "ctx"), tag=tag, rm=True)
+    try:
+        executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=tag), 20000)
+        try:
+            assert executor.run("echo runs", 10).stdout == "runs\n"
+        finally:
+            executor.close()
+    finally:
+        docker_engine.images.remove(tag, force=True)
+
+
+def test_an_interrupt_while_the_sandbox_starts_leaves_nothing(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    for delay in (0.25, 0.35, 0.45, 0.55, 0.65):
+        api.add(message(f"{MARKER} quick"))
+        process = subprocess.Popen(
+            _nanocode("-p", "g", "--project", str(project)),
+            env=_env(tmp_path, api),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr
+        assert not _owned_by(docker_engine, process.pid), f"left behind after an interrupt at {delay}s"
