@@ -85,16 +85,10 @@ def test_dotenv_is_read_and_the_real_environment_and_options_win(
     env = _env(tmp_path)
     for name in ("OPENROUTER_API_KEY", "INFERENCE_BASE_URL", "MODEL_NAME"):
         env.pop(name, None)
-    subprocess.run([sys.executable, "-m", "nanocode", "-p", "g"], cwd=project, env=env, check=True, capture_output=True)
+    _nanocode("-p", "g", cwd=project, env=env, check=True)
     env["MODEL_NAME"] = "env-model"
-    subprocess.run([sys.executable, "-m", "nanocode", "-p", "g"], cwd=project, env=env, check=True, capture_output=True)
-    subprocess.run(
-        [sys.executable, "-m", "nanocode", "-p", "g", "--model", "option-model"],
-        cwd=project,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    _nanocode("-p", "g", cwd=project, env=env, check=True)
+    _nanocode("-p", "g", "--model", "option-model", cwd=project, env=env, check=True)
     assert [r["model"] for r in api.requests] == ["dotenv-model", "env-model", "option-model"]
     assert api.headers[0]["Authorization"] == "Bearer from-dotenv"
 
@@ -104,6 +98,22 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env | {"XDG_STATE_HOME": str(tmp_path / "state"), "OPENROUTER_API_KEY": "sk-test"} | extra
 
 
+def _nanocode(
+    *args: str, env: dict[str, str], cwd: Path | None = None, input: str | None = None, check: bool = False
+) -> "subprocess.CompletedProcess[str]":
+    """nanocode as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "nanocode", *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
 def test_subprocess_multi_step_goal_and_transcript(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
     api.add(
         tools(call("write_file", {"path": "calc.py", "content": "print(6 * 7)\n"})),
@@ -111,12 +121,14 @@ def test_subprocess_multi_step_goal_and_transcript(api: ScriptedAPI, project: Pa
         message(f"{MARKER} it prints 42"),
     )
     transcript = tmp_path / "run.jsonl"
-    done = subprocess.run(
-        [sys.executable, "-m", "nanocode", "-p", "compute", "--project", str(project), "--transcript", str(transcript)],
+    done = _nanocode(
+        "-p",
+        "compute",
+        "--project",
+        str(project),
+        "--transcript",
+        str(transcript),
         env=_env(tmp_path, INFERENCE_BASE_URL=api.url),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "it prints 42\n"
@@ -133,13 +145,7 @@ def test_subprocess_multi_step_goal_and_transcript(api: ScriptedAPI, project: Pa
     fresh.mkdir()
     env = _env(tmp_path)
     del env["OPENROUTER_API_KEY"]
-    replay = subprocess.run(
-        [sys.executable, "-m", "nanocode", "--replay", str(transcript), "-p", "compute", "--project", str(fresh)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    replay = _nanocode("--replay", str(transcript), "-p", "compute", "--project", str(fresh), env=env)
     assert replay.returncode == 0, replay.stderr
     assert replay.stdout == "it prints 42\n"
     assert (fresh / "result.txt").read_text() == "42\n"
@@ -148,26 +154,15 @@ def test_subprocess_multi_step_goal_and_transcript(api: ScriptedAPI, project: Pa
 
 def test_default_transcript_location(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
     api.add(message(f"{MARKER} ok"))
-    subprocess.run(
-        [sys.executable, "-m", "nanocode", "-p", "g", "--project", str(project)],
-        env=_env(tmp_path, INFERENCE_BASE_URL=api.url),
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    _nanocode("-p", "g", "--project", str(project), env=_env(tmp_path, INFERENCE_BASE_URL=api.url), check=True)
     runs = list((tmp_path / "state" / "nanocode" / "runs").glob("*.jsonl"))
     assert len(runs) == 1
 
 
 def test_repl_carries_the_conversation_from_goal_to_goal(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
     api.add(message(f"{MARKER} first done"), message(f"{MARKER} second done"))
-    done = subprocess.run(
-        [sys.executable, "-m", "nanocode", "--project", str(project)],
-        input="goal one\ngoal two\n\n",
-        env=_env(tmp_path, INFERENCE_BASE_URL=api.url),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = _nanocode(
+        "--project", str(project), input="goal one\ngoal two\n\n", env=_env(tmp_path, INFERENCE_BASE_URL=api.url)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "first done\nsecond done\n"
@@ -207,14 +202,7 @@ def _running(marker: str) -> bool:
 
 def test_the_sandbox_refuses_a_whole_home_folder_by_default(tmp_path: Path) -> None:
     env = _env(tmp_path, HOME=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-m", "nanocode", "--sandbox", "-p", "g"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _nanocode("--sandbox", "-p", "g", cwd=tmp_path, env=env)
     assert done.returncode == 3
     assert "refusing to share all of" in done.stderr
 

@@ -225,16 +225,20 @@ def test_cli_goal_runs_in_the_container_and_leaves_nothing(
     assert not [c for c in lifecycle.ours(docker_engine) if c.labels.get("nanocode.project") == str(project)]
 
 
-def _start_sleeping_goal(docker_engine: Any, api: ScriptedAPI, project: Path, tmp_path: Path) -> subprocess.Popen[str]:
-    """A nanocode whose goal is inside a long command in its sandbox."""
-    api.add(tools(call("shell", {"command": "sleep 300"})))
-    process = subprocess.Popen(
-        _nanocode("-p", "wait", "--project", str(project)),
+def _start_goal(api: ScriptedAPI, project: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _nanocode("-p", "g", "--project", str(project)),
         env=_env(tmp_path, api),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _start_sleeping_goal(docker_engine: Any, api: ScriptedAPI, project: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    """A nanocode whose goal is inside a long command in its sandbox."""
+    api.add(tools(call("shell", {"command": "sleep 300"})))
+    process = _start_goal(api, project, tmp_path)
     _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
     time.sleep(0.5)
     return process
@@ -409,13 +413,7 @@ def test_an_interrupt_while_the_sandbox_starts_leaves_nothing(
 ) -> None:
     for delay in (0.25, 0.35, 0.45, 0.55, 0.65):
         api.add(message(f"{MARKER} quick"))
-        process = subprocess.Popen(
-            _nanocode("-p", "g", "--project", str(project)),
-            env=_env(tmp_path, api),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _start_goal(api, project, tmp_path)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
