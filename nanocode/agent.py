@@ -66,17 +66,16 @@ class Agent:
             seconds=round(time.monotonic() - started, 4),
         )
         self.messages.append(message)
-        if calls:
-            if message.get("content"):
-                self.display.say(str(message["content"]))
-            for call in calls:
-                self._run_call(call, executor, budget)
-            return
-        answer = prompts.completed_answer(message.get("content"))
+        # Tool calls decide whether the turn goes on, whatever finish_reason said.
+        answer = None if calls else prompts.completed_answer(message["content"])
         if answer is not None:
             raise GoalComplete(answer)
-        if message.get("content"):
-            self.display.say(str(message["content"]))
+        if message["content"]:
+            self.display.say(message["content"])
+        for call in calls:
+            self._run_call(call, executor, budget)
+        if calls:
+            return
         budget.before_continuation()
         self.messages.append({"role": "user", "content": prompts.continuation(goal)})
 
