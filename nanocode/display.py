@@ -18,7 +18,7 @@ CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
-    return CONTROLS.sub("?", text)
+    return CONTROLS.sub("?", text.replace("\r\n", "\n"))
 
 
 def shorten(text: str, width: int = WIDTH) -> str:

@@ -71,6 +71,6 @@ class HostExecutor(RuntimeExecutor):
 
     def _obituary(self, exc: ChannelClosed) -> str:
         return (
-            f"the tool runtime died ({exc}). A fresh one is started for the next call: "
-            "background processes started by earlier commands were stopped."
+            f"the tool runtime died ({exc}). A fresh one is started for the next call; "
+            "processes that earlier commands left in the background may still be running."
         )

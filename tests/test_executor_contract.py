@@ -156,3 +156,31 @@ def test_a_dead_runtime_is_replaced(executor: Executor) -> None:
     assert executor.run("echo back", 10).stdout == "back\n"
     executor.write_file("after.txt", "ok")
     assert executor.read_file("after.txt") == "ok"
+
+
+def test_orphans_are_reaped_while_the_runtime_waits(executor: Executor) -> None:
+    started = executor.run(
+        "sleep 1000 > /dev/null 2>&1 & echo $! > bg.pid; "
+        "(while true; do (true &); sleep 0.02; done) > /dev/null 2>&1 & echo $! > loop.pid",
+        10,
+    )
+    assert started.exit_code == 0
+    time.sleep(2)
+    zombies = executor.run("ps -eo stat=,ppid= | awk -v p=$PPID '$1 ~ /^Z/ && $2 == p' | wc -l", 10)
+    executor.run("kill $(cat loop.pid)", 10)
+    assert int(zombies.stdout) < 15
+    assert executor.run("kill -0 $(cat bg.pid) && echo alive", 10).stdout == "alive\n"
+
+
+def test_odd_text_in_a_command(executor: Executor, project: Path) -> None:
+    refused = executor.run("echo \ud800", 10)
+    assert refused.exit_code is None and "could not start" in refused.stderr
+    assert executor.run("printf '%s\\n' \"it's\" 'a \"quoted\" line'", 10).stdout == 'it\'s\na "quoted" line\n'
+    assert executor.run("echo " + "x" * 1_000_000 + " | wc -c", 30).stdout == "1000001\n"
+
+
+def test_stopped_ready_shells_are_not_used(executor: Executor) -> None:
+    executor.run("pkill -STOP -P $PPID -x bash", 3)  # stops the waiting shells, and itself
+    started = time.monotonic()
+    assert executor.run("echo fine", 10).stdout == "fine\n"
+    assert time.monotonic() - started < 3

@@ -141,3 +141,35 @@ def test_a_compressed_reply_is_read(api: ScriptedAPI) -> None:
     body = gzip.compress(json.dumps(message("squeezed").body).encode())
     api.add(Reply(body, headers={"Content-Encoding": "gzip"}))
     assert client(api).complete(MESSAGES, []).message["content"] == "squeezed"
+
+
+def test_a_reply_cut_off_midway_is_retried() -> None:
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            for _ in range(2):
+                connection, _ = server.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(
+                        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"choices": ['
+                    )
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        model = OpenAIModel(f"http://127.0.0.1:{port}/v1", "k", "m", retries=1, backoff=0.01, timeout=5)
+        with pytest.raises(EndpointError, match="broke off its reply"):
+            model.complete(MESSAGES, [])
+        thread.join(5)
+
+
+def test_a_base_url_without_a_scheme_is_refused_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(EndpointError, match="check INFERENCE_BASE_URL"):
+        OpenAIModel("openrouter.ai/api/v1", "k", "m", retries=3, backoff=1).complete(MESSAGES, [])
+    assert time.monotonic() - started < 1

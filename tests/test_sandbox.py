@@ -190,10 +190,10 @@ def test_dotenv_is_masked_inside(sandbox_image: str, docker_engine: Any, project
     executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
     try:
         assert executor.run("cat .env; wc -c < .env", 10).stdout == "0\n"
-        with pytest.raises(FileOpError) as refused:  # /dev/null is over it, which is no regular file
-            executor.read_file(".env")
-        assert "sk-very-secret" not in str(refused.value)
-        executor.run("echo OPENROUTER_API_KEY=replaced > .env", 10)  # lands in /dev/null, not on the host
+        assert executor.read_file(".env") == ""
+        with pytest.raises(FileOpError):
+            executor.write_file(".env", "OPENROUTER_API_KEY=replaced")
+        assert executor.run("echo OPENROUTER_API_KEY=replaced > .env", 10).exit_code != 0
         assert executor.run("cat .env", 10).stdout == ""
     finally:
         executor.close()
@@ -419,3 +419,24 @@ def test_an_interrupt_while_the_sandbox_starts_leaves_nothing(
         _, stderr = process.communicate(timeout=60)
         assert "Traceback" not in stderr
         assert not _owned_by(docker_engine, process.pid), f"left behind after an interrupt at {delay}s"
+
+
+def test_git_folder_cannot_be_swapped_or_redirected(
+    docker_engine: Any, sandbox_image: str, project: Path, tmp_path: Path
+) -> None:
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    notes: list[str] = []
+    executor = SandboxExecutor(
+        docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000, notes.append
+    )
+    try:
+        swapped = executor.run("mv .git .git_old", 10)
+        assert swapped.exit_code != 0, swapped.stdout
+        assert executor.run("mkdir -p ../evil && echo ../evil > .git/commondir", 10).exit_code == 0
+    finally:
+        executor.close()
+    assert not (project / ".git" / "commondir").exists()
+    assert (project / ".git" / "commondir.planted-in-sandbox").read_text() == "../evil\n"
+    assert any("commondir" in note and "warning" in note for note in notes)
+    done = subprocess.run(["git", "status", "--short"], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import requests
+import urllib3
 
 from nanocode.errors import EndpointError
 from nanocode.interfaces import Completion, Message
@@ -77,11 +78,14 @@ class OpenAIModel:
                     chunks.append(chunk)
                     if time.monotonic() > deadline:
                         raise requests.Timeout
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise _Retry(f"the model endpoint did not answer within {self.timeout:g}s") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):
+            raise EndpointError(f"{self.url} is not a URL nanocode can use: check INFERENCE_BASE_URL") from None
         except requests.ConnectionError as exc:
             raise _Retry(f"cannot reach the model endpoint at {self.url}: {_root_cause(exc)}") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            # Reading the body from the raw stream, urllib3's own errors arrive unwrapped.
             raise _Retry(f"the model endpoint broke off its reply: {_root_cause(exc)}") from None
         raw = b"".join(chunks)
         try:

@@ -25,6 +25,7 @@ import sys
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+PIPE_CHUNK = 65536
 SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 OOM_FILES = (
     "/sys/fs/cgroup/memory.events",  # cgroup v2
@@ -202,6 +203,10 @@ class Shell:
                 setsid=True,
                 setsigdef=(signal.SIGPIPE,),
             )
+        except BaseException:
+            for fd in (self.out_r, self.err_r, self.command_w):
+                os.close(fd)
+            raise
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -213,18 +218,25 @@ class Shell:
             except OSError:
                 pass
 
-    def exited(self):
+    def usable(self):
+        """Still waiting for its command: neither gone nor stopped (by a SIGSTOP, say)."""
         try:
-            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            return True
+            if os.waitpid(self.pid, os.WNOHANG)[0] != 0:
+                return False
+            with open("/proc/%d/stat" % self.pid, "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] not in (b"T", b"t")
+        except (ChildProcessError, OSError, IndexError):
+            return False
 
     def start(self, cwd, command):
         quoted = "'" + cwd.replace("'", "'\\''") + "'"
         script = "exec 3<&-; cd -- %s || exit 127\n%s\n" % (quoted, command.replace("\0", ""))
-        data = script.encode()
+        data = script.encode("utf-8", "surrogateescape")
         while data:
-            data = data[os.write(self.command_w, data) :]
+            # A shell that stops reading (stopped, killed) must not hold the runtime.
+            if not select.select([], [self.command_w], [], 5.0)[1]:
+                raise OSError("the shell does not take its command")
+            data = data[os.write(self.command_w, data[:PIPE_CHUNK]) :]
         os.close(self.command_w)
         self.command_w = None
 
@@ -272,17 +284,21 @@ class Runtime:
         while self.ready:
             shell = self.ready.pop(0)
             try:
-                if not shell.exited():
+                if shell.usable():
                     shell.start(cwd, command)
                     return shell
             except OSError:
-                pass  # it was killed while it waited (say by `pkill bash`)
+                pass  # it was killed or stopped while it waited (say by `pkill bash`)
             shell.discard()
-        if SHELL.endswith("bash"):
-            shell = Shell()
+        if not SHELL.endswith("bash"):
+            return Shell(cwd, command)
+        shell = Shell()
+        try:
             shell.start(cwd, command)
-            return shell
-        return Shell(cwd, command)
+        except BaseException:
+            shell.discard()
+            raise
+        return shell
 
     def run(self, req):
         started = time.monotonic()
@@ -291,6 +307,7 @@ class Runtime:
         cwd = req.get("cwd") or os.getcwd()
         oom_before = oom_kills()
         note = ""
+        reap()
         if pids_nearly_full():
             # What earlier commands left running goes, so that this one can run at all.
             self.stop_everything()
@@ -466,6 +483,22 @@ def write(req):
     return {"bytes": len(data)}
 
 
+def requests(fd):
+    """The request lines; between them, the orphans that came to the runtime and died are reaped."""
+    buffered = b""
+    while True:
+        if not select.select([fd], [], [], 0.2)[0]:
+            reap()
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buffered += chunk
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            yield line
+
+
 def main():
     become_subreaper()  # what a command leaves running stays ours, to be found and ended
     # Keeps fd 3 taken, so that no pipe is ever fd 3 and a shell's fd 3 is always its command.
@@ -476,7 +509,7 @@ def main():
     out.write(json.dumps({"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}).encode() + b"\n")
     out.flush()
     runtime.prepare()
-    for line in sys.stdin.buffer:
+    for line in requests(sys.stdin.fileno()):
         req = {}
         try:
             req = json.loads(line)

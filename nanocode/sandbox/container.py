@@ -13,6 +13,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
+from nanocode.sandbox import protect
 
 LABEL = "nanocode"
 HOME = "/home/sandbox"
@@ -23,42 +24,6 @@ ENVIRONMENT = {
     "LANG": "C.UTF-8",
     **NON_INTERACTIVE,
 }
-# Files that hold secrets: inside the sandbox they read as empty.
-SECRET_NAMES = (".env", ".envrc", ".netrc")
-NOT_SECRET = (".example", ".sample", ".template", ".dist")
-# What git on the host runs by itself (hooks, and commands named in its config): read-only inside.
-GIT_PROTECTED = ("hooks", "config")
-
-
-def is_secret(name: str) -> bool:
-    return (name in SECRET_NAMES or name.startswith(".env.")) and not name.endswith(NOT_SECRET)
-
-
-def protected_mounts(project: str, cwd: str) -> list[Mount]:
-    """Mounts over the project's secret files and git's hooks and config.
-
-    Secrets are looked for at the top of the project and in the folders from the
-    current one up to it, where the .env nanocode read its settings from would be.
-    """
-    folders = {project}
-    here = os.path.abspath(cwd)
-    while here.startswith(project + os.sep):
-        folders.add(here)
-        here = os.path.dirname(here)
-    mounts = []
-    for folder in sorted(folders):
-        for entry in os.scandir(folder):
-            if is_secret(entry.name) and entry.is_file():
-                mounts.append(Mount(target=entry.path, source="/dev/null", type="bind", read_only=True))
-    git = os.path.join(project, ".git")
-    if os.path.isdir(git) and not os.path.islink(git):
-        hooks = os.path.join(git, "hooks")
-        os.makedirs(hooks, exist_ok=True)  # as git init would: else the sandbox could make it
-        for name in GIT_PROTECTED:
-            path = os.path.join(git, name)
-            if os.path.exists(path) and not os.path.islink(path):
-                mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
-    return mounts
 
 
 @dataclass
@@ -99,7 +64,7 @@ def owner_labels(goal: str, project: str) -> dict[str, str]:
 def create(client: docker.DockerClient, config: SandboxConfig, goal: str) -> Container:
     project = config.project
     mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
-    mounts += protected_mounts(project, os.getcwd())
+    mounts += protect.protected_mounts(project, os.getcwd())
     tmpfs_options = f"rw,exec,nosuid,nodev,size={config.tmpfs_size},mode=1777"
     return client.containers.create(
         config.image,

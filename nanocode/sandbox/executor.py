@@ -1,5 +1,6 @@
 """The sandbox executor: every tool call of a goal runs in that goal's container."""
 
+import contextlib
 import uuid
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from nanocode.interfaces import CommandResult
 from nanocode.runtime.client import ChannelClosed, RuntimeClient
 from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.sandbox import container as lifecycle
+from nanocode.sandbox import protect
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 
@@ -32,6 +34,7 @@ class SandboxExecutor(RuntimeExecutor):
         self.note = note
         self.name: str | None = None  # of the current container, known before it exists
         self.container_id: str | None = None
+        self.watched = protect.watched(config.project)
         super().__init__()
 
     def _start(self) -> RuntimeClient:
@@ -67,10 +70,13 @@ class SandboxExecutor(RuntimeExecutor):
         target, self.name, self.container_id = self.container_id or self.name, None, None
         if target is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
             lifecycle.remove(self.docker, target)
-        except Exception:
-            return
+        for path in protect.quarantine(self.watched):
+            self.note(
+                f"warning: the sandbox made {path.removesuffix(protect.QUARANTINE)}, which host git would "
+                f"have read; it was moved to {path}"
+            )
 
     def _obituary(self, exc: ChannelClosed) -> str:
         reason = f"the sandbox stopped answering ({exc})"
@@ -83,7 +89,7 @@ class SandboxExecutor(RuntimeExecutor):
                 reason = f"the sandbox container stopped (exit code {state.get('ExitCode')})"
         except (NotFound, AssertionError, KeyError):
             reason = "the sandbox container is gone"
-        except Exception:
+        except Exception:  # the engine itself may be gone
             reason = "the Docker engine stopped answering"
         return f"{reason}. {prompts.SANDBOX_RESTARTED}"
 
