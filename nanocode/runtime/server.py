@@ -95,6 +95,15 @@ def oom_kills():
     return None
 
 
+def proc_stat(pid: "int | str") -> "list[bytes]":
+    """The fields of /proc/PID/stat after the command name: state, parent, ... (raises OSError)."""
+    with open("/proc/%s/stat" % pid, "rb") as f:
+        fields = f.read().rsplit(b")", 1)
+    if len(fields) != 2:
+        raise OSError("unreadable /proc/%s/stat" % pid)
+    return fields[1].split()
+
+
 def process_table():
     """Maps each live (non-zombie) process to its parent."""
     parents = {}
@@ -102,9 +111,8 @@ def process_table():
         if not entry.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+            fields = proc_stat(entry)
+        except OSError:
             continue
         if fields[0] != b"Z":
             parents[int(entry)] = int(fields[1])
@@ -223,9 +231,8 @@ class Shell:
         try:
             if os.waitpid(self.pid, os.WNOHANG)[0] != 0:
                 return False
-            with open("/proc/%d/stat" % self.pid, "rb") as f:
-                return f.read().rsplit(b")", 1)[1].split()[0] not in (b"T", b"t")
-        except (ChildProcessError, OSError, IndexError):
+            return proc_stat(self.pid)[0] not in (b"T", b"t")
+        except (ChildProcessError, OSError):
             return False
 
     def start(self, cwd, command):

@@ -13,6 +13,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
+from nanocode.runtime.server import proc_stat
 from nanocode.sandbox import protect
 
 LABEL = "nanocode"
@@ -42,8 +43,7 @@ class SandboxConfig:
 def process_start(pid: int) -> str:
     """When a process started (clock ticks since boot), so that a reused pid is not taken for its owner."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+        return proc_stat(pid)[19].decode()
     except (OSError, IndexError):
         return ""
 
