@@ -60,8 +60,8 @@ FILE_CAP = 2 * FILE_SIZE  # read_file returns at most the output cap: room for t
 BIG_OUTPUT = 10_000_000
 BIG_COMMAND = "head -c 10000000 /dev/zero | tr '\\0' a"
 SLEEP_TIMEOUT = 1.0
-# The counting shell prints its own pid, then every process in the container.
-COUNT_COMMAND = "echo $$; ps -e -o pid=,ppid=,stat=,comm="
+# The counting shell prints its own pid ($$ would be the runtime's shell server), then every process.
+COUNT_COMMAND = "echo $BASHPID; ps -e -o pid=,ppid=,stat=,comm="
 
 T = TypeVar("T")
 
@@ -516,6 +516,38 @@ class Bench:
             sandbox_f, exec_f = figures[f"sandbox: {command}"], figures[f"docker exec: {command}"]
             ratio = exec_f.median / sandbox_f.median
             self.report.target(f"(2) docker exec / sandbox, {command}", ratio, ">=", 30, "x", "ratio of medians")
+        self.floors(section, sandbox, figures["docker exec: ls"])
+
+    def floors(self, section: str, sandbox: SandboxExecutor, exec_ls: Figure) -> None:
+        """What no way of running a command in the sandbox can go below: the channel's round trip,
+        and a shell's own fork and exec of `ls` in the same container."""
+
+        runtime = sandbox.runtime
+        if runtime is None:
+            raise BenchError("the sandbox has no runtime")
+
+        def ping() -> None:
+            expect(runtime.request("ping", 10.0)["ok"], "the runtime did not answer a ping")
+
+        trip = self.report.add(
+            section, "  sandbox: the channel's round trip (ping)", "ms", ms(timed(ping, lambda _: None, self.reps, 3))
+        )
+        loop = "s=$EPOCHREALTIME; for i in $(seq 50); do ls > /dev/null; done; echo $s $EPOCHREALTIME"
+        per_ls = []
+        for round_ in range(self.warmup + self.reps):
+            result = sandbox.run(loop, 30.0)
+            ok_result()(result)
+            begin, end = (float(value) for value in result.stdout.split())
+            if round_ >= self.warmup:
+                per_ls.append((end - begin) / 50)
+        inside = self.report.add(
+            section, "  sandbox: one ls run by a shell inside, in a loop", "ms", ms(per_ls), "fork, exec, wait"
+        )
+        self.report.notes.append(
+            f"floor for (2), ls: docker exec ls / (round trip + ls run inside) = {exec_ls.median:.1f} / "
+            f"({trip.median:.2f} + {inside.median:.2f}) = {exec_ls.median / (trip.median + inside.median):.1f}x, "
+            "for a runtime that costs nothing."
+        )
 
     # -- 3: files
 
@@ -600,8 +632,8 @@ class Bench:
         self.report.notes.append(
             "processes left: the container's `ps -e` taken by a command right after the timed-out one, less "
             "PID 1 (docker-init) and the runtime (the chain from PID 1 to the counting shell), the counting shell "
-            "itself and its child ps, and the idle shells the runtime keeps ready (from its `ping`); zombies are "
-            "counted apart."
+            "itself and its child ps, and the runtime's shell server with the idle shells it keeps ready (from "
+            "the runtime's `ping`); zombies are counted apart."
         )
         self.report.target("(5) back within timeout + 200 ms", back.p90, "<=", SLEEP_TIMEOUT * 1000 + 200, "ms", "p90")
         self.report.target(
@@ -619,10 +651,13 @@ class Bench:
         for row in rows:
             pid, ppid, stat, comm = row.split(None, 3)
             table[int(pid)] = (int(ppid), stat, comm)
-        # The runtime keeps shells started ahead for the next commands: they are not leftovers.
+        # The runtime's shell server and the shells it forked ahead for the next commands (with any
+        # fork still under way) are not leftovers.
         assert executor.runtime is not None
         ready = set(executor.runtime.request("ping", 10.0).get("ready", []))
         excluded = {shell} | _ancestors(table, shell) | _descendants(table, shell) | ready
+        for pid in ready:
+            excluded |= _descendants(table, pid)
         others = {pid: row for pid, row in table.items() if pid not in excluded}
         dead = sum(1 for _, stat, _ in others.values() if stat.startswith("Z"))
         described = [f"{comm} ({stat}, parent {ppid})" for ppid, stat, comm in others.values()]
@@ -792,12 +827,21 @@ class Bench:
             return call
 
         samples = interleaved(
-            {"help": launch([*command, "--help"]), "pass": launch([sys.executable, "-c", "pass"])},
+            {
+                "help": launch([*command, "--help"]),
+                "pass": launch([sys.executable, "-c", "pass"]),
+                "click": launch([sys.executable, "-c", "import click"]),
+            },
             self.reps,
             self.warmup,
         )
         ours = self.report.add(section, f"{' '.join(Path(c).name for c in command)} --help", "ms", ms(samples["help"]))
         base = self.report.add(section, "python3 -c pass (same interpreter)", "ms", ms(samples["pass"]))
+        click = self.report.add(section, "  python3 -c 'import click'", "ms", ms(samples["click"]))
+        self.report.notes.append(
+            f"floor for (8): importing click alone takes {click.median / base.median:.2f}x python3 -c pass; "
+            "click is the CLI's fixed dependency."
+        )
         self.report.notes.append(
             f"start-up: both run by {sys.executable}; an interpreter whose site-packages run .pth hooks at every "
             "start is slower on `-c pass` and flatters the ratio: `make bench` (the project's venv) is the reference."

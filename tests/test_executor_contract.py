@@ -97,22 +97,50 @@ def test_background_job_with_redirected_output_does_not_block(executor: Executor
     assert time.monotonic() - started < 5
 
 
-def test_next_shell_killed_while_waiting_is_replaced(executor: Executor) -> None:
-    # The shell for the next command is started ahead; a command may kill it.
-    executor.run("(sleep 0.5; pkill -f __nanocode_cwd) > /dev/null 2>&1 &", 10)
-    time.sleep(1.5)
+def test_waiting_shells_and_their_server_killed_are_replaced(executor: Executor) -> None:
+    # Shells for the next commands wait ready, forked by a shell server; a command may kill them all.
+    killed = executor.run("for p in $(ps -o pid= --ppid $PPID); do [ $p = $BASHPID ] || kill -9 $p; done; echo ok", 10)
+    assert killed.stdout == "ok\n", killed.stderr
+    started = time.monotonic()
     assert executor.run("echo still works", 10).stdout == "still works\n"
+    assert time.monotonic() - started < 3
 
 
-def test_runtime_without_bash(project: Path) -> None:
-    """Images with only sh: each command gets a fresh sh, with the same guarantees."""
+def test_signals_to_dollar_dollar_end_neither_the_command_nor_the_runtime(executor: Executor) -> None:
+    # `$$` names the shell server, not the command's shell: it must survive what a command sends it.
+    result = executor.run("kill $$; kill -INT $$; kill -9 $$; echo survived", 10)
+    assert (result.stdout, result.exit_code) == ("survived\n", 0), result.stderr
+    assert executor.run("echo next", 10).stdout == "next\n"
+
+
+def test_each_command_has_a_process_group_and_default_signals(executor: Executor) -> None:
+    assert executor.run("sleep 300 > /dev/null 2>&1 & echo $! > bg.pid", 10).exit_code == 0
+    ended = executor.run("sleep 300 > /dev/null 2>&1 & kill 0", 10)  # the command's group only
+    assert (ended.exit_code, ended.signal, ended.timed_out) == (None, 15, False)
+    assert executor.run("kill -0 $(cat bg.pid) && echo alive", 10).stdout == "alive\n"
+    ignored = executor.run("grep SigIgn /proc/$BASHPID/status; sh -c 'grep SigIgn /proc/$$/status'", 10)
+    masks = [int(line.split()[1], 16) for line in ignored.stdout.splitlines()]
+    # Signals 1 to 31 (SIGINT, SIGPIPE, SIGXFSZ...): none ignored; glibc keeps 32 and 33 for itself.
+    assert len(masks) == 2 and not any(mask & 0x7FFFFFFF for mask in masks), ignored.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('SHELL = "/bin/bash" if', 'SHELL = "/bin/sh" if False and'),  # an image with only sh
+        ('"/proc/$PPID/fd/', '"/nowhere/'),  # forked shells cannot reach the runtime's pipes
+    ],
+    ids=["only-sh", "no-forked-shells"],
+)
+def test_a_new_shell_per_command_where_shells_cannot_be_forked(project: Path, old: str, new: str) -> None:
+    """Each command then gets a fresh shell, with the same guarantees."""
     import subprocess
     import sys
 
     from nanocode.host import PipeTransport
     from nanocode.runtime import client
 
-    source = client.SERVER_SOURCE.replace('SHELL = "/bin/bash" if', 'SHELL = "/bin/sh" if False and')
+    source = client.SERVER_SOURCE.replace(old, new)
     assert source != client.SERVER_SOURCE
     process = subprocess.Popen(
         [sys.executable, *client.BOOTSTRAP[1:]],
@@ -123,7 +151,10 @@ def test_runtime_without_bash(project: Path) -> None:
     )
     runtime = client.RuntimeClient(PipeTransport(process), str(project), CAP, source=source)
     try:
-        assert runtime.run("echo $0; echo err >&2; exit 2", 10).stdout == "sh\n"
+        started = time.monotonic()
+        for _ in range(3):
+            assert runtime.run("echo $0; echo err >&2; exit 2", 10).stdout == "sh\n"
+        assert time.monotonic() - started < 2
         result = runtime.run("(setsid sleep 311 &); sleep 311", 1)
         assert result.timed_out
         assert runtime.run("pgrep -f '^sleep 311' || echo none", 10).stdout == "none\n"

@@ -7,12 +7,13 @@ must run on any python3 >= 3.8 with the standard library only: it is sent as
 the first line of its own input, and nothing of nanocode is installed where it
 runs.
 
-Each command runs in a shell of its own session. The runtime is a child
-subreaper, so every process a command starts stays below the runtime even when
-it calls setsid and loses its parent; at a timeout, the command's processes are
-its shell's tree, the orphans that came to the runtime while it ran, and
-whatever still holds its output open. Shells for the next commands are started
-ahead, while the model thinks, so a command costs little more than the command.
+Each command runs in a shell of its own, in a process group of its own. The
+runtime is a child subreaper, so every process a command starts stays below the
+runtime even when it calls setsid and loses its parent; at a timeout, the
+command's processes are its shell's tree, the orphans that came to the runtime
+while it ran, and whatever still holds its output open. Shells for the next
+commands are forked ahead by a long-lived bash (SHELL_SERVER), so a command
+costs little more than the command.
 """
 
 import ctypes
@@ -178,109 +179,283 @@ def own_children():
         return {pid for pid, ppid in process_table().items() if ppid == me}
 
 
-# Runs the script that arrives on fd 3: a `cd` into the working directory, then
-# the command. `source` reads it whole, where `read` would take a byte at a time.
+# Shells are started ahead of their commands, while the model thinks, and
+# without holding up the runtime: one long-lived bash per runtime (the shell
+# server) forks them on request. A fork of a running bash costs a fraction of a
+# new bash. Each is forked twice over, so that it comes to the runtime (a
+# subreaper) as a child of its own, whose exit status the runtime reads, and
+# lives in a process group of its own. It opens the pipes lent to it through
+# /proc/<runtime>/fd, says its pid, and then waits to source its script from
+# fd 3. One cost of forking: `$$` in a command names the server, which ignores
+# the signals a command may send it; `$BASHPID` names the command's own shell.
+SHELL_SERVER = """exec 3<&-
+trap : HUP INT TERM QUIT USR1 USR2 ALRM
+while :; do
+  read -r n s o e
+  case $? in 0) ;; 1) exit 0 ;; *) continue ;; esac
+  ( set -m
+    ( set +m
+      exec </dev/null >"/proc/$PPID/fd/$o" 2>"/proc/$PPID/fd/$e" 3<"/proc/$PPID/fd/$s" || {
+        echo "$n failed" >&4
+        exit 127
+      }
+      echo "$n $BASHPID" >&4
+      exec 4>&-
+      unset n s o e
+      . /dev/fd/3
+    ) &
+  )
+done
+"""
+# The server reads its program from fd 3; `source` reads it whole, where `read` takes a byte at a time.
 BASH_BOOTSTRAP = ". /dev/fd/3"
-# Without bash, the shell gets its directory and command as arguments, when the command comes.
+# Without bash, each command gets a new shell, with its directory and command as arguments.
 SH_BOOTSTRAP = 'cd -- "$1" || exit 127; eval "$2"'
+# Python ignores these; a command must meet them as any program would.
+DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# How long a shell, or the shell server, may take to answer before it is given up on.
+SHELL_PATIENCE = 5.0
 
 
-class Shell:
-    """A shell in a session of its own, its output on pipes; started ahead of its command, or with it."""
-
-    def __init__(self, cwd=None, command=None):
-        self.out_r, out_w = os.pipe()
-        self.err_r, err_w = os.pipe()
-        command_r, self.command_w = os.pipe()
-        if command is None:
-            argv = [SHELL, "-c", BASH_BOOTSTRAP]
+def spawn(argv, fds):
+    """Starts a program in a session of its own with just these fds (target: source; /dev/null
+    where none is given). posix_spawn is a vfork: far cheaper than forking this interpreter."""
+    actions = []
+    for target in sorted(set(fds) | {0, 1, 2}):
+        source = fds.get(target)
+        if source is None:
+            actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, os.O_RDWR, 0))
         else:
-            argv = [SHELL, "-c", SH_BOOTSTRAP, "sh", cwd, command.replace("\0", "")]
+            actions.append((os.POSIX_SPAWN_DUP2, source, target))
+    return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS)
+
+
+def open_pidfd(pid):
+    if hasattr(os, "pidfd_open"):
         try:
-            # posix_spawn is a vfork: far cheaper than forking this interpreter.
-            self.pid = os.posix_spawn(
-                SHELL,
-                argv,
-                os.environ,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    (os.POSIX_SPAWN_DUP2, command_r, 3),
-                ],
-                setsid=True,
-                setsigdef=(signal.SIGPIPE,),
-            )
-        except BaseException:
-            for fd in (self.out_r, self.err_r, self.command_w):
-                os.close(fd)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-            os.close(command_r)
-        self.pidfd = None
-        if hasattr(os, "pidfd_open"):
+            return os.pidfd_open(pid)
+        except OSError:
+            pass
+    return None
+
+
+def close_all(fds):
+    for fd in fds:
+        if fd is not None:
             try:
-                self.pidfd = os.pidfd_open(self.pid)
+                os.close(fd)
             except OSError:
                 pass
 
-    def usable(self):
-        """Still waiting for its command: neither gone nor stopped (by a SIGSTOP, say)."""
-        try:
-            if os.waitpid(self.pid, os.WNOHANG)[0] != 0:
-                return False
-            return proc_stat(self.pid)[0] not in (b"T", b"t")
-        except (ChildProcessError, OSError):
-            return False
 
-    def start(self, cwd, command):
-        quoted = "'" + cwd.replace("'", "'\\''") + "'"
-        script = "exec 3<&-; cd -- %s || exit 127\n%s\n" % (quoted, command.replace("\0", ""))
-        data = script.encode("utf-8", "surrogateescape")
-        while data:
-            # A shell that stops reading (stopped, killed) must not hold the runtime.
-            if not select.select([], [self.command_w], [], 5.0)[1]:
-                raise OSError("the shell does not take its command")
-            data = data[os.write(self.command_w, data[:PIPE_CHUNK]) :]
-        os.close(self.command_w)
-        self.command_w = None
+def write_all(fd, data, what):
+    """Writes to a pipe whose reader may stop reading (stopped, killed) without holding the runtime."""
+    while data:
+        if not select.select([], [fd], [], SHELL_PATIENCE)[1]:
+            raise OSError("%s does not take its input" % what)
+        data = data[os.write(fd, data[:PIPE_CHUNK]) :]
+
+
+def script_for(cwd, command):
+    quoted = "'" + cwd.replace("'", "'\\''") + "'"
+    script = "exec 3<&-; cd -- %s || exit 127\n%s\n" % (quoted, command.replace("\0", ""))
+    return script.encode("utf-8", "surrogateescape")
+
+
+def is_running(pid):
+    """Neither gone nor stopped (by a SIGSTOP, say)."""
+    try:
+        return proc_stat(pid)[0] not in (b"Z", b"X", b"T", b"t")
+    except OSError:
+        return False
+
+
+class Shell:
+    """A command's shell as the runtime sees it: its pid, a pidfd where there is one, its output."""
+
+    pid = None
+    pidfd = None
+
+    def __init__(self):
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+
+    def started(self, pid):
+        """The shell has its own ends of the pipes: the runtime's go, so that their end is the command's."""
+        self.pid = pid
+        self.pidfd = open_pidfd(pid)
+        close_all((self.out_w, self.err_w))
+        self.out_w = self.err_w = None
 
     def discard(self):
-        kill_tree(self.pid)
+        if self.pid is not None:
+            kill_tree(self.pid)
         self.close()
 
     def close(self):
-        for fd in (self.out_r, self.err_r, self.command_w, self.pidfd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_all((self.out_r, self.out_w, self.err_r, self.err_w, self.pidfd))
+
+
+def new_shell(cwd, command):
+    """A new shell for one command, given its directory and command as arguments."""
+    shell = Shell()
+    try:
+        argv = [SHELL, "-c", SH_BOOTSTRAP, "sh", cwd, command.replace("\0", "")]
+        shell.started(spawn(argv, {1: shell.out_w, 2: shell.err_w}))
+    except BaseException:
+        shell.close()
+        raise
+    return shell
+
+
+class ForkedShell(Shell):
+    """A shell the server forks ahead of its command; it waits for its script on a pipe."""
+
+    def __init__(self, number):
+        Shell.__init__(self)
+        self.number = number
+        self.script_r, self.script_w = os.pipe()
+
+    def request(self):
+        return b"%d %d %d %d\n" % (self.number, self.script_r, self.out_w, self.err_w)
+
+    def started(self, pid):
+        Shell.started(self, pid)
+        close_all((self.script_r,))
+        self.script_r = None
+
+    def start(self, cwd, command):
+        write_all(self.script_w, script_for(cwd, command), "the shell")
+        close_all((self.script_w,))
+        self.script_w = None
+
+    def close(self):
+        Shell.close(self)
+        close_all((self.script_r, self.script_w))
+
+
+class ShellServer:
+    """The bash that forks shells ahead of their commands (SHELL_SERVER)."""
+
+    def __init__(self):
+        control_r, self.control_w = os.pipe()
+        self.notify_r, notify_w = os.pipe()
+        program_r, program_w = os.pipe()
+        try:
+            self.pid = spawn([SHELL, "-c", BASH_BOOTSTRAP], {0: control_r, 3: program_r, 4: notify_w})
+        except BaseException:
+            close_all((self.control_w, self.notify_r, program_w))
+            raise
+        finally:
+            close_all((control_r, notify_w, program_r))
+        try:
+            write_all(program_w, SHELL_SERVER.encode(), "the shell server")
+        finally:
+            close_all((program_w,))
+        os.set_blocking(self.control_w, False)
+        os.set_blocking(self.notify_r, False)
+        self.count = 0
+        self.failed = False
+        self.buffered = b""
+        self.forked = {}  # number: the shell, until it says its pid
+
+    def fork(self):
+        self.count += 1
+        shell = ForkedShell(self.count)
+        try:
+            os.write(self.control_w, shell.request())
+        except BaseException:
+            shell.close()
+            raise
+        self.forked[shell.number] = shell
+        return shell
+
+    def collect(self):
+        """Takes in what the forked shells have said, without waiting."""
+        while True:
+            try:
+                data = os.read(self.notify_r, 4096)
+            except BlockingIOError:
+                return
+            if not data:
+                raise OSError("the shell server is gone")
+            self.buffered += data
+            while b"\n" in self.buffered:
+                line, self.buffered = self.buffered.split(b"\n", 1)
+                number, _, pid = line.partition(b" ")
+                shell = self.forked.pop(int(number), None) if number.isdigit() else None
+                if shell is not None and pid.isdigit():
+                    shell.started(int(pid))
+                elif shell is not None:
+                    self.failed = True  # it could not open its pipes (/proc may be out of reach): it exits
+
+    def wait_for(self, shell):
+        """Until the forked shell has said its pid (raises OSError)."""
+        deadline = time.monotonic() + SHELL_PATIENCE
+        while True:
+            self.collect()
+            if shell.pid is not None:
+                return
+            if shell.number not in self.forked:
+                raise OSError("the shell could not open its pipes")
+            left = deadline - time.monotonic()
+            if left <= 0 or not is_running(self.pid):
+                raise OSError("the shell server does not answer")
+            select.select([self.notify_r], [], [], min(left, 0.05))
+
+    def discard(self):
+        kill_tree(self.pid)
+        close_all((self.control_w, self.notify_r))
+        for shell in self.forked.values():
+            shell.discard()  # closing its script pipe ends a shell that was forked all the same
+        self.forked = {}
 
 
 class Runtime:
-    # Shells started ahead: two, so that back-to-back commands still find one
+    # Shells forked ahead: two, so that back-to-back commands still find one
     # that has finished starting.
     READY = 2
 
     def __init__(self):
+        self.server = None
         self.ready = []
+        # Cleared for good when a forked shell cannot open its pipes: each command then gets a new shell.
+        self.forking = SHELL.endswith("bash")
 
     def prepare(self):
-        """Tops up the shells started ahead."""
-        while SHELL.endswith("bash") and len(self.ready) < self.READY:
+        """Tops up the shells forked ahead."""
+        if not self.forking:
+            return
+        try:
+            if self.server is None:
+                self.server = ShellServer()
+            while len(self.ready) < self.READY:
+                self.ready.append(self.server.fork())
+        except OSError:
+            self.discard_server()  # out of processes, or the server died: tried again at the next command
+
+    def discard_server(self):
+        if self.server is not None:
+            self.server.discard()
+            self.server = None
+        self.ready = [shell for shell in self.ready if shell.pid is not None]
+
+    def idle_pids(self):
+        """The server and the shells waiting for a command."""
+        if self.server is not None:
             try:
-                self.ready.append(Shell())
+                self.server.collect()
             except OSError:
-                return  # out of processes: tried again when a command comes
+                self.discard_server()
+        pids = [self.server.pid] if self.server is not None else []
+        return pids + [shell.pid for shell in self.ready if shell.pid is not None]
 
     def ping(self, req):
         """The runtime's pid and its idle shells: so that a count of processes can leave them out."""
-        return {"pid": os.getpid(), "ready": [shell.pid for shell in self.ready]}
+        return {"pid": os.getpid(), "ready": self.idle_pids()}
 
     def stop_everything(self):
+        self.discard_server()
         for shell in self.ready:
             shell.discard()
         self.ready = []
@@ -288,24 +463,29 @@ class Runtime:
         reap()
 
     def shell_for(self, cwd, command):
-        while self.ready:
+        if self.server is not None and not is_running(self.server.pid):
+            self.discard_server()  # killed or stopped since the last command (say by `pkill bash`)
+        for _ in range(self.READY + 2):
+            self.prepare()
+            if not self.ready:
+                break
             shell = self.ready.pop(0)
             try:
-                if shell.usable():
+                if shell.pid is None:
+                    if self.server is None:
+                        raise OSError("its server is gone")
+                    self.server.wait_for(shell)
+                if is_running(shell.pid):
                     shell.start(cwd, command)
+                    self.prepare()  # the server forks the next one while this command runs
                     return shell
             except OSError:
-                pass  # it was killed or stopped while it waited (say by `pkill bash`)
+                if self.server is not None and self.server.failed:
+                    self.forking = False
+                if self.server is not None and (self.server.failed or not is_running(self.server.pid)):
+                    self.discard_server()
             shell.discard()
-        if not SHELL.endswith("bash"):
-            return Shell(cwd, command)
-        shell = Shell()
-        try:
-            shell.start(cwd, command)
-        except BaseException:
-            shell.discard()
-            raise
-        return shell
+        return new_shell(cwd, command)
 
     def run(self, req):
         started = time.monotonic()
@@ -321,8 +501,6 @@ class Runtime:
             note = "[the process limit was reached: processes left running by earlier commands were stopped]\n"
         earlier = own_children()
         shell = self.shell_for(cwd, req["command"])
-        # The next shell starts up while this command runs, not while the reply travels.
-        self.prepare()
         streams = {shell.out_r: Capped(cap), shell.err_r: Capped(cap)}
         pending = [shell.out_r, shell.err_r]
         if shell.pidfd is not None:
@@ -335,8 +513,10 @@ class Runtime:
             if left <= 0:
                 timed_out = True
                 break
-            # Without a pidfd, the shell's exit is polled for.
-            wait = left if shell.pidfd is not None else min(left, 0.01)
+            if status is not None or shell.pidfd in pending:
+                wait = left
+            else:  # polled: there is no pidfd, or the shell is not yet ours (see SHELL_SERVER)
+                wait = min(left, 0.01 if shell.pidfd is None else 0.001)
             ready, _, _ = select.select(pending, [], [], wait)
             for fd in ready:
                 if fd == shell.pidfd:
@@ -348,11 +528,14 @@ class Runtime:
                 else:
                     pending.remove(fd)
             if status is None and (shell.pidfd is None or shell.pidfd not in pending):
-                pid, code = os.waitpid(shell.pid, os.WNOHANG)
+                try:
+                    pid, code = os.waitpid(shell.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid = 0
                 if pid:
                     status = code
         if timed_out:
-            spared = earlier | {pending_shell.pid for pending_shell in self.ready}
+            spared = earlier | set(self.idle_pids())
             kill_all(lambda: command_processes(shell.pid, spared, (shell.out_r, shell.err_r)))
             for fd in (shell.out_r, shell.err_r):  # what was printed before the kill
                 while fd in pending and select.select([fd], [], [], 0)[0]:
@@ -361,7 +544,10 @@ class Runtime:
                         break
                     streams[fd].add(data)
             if status is None:
-                os.waitpid(shell.pid, 0)
+                try:
+                    os.waitpid(shell.pid, 0)
+                except ChildProcessError:
+                    pass  # not yet handed to the runtime: reaped later, with the orphans
         shell.close()
         reap()
         exit_code = sig = None
@@ -508,7 +694,9 @@ def requests(fd):
 
 def main():
     become_subreaper()  # what a command leaves running stays ours, to be found and ended
-    # Keeps fd 3 taken, so that no pipe is ever fd 3 and a shell's fd 3 is always its command.
+    # Keeps fds 3 and 4 taken, so that no pipe is ever one of them and a shell's fds are
+    # always those it was given.
+    os.open(os.devnull, os.O_RDONLY)
     os.open(os.devnull, os.O_RDONLY)
     runtime = Runtime()
     ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping}
