@@ -1,5 +1,6 @@
 """The executor contract, held by both executors: the host one and the Docker sandbox."""
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,39 @@ def test_a_new_shell_per_command_where_shells_cannot_be_forked(project: Path, ol
         result = runtime.run("(setsid sleep 311 &); sleep 311", 1)
         assert result.timed_out
         assert runtime.run("pgrep -f '^sleep 311' || echo none", 10).stdout == "none\n"
+    finally:
+        runtime.close()
+
+
+def test_requests_move_to_a_socket_and_the_pipes_still_end_the_runtime(project: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from nanocode.host import PipeTransport
+    from nanocode.runtime import client
+    from nanocode.sandbox.channel import DirectTransport, go_direct
+
+    process = subprocess.Popen(
+        [sys.executable, *client.BOOTSTRAP[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=project
+    )
+    pipes = PipeTransport(process)
+    runtime = client.RuntimeClient(pipes, str(project), CAP)
+    folder = tmp_path / "channel"
+    folder.mkdir()
+    try:
+        refused = runtime.request("socket", 10, path=str(folder / "nobody-listens"), token="t")
+        assert not refused["ok"]
+        assert runtime.run("echo still on the pipes", 10).stdout == "still on the pipes\n"
+        assert not go_direct(runtime, pipes, str(folder), inside=str(tmp_path / "elsewhere"))
+        assert runtime.transport is pipes and os.listdir(folder) == []
+
+        assert go_direct(runtime, pipes, str(folder), inside=str(folder))
+        assert isinstance(runtime.transport, DirectTransport)
+        assert os.listdir(folder) == []  # the socket's name is gone: nothing else can connect
+        assert runtime.run("echo through the socket", 10).stdout == "through the socket\n"
+        assert process.stdin is not None
+        process.stdin.close()  # the client gone: the runtime ends, socket or not
+        assert process.wait(timeout=5) == 0
     finally:
         runtime.close()
 

@@ -1,14 +1,17 @@
 """The Docker sandbox against the real engine: lifecycle, limits, isolation, cleanup."""
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_IMODE
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from nanocode.errors import FileOpError
 from nanocode.prompts import MARKER
 from nanocode.sandbox import container as lifecycle
+from nanocode.sandbox.channel import DirectTransport, SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 from nanocode.tools import format_command
@@ -69,7 +73,10 @@ def test_hardened_labelled_container_exists_for_the_goal_only(
     assert host["Privileged"] is False
     assert host["PidMode"] == "" and host["IpcMode"] == "private" and host["UTSMode"] == ""
     assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}
-    assert [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == [(str(project), str(project), True)]
+    assert [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == [
+        (str(project), str(project), True),
+        (sandbox.folder, "/run/nanocode", False),  # for the runtime's socket
+    ]
     labels = info["Config"]["Labels"]
     assert labels["nanocode"] == "1"
     assert labels["nanocode.owner.pid"] == str(os.getpid())
@@ -157,6 +164,9 @@ def test_files_belong_to_the_user(docker_engine: Any, sandbox_image: str, projec
             == user.split(":")[0] + "\n"
         )
         executor.write_file("d/by-tool.txt", "y")
+        if os.getuid() == 0:
+            # The socket's folder is root's alone, so the runtime cannot listen there: the attach stream serves.
+            assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
     finally:
         executor.close()
     for name in ("d", "d/by-shell.txt", "d/by-tool.txt"):
@@ -257,6 +267,23 @@ def test_interrupt_removes_the_container(
     assert not _owned_by(docker_engine, process.pid)
 
 
+def test_requests_go_straight_to_the_runtime_through_a_private_socket(
+    docker_engine: Any, sandbox: SandboxExecutor
+) -> None:
+    assert sandbox.runtime is not None and isinstance(sandbox.runtime.transport, DirectTransport)
+    folder = sandbox.folder
+    assert folder is not None and S_IMODE(os.stat(folder).st_mode) == 0o700
+    # The socket's name is gone once the runtime is in: nothing else can connect.
+    assert os.listdir(folder) == []
+    written = sandbox.run("ls -A /run/nanocode; head -c 1000 /dev/zero > /run/nanocode/fill", 10)
+    assert written.exit_code == 1 and "Read-only file system" in written.stderr
+    assert os.listdir(folder) == []
+    sandbox.write_file("via.txt", "through the socket")
+    assert sandbox.read_file("via.txt") == "through the socket"
+    sandbox.close()
+    assert not os.path.exists(folder)
+
+
 def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
     docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
@@ -265,6 +292,8 @@ def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
     process.communicate()
     stale = _owned_by(docker_engine, process.pid)
     assert len(stale) == 1
+    goal = stale[0].labels["nanocode.goal"]
+    assert glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{goal}-*"))  # its socket's folder
     listing = subprocess.run([sys.executable, "-m", "nanocode", "sandbox", "ls"], capture_output=True, text=True)
     assert stale[0].name in listing.stdout
     assert [line.split()[-1] for line in listing.stdout.splitlines() if stale[0].name in line] == ["yes"]
@@ -280,6 +309,7 @@ def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
     assert done.returncode == 0, done.stderr
     assert f"removed stale sandbox container {stale[0].name}" in done.stderr
     assert not _owned_by(docker_engine, process.pid)
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{goal}-*"))
 
 
 def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: Path) -> None:

@@ -21,6 +21,7 @@ import json
 import os
 import select
 import signal
+import socket
 import stat
 import sys
 import time
@@ -676,20 +677,70 @@ def write(req):
     return {"bytes": len(data)}
 
 
-def requests(fd):
-    """The request lines; between them, the orphans that came to the runtime and died are reaped."""
-    buffered = b""
-    while True:
-        if not select.select([fd], [], [], 0.2)[0]:
-            reap()
-            continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        buffered += chunk
-        while b"\n" in buffered:
-            line, buffered = buffered.split(b"\n", 1)
-            yield line
+class Channel:
+    """Where requests come from and where their replies go: the runtime's stdin and stdout and,
+    once the client asks for it, a unix socket to the client that skips the relay in between (a
+    container engine's). A reply goes back the way its request came. The end of stdin (the client
+    gone) ends the runtime; the end of the socket ends only the socket."""
+
+    STDIN = 0
+
+    def __init__(self):
+        self.buffers = {self.STDIN: b""}
+        self.sock = None
+
+    def connect(self, req):
+        """Connects to the client's socket at the path given, and introduces itself with the token."""
+        if self.sock is not None:
+            raise OSError("connected already")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(SHELL_PATIENCE)
+            sock.connect(req["path"])
+            sock.sendall(req["token"].encode() + b"\n")
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.buffers[sock.fileno()] = b""
+        return {}
+
+    def drop_socket(self):
+        self.buffers.pop(self.sock.fileno(), None)
+        self.sock.close()
+        self.sock = None
+
+    def send(self, source, data):
+        if source == self.STDIN:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        elif self.sock is not None and source == self.sock.fileno():
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.drop_socket()
+
+    def requests(self):
+        """(source, line) pairs; between them, the orphans that came to the runtime and died are reaped."""
+        while True:
+            ready = select.select(list(self.buffers), [], [], 0.2)[0]
+            if not ready:
+                reap()
+                continue
+            for fd in ready:
+                if fd not in self.buffers:
+                    continue  # dropped meanwhile
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    if fd == self.STDIN:
+                        return
+                    self.drop_socket()
+                    continue
+                self.buffers[fd] += chunk
+                while fd in self.buffers and b"\n" in self.buffers[fd]:
+                    line, self.buffers[fd] = self.buffers[fd].split(b"\n", 1)
+                    yield fd, line
 
 
 def main():
@@ -699,12 +750,12 @@ def main():
     os.open(os.devnull, os.O_RDONLY)
     os.open(os.devnull, os.O_RDONLY)
     runtime = Runtime()
-    ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping}
-    out = sys.stdout.buffer
-    out.write(json.dumps({"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}).encode() + b"\n")
-    out.flush()
+    channel = Channel()
+    ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping, "socket": channel.connect}
+    hello = {"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}
+    channel.send(Channel.STDIN, json.dumps(hello).encode() + b"\n")
     runtime.prepare()
-    for line in requests(sys.stdin.fileno()):
+    for source, line in channel.requests():
         req = {}
         try:
             req = json.loads(line)
@@ -717,8 +768,7 @@ def main():
             if isinstance(exc, OSError) and exc.strerror:
                 reply["error"] = "%s: %s" % (exc.strerror, exc.filename or "")
         reply["id"] = req.get("id") if isinstance(req, dict) else None
-        out.write(json.dumps(reply).encode() + b"\n")
-        out.flush()
+        channel.send(source, json.dumps(reply).encode() + b"\n")
 
 
 if __name__ == "__main__":

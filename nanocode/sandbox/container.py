@@ -14,7 +14,7 @@ from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
 from nanocode.runtime.server import proc_stat
-from nanocode.sandbox import protect
+from nanocode.sandbox import channel, protect
 
 LABEL = "nanocode"
 HOME = "/home/sandbox"
@@ -61,10 +61,14 @@ def owner_labels(goal: str, project: str) -> dict[str, str]:
     }
 
 
-def create(client: docker.DockerClient, config: SandboxConfig, goal: str) -> Container:
+def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder: str | None = None) -> Container:
+    """The goal's container, not started; `folder` is shared with it for the runtime's socket."""
     project = config.project
     mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
     mounts += protect.protected_mounts(project, os.getcwd())
+    if folder is not None:
+        # Read-only: the runtime connects to a socket there (allowed), and may write nothing to the host.
+        mounts.append(Mount(target=channel.CONTAINER_FOLDER, source=folder, type="bind", read_only=True))
     tmpfs_options = f"rw,exec,nosuid,nodev,size={config.tmpfs_size},mode=1777"
     return client.containers.create(
         config.image,
@@ -151,5 +155,6 @@ def prune(client: docker.DockerClient) -> list[str]:
                 remove(client, container.id)
             except DockerException:
                 continue
+            channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
     return removed

@@ -1,6 +1,8 @@
 """The sandbox executor: every tool call of a goal runs in that goal's container."""
 
 import contextlib
+import shutil
+import time
 import uuid
 from collections.abc import Callable
 
@@ -12,8 +14,8 @@ from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
 from nanocode.runtime.client import ChannelClosed, RuntimeClient
 from nanocode.runtime.executor import RuntimeExecutor
+from nanocode.sandbox import channel, protect
 from nanocode.sandbox import container as lifecycle
-from nanocode.sandbox import protect
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 
@@ -34,14 +36,17 @@ class SandboxExecutor(RuntimeExecutor):
         self.note = note
         self.name: str | None = None  # of the current container, known before it exists
         self.container_id: str | None = None
+        self.folder: str | None = None  # shared with the container, for the runtime's socket
         self.watched = protect.watched(config.project)
         super().__init__()
 
     def _start(self) -> RuntimeClient:
         goal = uuid.uuid4().hex[:12]
         self.name = f"nanocode-{goal}"
+        with contextlib.suppress(OSError):  # without it, the attach stream carries the requests
+            self.folder = channel.make_folder(goal)
         try:
-            self.container_id = lifecycle.create(self.docker, self.config, goal).id
+            self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
         except DockerException as exc:
@@ -53,6 +58,8 @@ class SandboxExecutor(RuntimeExecutor):
             transport = SocketTransport(self.docker.api.attach_socket(self.container_id, params=params))
             self.docker.api.start(self.container_id)
             runtime = RuntimeClient(transport, self.config.project, self.output_cap)
+            if self.folder is not None:
+                channel.go_direct(runtime, transport, self.folder)
         except (DockerException, ChannelClosed, OSError) as exc:
             detail = bytes(transport.stderr).decode(errors="replace").strip() if transport else ""
             raise ConfigError(
@@ -68,10 +75,14 @@ class SandboxExecutor(RuntimeExecutor):
 
     def _stop(self) -> None:
         target, self.name, self.container_id = self.container_id or self.name, None, None
+        folder, self.folder = self.folder, None
+        if target is not None:
+            with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
+                lifecycle.remove(self.docker, target)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         if target is None:
             return
-        with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
-            lifecycle.remove(self.docker, target)
         for path in protect.quarantine(self.watched):
             self.note(
                 f"warning: the sandbox made {path.removesuffix(protect.QUARANTINE)}, which host git would "
@@ -82,7 +93,12 @@ class SandboxExecutor(RuntimeExecutor):
         reason = f"the sandbox stopped answering ({exc})"
         try:
             assert self.container_id is not None
-            state = self.docker.api.inspect_container(self.container_id)["State"]
+            # The socket may tell of a death before the engine has taken note of it.
+            for _ in range(20):
+                state = self.docker.api.inspect_container(self.container_id)["State"]
+                if not state.get("Running"):
+                    break
+                time.sleep(0.1)
             if state.get("OOMKilled"):
                 reason = f"out of memory (limit {self.config.memory}); the sandbox container died"
             elif not state.get("Running"):
