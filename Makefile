@@ -10,6 +10,7 @@ $(BIN)/nanocode: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m compileall -q nanocode
 	touch $@
 
 install: $(BIN)/nanocode
@@ -32,7 +33,9 @@ demo: install
 run: install
 	$(BIN)/nanocode $(ARGS)
 
+# Bytecode first, as a regular install has it (an editable one, with PYTHONDONTWRITEBYTECODE set, never would).
 bench: install
+	$(BIN)/python -m compileall -q nanocode
 	$(BIN)/python bench/bench.py $(ARGS)
 
 # Where no registry can be reached: a Debian bookworm base built from Debian's packages.

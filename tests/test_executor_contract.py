@@ -114,6 +114,16 @@ def test_signals_to_dollar_dollar_end_neither_the_command_nor_the_runtime(execut
     assert executor.run("echo next", 10).stdout == "next\n"
 
 
+def test_lines_forged_on_the_servers_report_pipe_are_ignored(executor: Executor) -> None:
+    # Anything in the sandbox can write where the forked shells say their pids.
+    forged = executor.run('for n in $(seq 1 40); do echo "$n $PPID"; echo "$n $$"; done > /proc/$$/fd/4', 10)
+    assert forged.exit_code == 0, forged.stderr
+    for _ in range(4):
+        assert executor.run("echo fine", 10).stdout == "fine\n"
+    assert executor.run("sleep 30", 1).timed_out  # a timeout kills the command, not the runtime
+    assert executor.run("echo alive", 10).stdout == "alive\n"
+
+
 def test_each_command_has_a_process_group_and_default_signals(executor: Executor) -> None:
     assert executor.run("sleep 300 > /dev/null 2>&1 & echo $! > bg.pid", 10).exit_code == 0
     ended = executor.run("sleep 300 > /dev/null 2>&1 & kill 0", 10)  # the command's group only

@@ -18,6 +18,7 @@ import pytest
 
 from nanocode.errors import FileOpError
 from nanocode.prompts import MARKER
+from nanocode.sandbox import channel
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import DirectTransport, SocketTransport
 from nanocode.sandbox.container import SandboxConfig
@@ -284,6 +285,25 @@ def test_requests_go_straight_to_the_runtime_through_a_private_socket(
     assert not os.path.exists(folder)
 
 
+def test_an_engine_that_cannot_see_the_socket_folder_still_runs_the_sandbox(
+    docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As with an engine in a VM or on another machine: the bind source does not exist where it runs.
+    monkeypatch.setattr(channel, "make_folder", lambda goal: f"/nonexistent/nanocode-{goal}-abcdefgh")
+    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    try:
+        assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
+        assert executor.run("echo over the attach stream", 10).stdout == "over the attach stream\n"
+    finally:
+        executor.close()
+
+
+def test_output_to_the_containers_stdout_never_blocks(sandbox: SandboxExecutor) -> None:
+    # Nothing reads replies there any more; what arrives is read and dropped.
+    result = sandbox.run("head -c 5000000 /dev/zero > /proc/1/fd/1; echo done", 20)
+    assert (result.stdout, result.timed_out) == ("done\n", False)
+
+
 def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
     docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
@@ -320,6 +340,13 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
     alive = lifecycle.owner_labels("alive", str(project))  # this process's, which must stay
     orphan = docker_engine.containers.create(sandbox_image, ["true"], labels=labels, name=f"nanocode-o-{dead.pid}")
     kept = docker_engine.containers.create(sandbox_image, ["true"], labels=alive, name=f"nanocode-k-{dead.pid}")
+    # Socket folders: one left by a nanocode killed before its container existed, one of a goal
+    # starting right now, and a folder of someone else's with a like name.
+    left = Path(tempfile.mkdtemp(prefix="nanocode-0123456789ab-"))
+    starting = Path(tempfile.mkdtemp(prefix="nanocode-ba9876543210-"))
+    other = Path(tempfile.mkdtemp(prefix="nanocode-bench-"))
+    for path in (left, other):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
     try:
         pruned = subprocess.run(
             [sys.executable, "-m", "nanocode", "sandbox", "prune"], capture_output=True, text=True, timeout=60
@@ -327,7 +354,11 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
         assert pruned.returncode == 0
         assert orphan.name in pruned.stdout and kept.name not in pruned.stdout
         assert [c.id for c in lifecycle.ours(docker_engine) if c.id in (orphan.id, kept.id)] == [kept.id]
+        assert (left.exists(), starting.exists(), other.exists()) == (False, True, True)
     finally:
+        for path in (left, starting, other):
+            if path.exists():
+                path.rmdir()
         for item in (orphan, kept):
             lifecycle.remove(docker_engine, item.id)
 

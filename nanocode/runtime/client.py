@@ -35,6 +35,10 @@ class ChannelClosed(Exception):
     """The runtime process is gone, or stopped answering."""
 
 
+class RuntimeExited(ChannelClosed):
+    """The runtime's end of the channel closed: it died, or what hosted it did."""
+
+
 class Transport(Protocol):
     def send(self, data: bytes) -> None: ...
 
@@ -74,7 +78,7 @@ class RuntimeClient:
             except OSError as exc:
                 raise ChannelClosed(str(exc)) from exc
             if not chunk:
-                raise ChannelClosed("the runtime exited")
+                raise RuntimeExited("the runtime exited")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:

@@ -214,8 +214,11 @@ BASH_BOOTSTRAP = ". /dev/fd/3"
 SH_BOOTSTRAP = 'cd -- "$1" || exit 127; eval "$2"'
 # Python ignores these; a command must meet them as any program would.
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-# How long a shell, or the shell server, may take to answer before it is given up on.
+# How long a shell may take to take its input, or the runtime's socket to connect.
 SHELL_PATIENCE = 5.0
+# How long the shell server may take to fork a shell (it answers in a millisecond when well;
+# bash retries a failing fork for seconds): past it, a command gets a new shell.
+FORK_PATIENCE = 2.0
 
 
 def spawn(argv, fds):
@@ -281,12 +284,18 @@ class Shell:
         self.out_r, self.out_w = os.pipe()
         self.err_r, self.err_w = os.pipe()
 
+    def _close(self, *names):
+        """Closes these fds once: a number closed twice may belong to another pipe by then."""
+        for name in names:
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            close_all((fd,))
+
     def started(self, pid):
         """The shell has its own ends of the pipes: the runtime's go, so that their end is the command's."""
         self.pid = pid
         self.pidfd = open_pidfd(pid)
-        close_all((self.out_w, self.err_w))
-        self.out_w = self.err_w = None
+        self._close("out_w", "err_w")
 
     def discard(self):
         if self.pid is not None:
@@ -294,7 +303,7 @@ class Shell:
         self.close()
 
     def close(self):
-        close_all((self.out_r, self.out_w, self.err_r, self.err_w, self.pidfd))
+        self._close("out_r", "out_w", "err_r", "err_w", "pidfd")
 
 
 def new_shell(cwd, command):
@@ -312,6 +321,8 @@ def new_shell(cwd, command):
 class ForkedShell(Shell):
     """A shell the server forks ahead of its command; it waits for its script on a pipe."""
 
+    failed = False  # it said it could not open its pipes
+
     def __init__(self, number):
         Shell.__init__(self)
         self.number = number
@@ -322,21 +333,24 @@ class ForkedShell(Shell):
 
     def started(self, pid):
         Shell.started(self, pid)
-        close_all((self.script_r,))
-        self.script_r = None
+        self._close("script_r")
 
     def start(self, cwd, command):
         write_all(self.script_w, script_for(cwd, command), "the shell")
-        close_all((self.script_w,))
-        self.script_w = None
+        self._close("script_w")
 
     def close(self):
         Shell.close(self)
-        close_all((self.script_r, self.script_w))
+        self._close("script_r", "script_w")
 
 
 class ShellServer:
-    """The bash that forks shells ahead of their commands (SHELL_SERVER)."""
+    """The bash that forks shells ahead of their commands (SHELL_SERVER).
+
+    The pipes of a shell not yet reported are lent by number: they stay open until the
+    shell says its pid, or until the server is discarded with every shell it has not
+    reported (its tree killed first, and the pipe it reports on closed, so that no late
+    shell can open a number that meanwhile belongs to another pipe)."""
 
     def __init__(self):
         control_r, self.control_w = os.pipe()
@@ -356,7 +370,6 @@ class ShellServer:
         os.set_blocking(self.control_w, False)
         os.set_blocking(self.notify_r, False)
         self.count = 0
-        self.failed = False
         self.buffered = b""
         self.forked = {}  # number: the shell, until it says its pid
 
@@ -371,6 +384,16 @@ class ShellServer:
         self.forked[shell.number] = shell
         return shell
 
+    def plausible(self, pid):
+        """A pid said on the notify pipe is a shell of this server's (anything in the sandbox can write there)."""
+        try:
+            parent = int(proc_stat(pid)[1])
+            return pid not in (os.getpid(), self.pid) and (
+                parent == os.getpid() or (parent != self.pid and int(proc_stat(parent)[1]) == self.pid)
+            )
+        except (OSError, ValueError, IndexError):
+            return False
+
     def collect(self):
         """Takes in what the forked shells have said, without waiting."""
         while True:
@@ -384,20 +407,23 @@ class ShellServer:
             while b"\n" in self.buffered:
                 line, self.buffered = self.buffered.split(b"\n", 1)
                 number, _, pid = line.partition(b" ")
-                shell = self.forked.pop(int(number), None) if number.isdigit() else None
-                if shell is not None and pid.isdigit():
+                shell = self.forked.get(int(number)) if number.isdigit() else None
+                if shell is None:
+                    continue
+                if pid.isdigit() and self.plausible(int(pid)):
+                    del self.forked[shell.number]
                     shell.started(int(pid))
-                elif shell is not None:
-                    self.failed = True  # it could not open its pipes (/proc may be out of reach): it exits
+                else:  # it could not open its pipes (/proc may be out of reach), and exits
+                    shell.failed = True
 
     def wait_for(self, shell):
         """Until the forked shell has said its pid (raises OSError)."""
-        deadline = time.monotonic() + SHELL_PATIENCE
+        deadline = time.monotonic() + FORK_PATIENCE
         while True:
             self.collect()
             if shell.pid is not None:
                 return
-            if shell.number not in self.forked:
+            if shell.failed:
                 raise OSError("the shell could not open its pipes")
             left = deadline - time.monotonic()
             if left <= 0 or not is_running(self.pid):
@@ -405,10 +431,14 @@ class ShellServer:
             select.select([self.notify_r], [], [], min(left, 0.05))
 
     def discard(self):
+        try:
+            self.collect()  # shells that did start are ready shells like any other
+        except OSError:
+            pass
         kill_tree(self.pid)
         close_all((self.control_w, self.notify_r))
         for shell in self.forked.values():
-            shell.discard()  # closing its script pipe ends a shell that was forked all the same
+            shell.discard()
         self.forked = {}
 
 
@@ -416,12 +446,14 @@ class Runtime:
     # Shells forked ahead: two, so that back-to-back commands still find one
     # that has finished starting.
     READY = 2
+    # Forked shells that fail in a row (say /proc is out of reach) before forking stops for good.
+    FORK_FAILURES = 3
 
     def __init__(self):
         self.server = None
         self.ready = []
-        # Cleared for good when a forked shell cannot open its pipes: each command then gets a new shell.
-        self.forking = SHELL.endswith("bash")
+        self.forking = SHELL.endswith("bash")  # else each command gets a new shell
+        self.failures = 0
 
     def prepare(self):
         """Tops up the shells forked ahead."""
@@ -466,7 +498,7 @@ class Runtime:
     def shell_for(self, cwd, command):
         if self.server is not None and not is_running(self.server.pid):
             self.discard_server()  # killed or stopped since the last command (say by `pkill bash`)
-        for _ in range(self.READY + 2):
+        for _ in range(self.READY + 1):
             self.prepare()
             if not self.ready:
                 break
@@ -476,15 +508,18 @@ class Runtime:
                     if self.server is None:
                         raise OSError("its server is gone")
                     self.server.wait_for(shell)
+                    self.failures = 0
                 if is_running(shell.pid):
                     shell.start(cwd, command)
                     self.prepare()  # the server forks the next one while this command runs
                     return shell
             except OSError:
-                if self.server is not None and self.server.failed:
-                    self.forking = False
-                if self.server is not None and (self.server.failed or not is_running(self.server.pid)):
-                    self.discard_server()
+                if shell.pid is None:
+                    self.failures += 1
+                    self.forking = self.failures < self.FORK_FAILURES
+                    self.discard_server()  # with the shells it has not reported: see ShellServer
+                    shell.discard()
+                    break  # no more waiting: this command gets a new shell
             shell.discard()
         return new_shell(cwd, command)
 
@@ -502,12 +537,13 @@ class Runtime:
             note = "[the process limit was reached: processes left running by earlier commands were stopped]\n"
         earlier = own_children()
         shell = self.shell_for(cwd, req["command"])
-        streams = {shell.out_r: Capped(cap), shell.err_r: Capped(cap)}
+        deadline = time.monotonic() + timeout  # from the moment the command has its shell
+        out, err = Capped(cap), Capped(cap)
+        streams = {shell.out_r: out, shell.err_r: err}
         pending = [shell.out_r, shell.err_r]
         if shell.pidfd is not None:
             pending.append(shell.pidfd)
         status = None
-        deadline = started + timeout
         timed_out = False
         while pending or status is None:
             left = deadline - time.monotonic()
@@ -559,8 +595,8 @@ class Runtime:
             else:
                 exit_code = code
         oom_after = oom_kills()
-        stdout, stdout_cut = streams[shell.out_r].render()
-        stderr, stderr_cut = streams[shell.err_r].render()
+        stdout, stdout_cut = out.render()
+        stderr, stderr_cut = err.render()
         stderr = note + stderr
         return {
             "stdout": stdout,

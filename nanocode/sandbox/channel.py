@@ -4,11 +4,14 @@ and a unix socket straight to the runtime through a folder shared with the conta
 import contextlib
 import glob
 import os
+import re
 import secrets
-import shutil
 import socket
+import stat
 import struct
 import tempfile
+import threading
+import time
 from typing import Any
 
 from nanocode.runtime.client import RuntimeClient, Transport
@@ -77,18 +80,50 @@ def make_folder(goal: str) -> str:
     return tempfile.mkdtemp(prefix=f"nanocode-{goal}-", dir=_base())
 
 
+# make_folder's names: the goal (12 hex digits), then mkdtemp's 8 characters.
+FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-[A-Za-z0-9_]{8}")
+
+
+def remove_folder(path: str) -> None:
+    """Removes a socket folder: empty, or holding only the socket; anything else is not ours to remove."""
+    with contextlib.suppress(OSError):
+        socket_path = os.path.join(path, SOCKET_NAME)
+        if os.path.lexists(socket_path) and stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)
+        os.rmdir(path)
+
+
 def remove_folders(goal: str) -> None:
     for path in glob.glob(os.path.join(_base(), f"nanocode-{glob.escape(goal)}-*")):
-        shutil.rmtree(path, ignore_errors=True)
+        if FOLDER_NAME.fullmatch(os.path.basename(path)):
+            remove_folder(path)
+
+
+def remove_orphan_folders(goals: set[str], older_than: float = 600.0) -> None:
+    """Folders whose goal has no container (nanocode killed before it made one), once old enough
+    that no goal can still be starting with them."""
+    for path in glob.glob(os.path.join(_base(), "nanocode-*")):
+        name = FOLDER_NAME.fullmatch(os.path.basename(path))
+        with contextlib.suppress(OSError):
+            if name and name.group(1) not in goals and time.time() - os.lstat(path).st_mtime > older_than:
+                remove_folder(path)
 
 
 class DirectTransport:
-    """The unix socket to the runtime. The attach stream stays open beside it, unused: it is the
-    runtime's stdin, whose end (this process gone) ends the runtime and so the container."""
+    """The unix socket to the runtime. The attach stream stays open beside it: it is the
+    runtime's stdin, whose end (this process gone) ends the runtime and so the container. What
+    arrives on it (anything written to the container's stdout) is read and dropped, so that no
+    writer there ever blocks."""
 
     def __init__(self, sock: socket.socket, attached: Transport):
         self.sock = sock
         self.attached = attached
+        threading.Thread(target=self._drain, name="nanocode-attach-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        with contextlib.suppress(Exception):  # ends with the stream, however it ends
+            while self.attached.recv(3600.0):
+                pass
 
     def send(self, data: bytes) -> None:
         self.sock.settimeout(60.0)
@@ -101,6 +136,8 @@ class DirectTransport:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+        with contextlib.suppress(OSError):
+            getattr(self.attached, "sock", self.sock).shutdown(socket.SHUT_RDWR)  # wakes the drain
         self.attached.close()
 
 

@@ -149,7 +149,9 @@ def is_stale(container: Listed) -> bool:
 def prune(client: docker.DockerClient) -> list[str]:
     """Removes the containers whose owner is gone; returns their names."""
     removed = []
-    for container in ours(client):
+    listed = ours(client)
+    channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
+    for container in listed:
         if is_stale(container):
             try:
                 remove(client, container.id)

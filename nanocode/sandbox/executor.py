@@ -1,7 +1,6 @@
 """The sandbox executor: every tool call of a goal runs in that goal's container."""
 
 import contextlib
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from nanocode import prompts
 from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
-from nanocode.runtime.client import ChannelClosed, RuntimeClient
+from nanocode.runtime.client import ChannelClosed, RuntimeClient, RuntimeExited
 from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.sandbox import channel, protect
 from nanocode.sandbox import container as lifecycle
@@ -46,7 +45,18 @@ class SandboxExecutor(RuntimeExecutor):
         with contextlib.suppress(OSError):  # without it, the attach stream carries the requests
             self.folder = channel.make_folder(goal)
         try:
-            self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
+            try:
+                self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
+            except ImageNotFound:
+                raise
+            except DockerException:
+                if self.folder is None:
+                    raise
+                # An engine that cannot see the folder (in a VM, on another machine, with a /tmp of its
+                # own) runs the container without it: the attach stream then carries the requests.
+                channel.remove_folder(self.folder)
+                self.folder = None
+                self.container_id = lifecycle.create(self.docker, self.config, goal).id
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
         except DockerException as exc:
@@ -80,7 +90,7 @@ class SandboxExecutor(RuntimeExecutor):
             with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
                 lifecycle.remove(self.docker, target)
         if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+            channel.remove_folder(folder)
         if target is None:
             return
         for path in protect.quarantine(self.watched):
@@ -94,7 +104,7 @@ class SandboxExecutor(RuntimeExecutor):
         try:
             assert self.container_id is not None
             # The socket may tell of a death before the engine has taken note of it.
-            for _ in range(20):
+            for _ in range(20 if isinstance(exc, RuntimeExited) else 1):
                 state = self.docker.api.inspect_container(self.container_id)["State"]
                 if not state.get("Running"):
                     break
