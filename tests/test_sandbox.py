@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -298,6 +299,31 @@ def test_an_engine_that_cannot_see_the_socket_folder_still_runs_the_sandbox(
         executor.close()
 
 
+def test_an_engine_that_refuses_the_socket_folder_at_start_still_runs_the_sandbox(
+    docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Docker Desktop refuses a mount it does not share when the container starts, not when it is made.
+    made = []
+    real_create = lifecycle.create
+
+    def create_then_lose_the_folder(client: Any, config: SandboxConfig, goal: str, folder: str | None = None) -> Any:
+        container = real_create(client, config, goal, folder)
+        made.append(container.id)
+        if folder is not None:
+            os.rmdir(folder)
+        return container
+
+    monkeypatch.setattr(lifecycle, "create", create_then_lose_the_folder)
+    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    try:
+        assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
+        assert executor.run("echo started again", 10).stdout == "started again\n"
+        assert len(made) == 2 and executor.container_id == made[1]
+        assert not [c for c in lifecycle.ours(docker_engine) if c.id == made[0]]
+    finally:
+        executor.close()
+
+
 def test_output_to_the_containers_stdout_never_blocks(sandbox: SandboxExecutor) -> None:
     # Nothing reads replies there any more; what arrives is read and dropped.
     result = sandbox.run("head -c 5000000 /dev/zero > /proc/1/fd/1; echo done", 20)
@@ -347,6 +373,13 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
     other = Path(tempfile.mkdtemp(prefix="nanocode-bench-"))
     for path in (left, other):
         os.utime(path, (time.time() - 3600, time.time() - 3600))
+    # A link named like a socket folder, to a folder whose socket must stay.
+    pointed = Path(tempfile.mkdtemp(prefix="nanocode-test-"))
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind(str(pointed / channel.SOCKET_NAME))
+    link = Path(tempfile.gettempdir(), "nanocode-0123456789ac-abcdefgh")
+    link.symlink_to(pointed)
+    os.utime(link, (time.time() - 3600, time.time() - 3600), follow_symlinks=False)
     try:
         pruned = subprocess.run(
             [sys.executable, "-m", "nanocode", "sandbox", "prune"], capture_output=True, text=True, timeout=60
@@ -355,8 +388,12 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
         assert orphan.name in pruned.stdout and kept.name not in pruned.stdout
         assert [c.id for c in lifecycle.ours(docker_engine) if c.id in (orphan.id, kept.id)] == [kept.id]
         assert (left.exists(), starting.exists(), other.exists()) == (False, True, True)
+        assert (pointed / channel.SOCKET_NAME).exists()
     finally:
-        for path in (left, starting, other):
+        held.close()
+        link.unlink()
+        (pointed / channel.SOCKET_NAME).unlink()
+        for path in (left, starting, other, pointed):
             if path.exists():
                 path.rmdir()
         for item in (orphan, kept):

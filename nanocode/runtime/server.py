@@ -384,14 +384,17 @@ class ShellServer:
         self.forked[shell.number] = shell
         return shell
 
-    def plausible(self, pid):
-        """A pid said on the notify pipe is a shell of this server's (anything in the sandbox can write there)."""
+    def holds_pipes(self, shell, pid):
+        """The process said on the notify pipe (anything in the sandbox can write there) holds this
+        shell's output pipes as its stdout and stderr, as the shell does until its command comes."""
+        if pid in (os.getpid(), self.pid):
+            return False
         try:
-            parent = int(proc_stat(pid)[1])
-            return pid not in (os.getpid(), self.pid) and (
-                parent == os.getpid() or (parent != self.pid and int(proc_stat(parent)[1]) == self.pid)
+            return all(
+                os.stat("/proc/%d/fd/%d" % (pid, fd)).st_ino == os.fstat(mine).st_ino
+                for fd, mine in ((1, shell.out_r), (2, shell.err_r))
             )
-        except (OSError, ValueError, IndexError):
+        except OSError:
             return False
 
     def collect(self):
@@ -410,7 +413,7 @@ class ShellServer:
                 shell = self.forked.get(int(number)) if number.isdigit() else None
                 if shell is None:
                     continue
-                if pid.isdigit() and self.plausible(int(pid)):
+                if pid.isdigit() and self.holds_pipes(shell, int(pid)):
                     del self.forked[shell.number]
                     shell.started(int(pid))
                 else:  # it could not open its pipes (/proc may be out of reach), and exits
@@ -446,7 +449,8 @@ class Runtime:
     # Shells forked ahead: two, so that back-to-back commands still find one
     # that has finished starting.
     READY = 2
-    # Forked shells that fail in a row (say /proc is out of reach) before forking stops for good.
+    # Forked shells that fail to open their pipes in a row (/proc out of reach) before forking
+    # stops for good; a server slow to fork (out of processes, for a while) is only replaced.
     FORK_FAILURES = 3
 
     def __init__(self):
@@ -515,8 +519,9 @@ class Runtime:
                     return shell
             except OSError:
                 if shell.pid is None:
-                    self.failures += 1
-                    self.forking = self.failures < self.FORK_FAILURES
+                    if shell.failed:
+                        self.failures += 1
+                        self.forking = self.failures < self.FORK_FAILURES
                     self.discard_server()  # with the shells it has not reported: see ShellServer
                     shell.discard()
                     break  # no more waiting: this command gets a new shell

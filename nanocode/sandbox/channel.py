@@ -87,6 +87,8 @@ FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-[A-Za-z0-9_]{8}")
 def remove_folder(path: str) -> None:
     """Removes a socket folder: empty, or holding only the socket; anything else is not ours to remove."""
     with contextlib.suppress(OSError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return  # a symlink, say: what it points to is not ours
         socket_path = os.path.join(path, SOCKET_NAME)
         if os.path.lexists(socket_path) and stat.S_ISSOCK(os.lstat(socket_path).st_mode):
             os.unlink(socket_path)
@@ -121,9 +123,14 @@ class DirectTransport:
         threading.Thread(target=self._drain, name="nanocode-attach-drain", daemon=True).start()
 
     def _drain(self) -> None:
-        with contextlib.suppress(Exception):  # ends with the stream, however it ends
-            while self.attached.recv(3600.0):
-                pass
+        while True:
+            try:
+                if not self.attached.recv(3600.0):
+                    return
+            except TimeoutError:
+                continue  # an hour of quiet
+            except Exception:
+                return  # the stream is closed, however it ended
 
     def send(self, data: bytes) -> None:
         self.sock.settimeout(60.0)

@@ -44,22 +44,38 @@ class SandboxExecutor(RuntimeExecutor):
         self.name = f"nanocode-{goal}"
         with contextlib.suppress(OSError):  # without it, the attach stream carries the requests
             self.folder = channel.make_folder(goal)
-        try:
+        runtime = None
+        if self.folder is not None:
             try:
-                self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
+                runtime = self._launch(goal)
             except ImageNotFound:
-                raise
+                pass  # said below
             except DockerException:
-                if self.folder is None:
-                    raise
                 # An engine that cannot see the folder (in a VM, on another machine, with a /tmp of its
-                # own) runs the container without it: the attach stream then carries the requests.
+                # own) refuses it, when the container is made or when it starts: it is made again
+                # without it, and the attach stream carries the requests.
+                self._remove_container()
                 channel.remove_folder(self.folder)
                 self.folder = None
-                self.container_id = lifecycle.create(self.docker, self.config, goal).id
+        if runtime is None:
+            runtime = self._launch(goal, wrap_errors=True)
+        c = self.config
+        self.note(
+            f"sandbox {self.name}: {c.image}, memory {c.memory}, {c.cpus:g} CPUs, "
+            f"{c.pids} processes, network {c.network}"
+        )
+        return runtime
+
+    def _launch(self, goal: str, wrap_errors: bool = False) -> RuntimeClient:
+        """Makes the container, attaches to it and starts the runtime in it; the engine's refusals
+        pass through unless `wrap_errors`, when they become one line for the user."""
+        try:
+            self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
         except DockerException as exc:
+            if not wrap_errors:
+                raise
             raise ConfigError(f"cannot create the sandbox container: {_first_line(exc)}") from None
         transport: SocketTransport | None = None
         try:
@@ -70,28 +86,40 @@ class SandboxExecutor(RuntimeExecutor):
             runtime = RuntimeClient(transport, self.config.project, self.output_cap)
             if self.folder is not None:
                 channel.go_direct(runtime, transport, self.folder)
-        except (DockerException, ChannelClosed, OSError) as exc:
-            detail = bytes(transport.stderr).decode(errors="replace").strip() if transport else ""
-            raise ConfigError(
-                f"the sandbox did not start in image {self.config.image}: {detail or _first_line(exc)} "
-                "(the image needs python3 and bash or sh; see README)"
-            ) from None
-        c = self.config
-        self.note(
-            f"sandbox {self.name}: {c.image}, memory {c.memory}, {c.cpus:g} CPUs, "
-            f"{c.pids} processes, network {c.network}"
-        )
+        except DockerException:
+            if transport is not None:
+                transport.close()
+            if not wrap_errors:
+                raise
+            raise ConfigError(self._did_not_start(transport, "the engine refused to start it")) from None
+        except (ChannelClosed, OSError) as exc:
+            message = self._did_not_start(transport, _first_line(exc))
+            if transport is not None:
+                transport.close()
+            raise ConfigError(message) from None
         return runtime
 
-    def _stop(self) -> None:
-        target, self.name, self.container_id = self.container_id or self.name, None, None
-        folder, self.folder = self.folder, None
+    def _did_not_start(self, transport: SocketTransport | None, reason: str) -> str:
+        detail = bytes(transport.stderr).decode(errors="replace").strip() if transport else ""
+        return (
+            f"the sandbox did not start in image {self.config.image}: {detail or reason} "
+            "(the image needs python3 and bash or sh; see README)"
+        )
+
+    def _remove_container(self) -> None:
+        target, self.container_id = self.container_id or self.name, None
         if target is not None:
             with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
                 lifecycle.remove(self.docker, target)
+
+    def _stop(self) -> None:
+        started = self.name is not None
+        self._remove_container()
+        self.name = None
+        folder, self.folder = self.folder, None
         if folder is not None:
             channel.remove_folder(folder)
-        if target is None:
+        if not started:
             return
         for path in protect.quarantine(self.watched):
             self.note(
