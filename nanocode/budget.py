@@ -3,7 +3,8 @@
 import time
 from dataclasses import dataclass, field
 
-from nanocode.errors import BudgetExceeded
+from nanocode import prompts
+from nanocode.errors import BudgetExceeded, NoProgress
 
 
 @dataclass
@@ -12,6 +13,8 @@ class Limits:
     max_continuations: int = 10
     max_seconds: float = 3600.0
     max_cost: float = 0.0  # dollars; 0 means no limit
+    repeat_note: int = 3  # the same call with the same result this many times in a row: the model is told
+    max_repeats: int = 6  # ... this many times: the goal ends
 
 
 @dataclass
@@ -52,4 +55,29 @@ class Budget:
         if self.limits.max_cost and self.cost >= self.limits.max_cost:
             raise BudgetExceeded(
                 f"stopped: the goal cost ${self.cost:.4f}, reaching the limit of ${self.limits.max_cost:g} (--max-cost)"
+            )
+
+
+@dataclass
+class Breaker:
+    """The circuit breaker for loops: the same tool call with the same result, again and again."""
+
+    limits: Limits
+    last: tuple[str, str, str] | None = None
+    repeats: int = 0
+
+    def see(self, name: str, arguments: str, result: str) -> str:
+        """The result as the model gets it: with a note once the call has repeated `repeat_note` times."""
+        key = (name, arguments, result)
+        self.repeats = self.repeats + 1 if key == self.last else 1
+        self.last = key
+        if self.repeats < self.limits.repeat_note:
+            return result
+        return result + prompts.REPEATED.format(count=self.repeats, limit=self.limits.max_repeats)
+
+    def check(self) -> None:
+        if self.repeats >= self.limits.max_repeats:
+            raise NoProgress(
+                f"stopped: no progress, the model made the same {self.last[0] if self.last else ''} call "
+                f"with the same result {self.repeats} times in a row (--max-repeats {self.limits.max_repeats})"
             )

@@ -33,15 +33,22 @@ class EndpointError(NanocodeError):
 
     exit_code = EXIT_ENDPOINT
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, context_exceeded: bool = False):
         super().__init__(message)
         self.status = status
+        self.context_exceeded = context_exceeded  # the prompt was longer than the model's context window
 
 
 class BudgetExceeded(NanocodeError):
     """A per-goal budget ran out before the model finished the goal."""
 
     exit_code = EXIT_BUDGET
+
+
+class NoProgress(BudgetExceeded):
+    """The model repeated the same tool call with the same result until the circuit breaker stopped it."""
+
+    outcome = "no progress"
 
 
 class Interrupted(NanocodeError):

@@ -66,3 +66,75 @@ def completed_answer(text: str | None) -> str | None:
     if not stripped.startswith(MARKER):
         return None
     return stripped[len(MARKER) :].lstrip(" :-\t\n") or "(done)"
+
+
+INSTRUCTIONS = """\
+Project instructions (from {names}; follow them):
+
+{text}"""
+
+INSTRUCTIONS_CUT = "[... the project instructions were cut here: they are longer than {limit} KiB ...]"
+
+
+def with_instructions(system: str, names: list[str], text: str) -> str:
+    if not text.strip():
+        return system
+    return system + "\n" + INSTRUCTIONS.format(names=", ".join(names), text=text.strip()) + "\n"
+
+
+CUT_RESULT = (
+    "\n[... {cut} characters of this result were cut by nanocode to keep the conversation within the "
+    "model's context window; call {name} again with the same arguments to see all of it ...]\n"
+)
+
+SUMMARY_SYSTEM = """\
+You summarise the work of a coding agent so that it can carry on without the
+conversation below, which is about to be removed. Write what the goal is, what was
+done (files written or changed, commands run and what they showed, errors met and how
+they were fixed, decisions taken) and what remains to do. Keep names of files,
+functions, commands and error messages exact. Be brief: at most about 400 words."""
+
+SUMMARY = """\
+[nanocode: earlier turns of this conversation were removed to keep it within the model's
+context window. A summary of them follows; the files themselves are unchanged.]
+
+{summary}"""
+
+SUMMARY_FALLBACK = """\
+Earlier turns were removed without a summary ({reason}). The tool calls made in them, in order:
+{calls}"""
+
+REPEATED = (
+    "\n\n[nanocode: this is the {count}th time in a row that this exact call gave this exact result. "
+    "Repeating it will not change anything: try something else. After {limit} the goal is stopped.]"
+)
+
+CHECK_FAILED = """\
+{marker} was not accepted: the goal is complete only when every check passes, and
+{failed} of {total} did not. {details}
+
+Fix what the checks found and carry on with the tools. When they would pass, reply
+with {marker} again."""
+
+CHECK_DETAIL = "\n\nCheck `{command}`:\n{output}"
+
+NOT_RUN_STOPPED = "ERROR: not run: nanocode stopped"
+
+RESUMED = """\
+nanocode was stopped in the middle of this goal and has been started again. Commands
+that were running were stopped, and anything outside the project (processes, in a
+sandbox also installed packages and /tmp) may be gone; the project's files are as they
+were left. Carry on where you left off. The goal is still:
+
+{goal}
+
+When it is achieved and checked, reply with {marker} followed by a short summary."""
+
+
+def check_failed(failures: list[tuple[str, str]], total: int) -> str:
+    details = "".join(CHECK_DETAIL.format(command=command, output=output) for command, output in failures)
+    return CHECK_FAILED.format(marker=MARKER, failed=len(failures), total=total, details=details)
+
+
+def resumed(goal: str) -> str:
+    return RESUMED.format(goal=goal, marker=MARKER)

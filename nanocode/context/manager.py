@@ -1,0 +1,166 @@
+"""The conversation kept within the model's window: an estimate before each request, compaction past a threshold.
+
+Never compacted: the system prompt (which holds the project instructions), the goal, and the latest turns.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nanocode import prompts
+from nanocode.context.compaction import (
+    Edit,
+    apply,
+    cut_results,
+    fallback_summary,
+    recent_start,
+    render,
+    summarisable,
+    summary_edit,
+    tokens,
+)
+from nanocode.context.window import Window
+from nanocode.errors import EndpointError
+from nanocode.interfaces import Display, Message, Model, Recorder
+
+RECENT_SHARE = 0.25  # of the window: the latest turns kept whole
+TARGET_SHARE = 0.5  # of the threshold: below it, cutting old results is enough, and compaction does not come back soon
+SUMMARY_INPUT_SHARE = 0.5  # of the window: the most the summary request shows of the turns it replaces
+
+
+@dataclass
+class Tokens:
+    """A goal's token counts, as the endpoint reported them."""
+
+    prompt: int = 0
+    completion: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    def add(self, usage: dict[str, Any]) -> None:
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, dict) else {}
+        self.prompt += _count(usage.get("prompt_tokens") or usage.get("input_tokens"))
+        self.completion += _count(usage.get("completion_tokens") or usage.get("output_tokens"))
+        self.cache_read += _count(details.get("cached_tokens") or usage.get("cache_read_input_tokens"))
+        self.cache_write += _count(usage.get("cache_creation_input_tokens") or details.get("cache_write_tokens"))
+
+    def line(self) -> str:
+        cache = f" ({self.cache_read:,} read from the cache, {self.cache_write:,} written to it)"
+        cached = cache if self.cache_read or self.cache_write else ""
+        return f"tokens: {self.prompt:,} prompt{cached}, {self.completion:,} completion"
+
+
+class Context:
+    def __init__(
+        self,
+        window: Window,
+        threshold: float = 0.8,
+        summariser: Model | None = None,
+        display: Display | None = None,
+        recorder: Recorder | None = None,
+        overhead: int = 0,
+    ):
+        self.window = window
+        self.limit = int(window.tokens * threshold)
+        self.summariser = summariser
+        self.display = display
+        self.recorder = recorder
+        self.overhead = overhead  # what each request adds to the messages: the tool schemas
+        self.pinned: list[Message] = []
+        self.compactions = 0
+        self.tokens = Tokens()
+        self._anchor = (0, 0)  # (messages sent, the prompt tokens they came to)
+        self._estimate = 0
+        self._stuck = False
+
+    def start_goal(self, goal: Message) -> None:
+        self.pinned = [goal]
+        self.compactions = 0
+        self.tokens = Tokens()
+        self._anchor = (0, 0)
+        self._stuck = False
+
+    def estimate(self, messages: list[Message]) -> int:
+        """The last reply's prompt tokens, plus an estimate of what was added since."""
+        count, known = self._anchor
+        if not count or count > len(messages):
+            count, known = 0, self.overhead
+        return known + sum(tokens(message) for message in messages[count:])
+
+    def fit(self, messages: list[Message]) -> float:
+        """Compacts the messages, in place, if they are past the threshold; returns what that cost."""
+        self._estimate = self.estimate(messages)
+        return self.compact(messages, "threshold") if self._estimate > self.limit else 0.0
+
+    def observe(self, sent: int, usage: dict[str, Any]) -> None:
+        """After a reply to `sent` messages: the endpoint's count corrects the estimate."""
+        self.tokens.add(usage)
+        prompt = usage.get("prompt_tokens")
+        known = prompt if isinstance(prompt, int) and prompt > 0 else self._estimate
+        self._anchor = (sent, known)
+
+    def compact(self, messages: list[Message], reason: str) -> float:
+        """Cuts old tool results; if that is not enough, summarises the older turns. Returns the summary's cost."""
+        before = max(self.estimate(messages), self._estimate)
+        end = recent_start(messages, [tokens(m) for m in messages], int(self.window.tokens * RECENT_SHARE))
+        cuts = cut_results(messages, end)
+        apply(messages, cuts)
+        steps: list[list[Edit]] = [cuts] if cuts else []
+        after, cost, older = self._full(messages), 0.0, []
+        if after > self.limit * TARGET_SHARE or reason == "refused":
+            older = summarisable(messages, end, self.pinned)
+        if older:
+            summary, cost = self._summarise(older)
+            edit = summary_edit(messages, end, self.pinned, summary)
+            apply(messages, [edit])
+            steps.append([edit])
+            after = self._full(messages)
+        self._anchor = self._anchor if not steps else (len(messages), after)
+        self._estimate = after
+        self._report(reason, before, after, len(cuts), len(older), steps)
+        return cost
+
+    def _full(self, messages: list[Message]) -> int:
+        return self.overhead + sum(tokens(message) for message in messages)
+
+    def _summarise(self, older: list[Message]) -> tuple[str, float]:
+        if self.summariser is None:
+            return fallback_summary(older, "no model to write one"), 0.0
+        text = render(older, int(self.window.tokens * 4 * SUMMARY_INPUT_SHARE))
+        request = [{"role": "system", "content": prompts.SUMMARY_SYSTEM}, {"role": "user", "content": text}]
+        try:
+            completion = self.summariser.complete(request, [])
+        except EndpointError as exc:
+            self._note(f"context: the summary request failed ({exc.format_message()}); a list of the calls replaces it")
+            return fallback_summary(older, "the summary request failed"), 0.0
+        self.tokens.add(completion.usage)
+        summary = completion.message.get("content")
+        if not isinstance(summary, str) or not summary.strip():
+            return fallback_summary(older, "the summary came back empty"), completion.cost or 0.0
+        return summary, completion.cost or 0.0
+
+    def _report(self, reason: str, before: int, after: int, cut: int, summarised: int, steps: list[Any]) -> None:
+        if not steps:
+            if not self._stuck:  # said once a goal: the latest turns alone are past the threshold
+                self._note(f"context: about {before:,} tokens, past {self.limit:,}, and nothing left to compact")
+            self._stuck = True
+            return
+        self.compactions += 1
+        done = [f"{cut} old tool results cut"] if cut else []
+        done += [f"{summarised} older messages summarised"] if summarised else []
+        self._note(f"context: compacted, about {before:,} → {after:,} tokens ({', '.join(done)})")
+        if self.recorder:
+            self.recorder.record(
+                "compact", reason=reason, before=before, after=after, cut=cut, summarised=summarised, steps=steps
+            )
+
+    def _note(self, text: str) -> None:
+        if self.display:
+            self.display.note(text)
+
+    def totals(self) -> dict[str, Any]:
+        return {"compactions": self.compactions, "tokens": asdict(self.tokens)}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
