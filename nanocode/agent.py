@@ -70,7 +70,7 @@ class Agent:
                 self.step(goal, executor, budget, breaker)
         except EndpointError as exc:
             if exc.status == 400:  # the endpoint refuses what this goal added: later goals go on without it
-                start = next(i for i, m in enumerate(self.messages) if m is message)
+                start = next((i for i, m in enumerate(self.messages) if m is message), len(self.messages))
                 self.recorder.record("drop", start=start)
                 del self.messages[start:]
             raise

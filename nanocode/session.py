@@ -1,5 +1,6 @@
 """A session: the settings, the model, the transcript and the executor of each goal, put together."""
 
+import json
 import re
 import signal
 import sys
@@ -12,12 +13,14 @@ from typing import Any
 
 import click
 
-from nanocode import prompts
+from nanocode import context, instructions, prompts, resume
 from nanocode.agent import Agent
 from nanocode.budget import Limits
+from nanocode.context import Context
 from nanocode.display import QuietDisplay, TerminalDisplay, printable
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
+from nanocode.tools import TOOLS
 from nanocode.transcript import Transcript, default_path
 
 MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
@@ -44,6 +47,13 @@ class Settings:
     transcript: Path | None
     replay: Path | None
     quiet: bool
+    context_window: int | None = None
+    compact_threshold: float = 0.8
+    compact_model: str | None = None
+    prompt_cache: bool = True
+    instructions: bool = True
+    checks: tuple[str, ...] = ()
+    resume: str | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
@@ -77,7 +87,10 @@ class Settings:
             max_continuations=options["max_continuations"],
             max_seconds=options["max_time"],
             max_cost=options["max_cost"],
+            repeat_note=options["repeat_note"],
+            max_repeats=options["max_repeats"],
         )
+        values["checks"] = tuple(check for check in options["checks"] if check.strip())
         return cls(**values)
 
 
@@ -87,20 +100,51 @@ class Session:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
+        self.resumed = resume.rebuild(resume.find(settings.resume)) if settings.resume else None
         self.model = self._model()
         self._open_executor, environment = self._executor_factory()
-        self.transcript = Transcript(settings.transcript or default_path())
+        system = self._system_prompt(environment)
+        self.transcript = Transcript(self.resumed.path if self.resumed else settings.transcript or default_path())
+        self.context = self._context()
         self.transcript.record(
             "start",
             model=self.model.name,
             project=str(settings.project),
             sandbox=settings.sandbox,
             base_url=settings.base_url,
+            context_window=self.context.window.tokens,
+            context_window_source=self.context.window.source,
+            resumed=bool(self.resumed),
+            system=system,
         )
-        system = prompts.system_prompt(
-            str(settings.project), settings.command_timeout, settings.output_cap, environment
+        if self.resumed:
+            cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
+            self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
+        self.agent = Agent(
+            self.model,
+            system,
+            settings.limits,
+            settings.command_timeout,
+            self.display,
+            self.transcript,
+            self.context,
+            settings.checks,
         )
-        self.agent = Agent(self.model, system, settings.limits, settings.command_timeout, self.display, self.transcript)
+
+    def _system_prompt(self, environment: str) -> str:
+        s = self.settings
+        system = prompts.system_prompt(str(s.project), s.command_timeout, s.output_cap, environment)
+        if not s.instructions:
+            return system
+        names, text = instructions.read(s.project, Path.cwd().resolve())
+        return prompts.with_instructions(system, names, text)
+
+    def _context(self) -> Context:
+        s = self.settings
+        window = context.resolve(s.context_window, s.model, getattr(self.model, "models", None))
+        summariser = None if s.replay else self._model(s.compact_model or s.model)
+        overhead = len(json.dumps([tool.schema() for tool in TOOLS])) // 4
+        return Context(window, s.compact_threshold, summariser, self.display, self.transcript, overhead)
 
     def __enter__(self) -> "Session":
         return self
@@ -108,9 +152,9 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.transcript.close()
 
-    def _model(self) -> Model:
+    def _model(self, name: str | None = None) -> Model:
         s = self.settings
-        if s.replay:
+        if s.replay and name is None:
             from nanocode.model.replay import ReplayModel
 
             return ReplayModel(s.replay)
@@ -118,7 +162,13 @@ class Session:
 
         assert s.api_key
         return OpenAIModel(
-            s.base_url, s.api_key, s.model, max_tokens=s.max_tokens, timeout=s.request_timeout, retries=s.retries
+            s.base_url,
+            s.api_key,
+            name or s.model,
+            max_tokens=s.max_tokens,
+            timeout=s.request_timeout,
+            retries=s.retries,
+            prompt_cache=s.prompt_cache,
         )
 
     def _executor_factory(self) -> tuple[Callable[[], Executor], str]:
@@ -145,20 +195,23 @@ class Session:
         environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
         return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
 
-    def run_goal(self, goal: str) -> str:
-        """Runs one goal in an executor of its own, which is closed however the goal ends."""
+    def run_goal(self, goal: str | None) -> str:
+        """Runs one goal (None: the one resumed) in an executor of its own, which is closed however it ends."""
         with _signals_interrupt():
             executor: Executor | None = None
             try:
                 executor = self._open_executor()
-                return self.agent.run(goal.strip(), executor)
+                if goal is None and self.resumed:
+                    return self.agent.resume(self.resumed.messages, self.resumed.goal, executor)
+                return self.agent.run((goal or "").strip(), executor)
             except KeyboardInterrupt as exc:
                 self.transcript.record("end", outcome="interrupted")
                 stopped = Interrupted("interrupted: the goal was stopped")
                 stopped.terminated = isinstance(exc, _Terminated)
                 raise stopped from None
             except NanocodeError as exc:
-                self.transcript.record("end", outcome=type(exc).__name__, reason=exc.format_message())
+                outcome = getattr(exc, "outcome", type(exc).__name__)
+                self.transcript.record("end", outcome=outcome, reason=exc.format_message(), **self.agent.totals())
                 raise
             finally:
                 if executor is not None:
@@ -168,6 +221,7 @@ class Session:
     def repl(self) -> None:
         self.display.note(
             f"nanocode · {self.model.name} · {self.settings.project}{' · sandbox' if self.settings.sandbox else ''}"
+            f" · {self.context.window.describe()}"
         )
         self.display.note("Each line is a goal. An empty line or Ctrl-D quits.")
         while True:

@@ -10,10 +10,14 @@ from typing import IO, Any
 from nanocode.errors import ConfigError
 
 
-def default_path() -> Path:
+def runs_folder() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "nanocode" / "runs"
+
+
+def default_path() -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(state) / "nanocode" / "runs" / f"{stamp}-{os.getpid()}.jsonl"
+    return runs_folder() / f"{stamp}-{os.getpid()}.jsonl"
 
 
 class Transcript:
@@ -24,6 +28,8 @@ class Transcript:
             path.parent.mkdir(parents=True, exist_ok=True)
             # A model can send text that is not valid Unicode (lone surrogates): kept, escaped.
             self._file: IO[str] = path.open("a", encoding="utf-8", errors="backslashreplace")
+            if self._file.tell() and not _ends_a_line(path):
+                self._file.write("\n")  # a run cut mid-line: what is appended starts a line of its own
         except OSError as exc:
             raise ConfigError(f"cannot write the transcript {path}: {exc.strerror}") from None
 
@@ -39,3 +45,9 @@ class Transcript:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _ends_a_line(path: Path) -> bool:
+    with path.open("rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"

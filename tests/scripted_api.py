@@ -62,11 +62,30 @@ def error(status: int, text: str, headers: dict[str, str] | None = None) -> Repl
     return Reply({"error": {"message": text, "code": status}}, status=status, headers=headers or {})
 
 
+def rough_tokens(body: dict[str, Any]) -> int:
+    """What the server counts against its context limit: four characters of JSON a token."""
+    return len(json.dumps(body.get("messages")) + json.dumps(body.get("tools", []))) // 4
+
+
+def context_exceeded(limit: int, tokens: int) -> Reply:
+    """OpenAI's answer to a request longer than the model's context window."""
+    text = (
+        f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+        f"{tokens} tokens. Please reduce the length of the messages."
+    )
+    body = {"message": text, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}
+    return Reply({"error": body}, status=400)
+
+
 class ScriptedAPI:
     def __init__(self) -> None:
         self.script: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.models: list[dict[str, Any]] | None = None  # GET /models answers {"data": models}; None: 404
+        self.context_limit: int | None = None  # above it (rough_tokens), a 400 context_length_exceeded
+        self.summary: str | None = None  # the answer to requests without tools (compaction summaries)
+        self.usage: dict[str, Any] = {}  # added to the usage of every reply (cached tokens)
         self._lock = threading.Lock()
         api = self
 
@@ -77,7 +96,7 @@ class ScriptedAPI:
                 with api._lock:
                     api.requests.append(body)
                     api.headers.append(dict(self.headers))
-                    reply = api.script.pop(0) if api.script else error(400, "the test script has no more replies")
+                    reply = api._reply(body)
                 if self.path != "/v1/chat/completions":
                     reply = error(404, f"no route {self.path}")
                 time.sleep(reply.delay)
@@ -97,6 +116,15 @@ class ScriptedAPI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def do_GET(self) -> None:
+                found = self.path == "/v1/models" and api.models is not None
+                data = json.dumps({"data": api.models} if found else {"error": {"message": "not found"}}).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -104,6 +132,19 @@ class ScriptedAPI:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _reply(self, body: dict[str, Any]) -> Reply:
+        tokens = rough_tokens(body)
+        if self.context_limit is not None and tokens > self.context_limit:
+            return context_exceeded(self.context_limit, tokens)
+        if self.summary is not None and "tools" not in body:
+            reply = message(self.summary)
+        else:
+            reply = self.script.pop(0) if self.script else error(400, "the test script has no more replies")
+        usage = reply.body.get("usage") if isinstance(reply.body, dict) else None
+        if isinstance(usage, dict) and (self.context_limit is not None or self.usage):
+            usage.update({"prompt_tokens": tokens, **self.usage})
+        return reply
 
     def start(self) -> "ScriptedAPI":
         self._thread.start()

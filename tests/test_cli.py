@@ -36,7 +36,8 @@ def test_goal_from_stdin(api: ScriptedAPI, project: Path) -> None:
     api.add(message(f"{MARKER} read it"))
     result = invoke(["-p", "-", "--project", str(project)], api, input="the goal from stdin\n")
     assert result.exit_code == 0
-    assert api.requests[0]["messages"][1]["content"] == "the goal from stdin"
+    # The default model is Anthropic's: the newest message goes as a content part marked for the prompt cache.
+    assert api.requests[0]["messages"][1]["content"][0]["text"] == "the goal from stdin"
 
 
 def test_quiet(api: ScriptedAPI, project: Path) -> None:
@@ -167,7 +168,10 @@ def test_repl_carries_the_conversation_from_goal_to_goal(api: ScriptedAPI, proje
     assert done.returncode == 0, done.stderr
     assert done.stdout == "first done\nsecond done\n"
     assert "nanocode" in done.stderr and "scripted" not in done.stderr
-    second = [m["content"] for m in api.requests[1]["messages"]]
+    # The newest message goes as a content part marked for the prompt cache (the default model is Anthropic's).
+    second = [
+        m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in api.requests[1]["messages"]
+    ]
     assert second[1:] == ["goal one", "GOAL_COMPLETE first done", "goal two"]
 
 

@@ -106,7 +106,7 @@ def test_each_message_is_encoded_once_and_the_body_stays_exact(api: ScriptedAPI)
     model.complete(other, [])
     assert [r["messages"] for r in api.requests] == [history[:2], history, other]
     assert api.requests[0]["tools"] == [{"type": "function", "function": {"name": "t"}}]
-    assert api.requests[1]["tools"] == []
+    assert "tools" not in api.requests[1]  # some endpoints refuse an empty list
 
 
 @pytest.mark.parametrize("body", [{"choices": ["x"]}, {"choices": {"0": {}}}, {"choices": []}, {"nothing": 1}])

@@ -38,8 +38,10 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
         goal = sys.stdin.buffer.read().decode("utf-8", "replace")
     if goal is not None and not goal.strip():
         raise ConfigError("the goal is empty")
+    if goal is not None and settings.resume:
+        raise ConfigError("--resume carries on with the goal its transcript holds: give no -p with it")
     with Session(settings) as session:
-        if goal is not None:
+        if goal is not None or settings.resume:
             answer = session.run_goal(goal)
             click.echo(printable(answer))
             ctx.exit(EXIT_COMPLETE)

@@ -14,6 +14,13 @@ def _option(*names: str, envvar: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*names, envvar=envvar, show_envvar=True, **kwargs)
 
 
+class _Lines(click.types.StringParamType):
+    """A string; several in one environment variable go one a line (a command may hold spaces)."""
+
+    name = "text"
+    envvar_list_splitter = "\n"
+
+
 # Paths stay strings here (pathlib costs start-up time); Settings makes them Paths.
 PATH = click.Path(file_okay=False)
 FILE = click.Path(dir_okay=False)
@@ -126,6 +133,66 @@ GOAL_OPTIONS = [
         help="Answer with the model replies recorded in a transcript (no key needed).",
     ),
     _option("-q", "--quiet", envvar="NANOCODE_QUIET", is_flag=True, help="Print only the final answer."),
+    _option(
+        "--context-window",
+        envvar="NANOCODE_CONTEXT_WINDOW",
+        type=click.IntRange(min=1000),
+        help="The model's context window in tokens.  [default: from the endpoint's model listing, else 128000]",
+    ),
+    _option(
+        "--compact-threshold",
+        envvar="NANOCODE_COMPACT_THRESHOLD",
+        type=click.FloatRange(min=0.1, max=1.0),
+        default=0.8,
+        help="Compact the conversation when it is estimated past this fraction of the window.",
+    ),
+    _option(
+        "--compact-model",
+        envvar="NANOCODE_COMPACT_MODEL",
+        help="Model that writes the summary when the conversation is compacted.  [default: --model]",
+    ),
+    _option(
+        "--prompt-cache/--no-prompt-cache",
+        envvar="NANOCODE_PROMPT_CACHE",
+        default=True,
+        help="Mark the system prompt and the newest message for the prompt cache (Anthropic's models).",
+    ),
+    _option(
+        "--instructions/--no-instructions",
+        envvar="NANOCODE_INSTRUCTIONS",
+        default=True,
+        help="Put the project's AGENTS.md files in the system prompt.",
+    ),
+    _option(
+        "--check",
+        "checks",
+        envvar="NANOCODE_CHECK",
+        type=_Lines(),
+        multiple=True,
+        help="A command that must exit 0 before the goal is complete; repeatable (one a line in the variable).",
+    ),
+    _option(
+        "--repeat-note",
+        envvar="NANOCODE_REPEAT_NOTE",
+        type=click.IntRange(min=2),
+        default=3,
+        help="Tell the model when it made the same tool call with the same result this many times in a row.",
+    ),
+    _option(
+        "--max-repeats",
+        envvar="NANOCODE_MAX_REPEATS",
+        type=click.IntRange(min=2),
+        default=6,
+        help="End the goal (no progress) when the same tool call gives the same result this many times in a row.",
+    ),
+    _option(
+        "--resume",
+        envvar="NANOCODE_RESUME",
+        is_flag=False,
+        flag_value="last",
+        metavar="[RUN]",
+        help="Carry on with the last goal of a run: a transcript, or `last` (the newest run).",
+    ),
 ]
 
 

@@ -3,6 +3,7 @@
 import email.utils
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -13,6 +14,14 @@ from nanocode.errors import EndpointError
 from nanocode.interfaces import Completion, Message
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+# How OpenAI (code context_length_exceeded), OpenRouter ("maximum context length is N tokens") and
+# Anthropic ("prompt is too long: N tokens > M maximum") say that a request outgrew the window.
+CONTEXT_EXCEEDED = re.compile(
+    r"context_length_exceeded|context length|context window|prompt is too long|too many (input )?tokens"
+    r"|input is too long|exceeds? the context|reduce the length of the messages",
+    re.IGNORECASE,
+)
+CACHE_MARK = {"type": "ephemeral"}
 
 
 class OpenAIModel:
@@ -26,8 +35,10 @@ class OpenAIModel:
         retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        prompt_cache: bool = True,
     ):
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.name = name
         self.max_tokens = max_tokens
         self.timeout = timeout
@@ -40,6 +51,8 @@ class OpenAIModel:
         self.session.proxies.update(requests.utils.get_environ_proxies(self.url))
         self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._history = _EncodedHistory()
+        # Anthropic's models cache only what is marked; other providers cache by themselves.
+        self.cache_marks = prompt_cache and ("claude" in name.lower() or name.startswith("anthropic/"))
         self.session.headers.update(
             {
                 "Authorization": f"Bearer {api_key}",
@@ -48,9 +61,19 @@ class OpenAIModel:
             }
         )
 
+    def models(self) -> Any:
+        """The endpoint's model listing (GET /models), or None where it gives none."""
+        try:
+            response = self.session.get(self.base_url + "/models", timeout=min(self.timeout, 10.0))
+            return response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
+
     def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
-        head = json.dumps({"model": self.name, "max_tokens": self.max_tokens, "tools": tools})
-        body = f'{head[:-1]}, "messages": '.encode() + self._history.encode(messages) + b"}"
+        # Some endpoints refuse an empty tool list: a request without tools (a summary) sends none.
+        head = json.dumps({"model": self.name, "max_tokens": self.max_tokens} | ({"tools": tools} if tools else {}))
+        encoded = self._history.encode(messages, self.cache_marks)
+        body = f'{head[:-1]}, "messages": '.encode() + encoded + b"}"
         attempt = 0
         while True:
             attempt += 1
@@ -93,13 +116,14 @@ class OpenAIModel:
         except ValueError:
             data = None
         if response.status_code != 200:
-            self._fail(response.status_code, _error_message(data) or raw[:300].decode(errors="replace"), response)
+            detail = _error_message(data) or raw[:300].decode(errors="replace")
+            self._fail(response.status_code, detail, response, raw)
         if not isinstance(data, dict):
             raise _Retry(f"the model endpoint sent a reply that is not JSON (HTTP {response.status_code})")
         if data.get("error"):
             error = data["error"]
             code = error.get("code") if isinstance(error, dict) else None
-            self._fail(code if isinstance(code, int) else 0, _error_message(data), response)
+            self._fail(code if isinstance(code, int) else 0, _error_message(data), response, raw)
         choices = data.get("choices")
         first = choices[0] if isinstance(choices, list) and choices else None
         if not isinstance(first, dict) or not isinstance(first.get("message"), dict):
@@ -114,8 +138,10 @@ class OpenAIModel:
         cost = usage.get("cost")
         return Completion(message, cost=float(cost) if isinstance(cost, (int, float)) else None, usage=usage)
 
-    def _fail(self, status: int, detail: str, response: requests.Response) -> None:
+    def _fail(self, status: int, detail: str, response: requests.Response, raw: bytes = b"") -> None:
         detail = detail.strip() or "no detail given"
+        if status in (0, 400, 413) and CONTEXT_EXCEEDED.search(raw[:4000].decode(errors="replace")):
+            raise EndpointError(f"the request is longer than the model's context window: {detail}", 400, True)
         if status in RETRY_STATUS or status >= 500:
             raise _Retry(f"the model endpoint answered {status}: {detail}", _retry_after(response))
         if status == 401:
@@ -134,14 +160,17 @@ class OpenAIModel:
 class _EncodedHistory:
     """The JSON of each message, kept: the conversation only grows, so each message is encoded once.
 
-    A message is known by identity; the agent never changes one after appending it.
+    A message is known by identity; the agent never changes one after appending it (compaction puts
+    new ones in place). Cache marks go on the system prompt and the newest message as they are
+    encoded: the messages themselves stay as they are.
     """
 
     def __init__(self) -> None:
         self._messages: list[Message] = []
         self._parts: list[bytes] = []
+        self._marked_system: tuple[Message | None, bytes] = (None, b"")
 
-    def encode(self, messages: list[Message]) -> bytes:
+    def encode(self, messages: list[Message], marks: bool = False) -> bytes:
         same = 0
         for kept, message in zip(self._messages, messages, strict=False):
             if kept is not message:
@@ -151,7 +180,21 @@ class _EncodedHistory:
         for message in messages[same:]:
             self._messages.append(message)
             self._parts.append(json.dumps(message).encode())
-        return b"[" + b",".join(self._parts) + b"]"
+        if not marks or len(messages) < 2:
+            return b"[" + b",".join(self._parts) + b"]"
+        if self._marked_system[0] is not messages[0]:
+            self._marked_system = (messages[0], _marked(messages[0]))
+        parts = [self._marked_system[1], *self._parts[1:-1], _marked(messages[-1])]
+        return b"[" + b",".join(parts) + b"]"
+
+
+def _marked(message: Message) -> bytes:
+    """The message's JSON with its text as a content part marked for the prompt cache."""
+    content = message.get("content")
+    if not isinstance(content, str) or not content:
+        return json.dumps(message).encode()
+    part = {"type": "text", "text": content, "cache_control": CACHE_MARK}
+    return json.dumps({**message, "content": [part]}).encode()
 
 
 class _Retry(Exception):

@@ -1,0 +1,97 @@
+"""Resume: the conversation of a run's last goal rebuilt from its transcript, exactly as the model saw it."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanocode.context import apply
+from nanocode.errors import ConfigError
+from nanocode.interfaces import Message
+from nanocode.transcript import runs_folder
+
+
+@dataclass
+class Conversation:
+    path: Path
+    messages: list[Message]
+    goal: Message  # the last goal's message, in `messages`
+    skipped: int  # lines that were not whole records (a run cut mid-line)
+
+
+def find(run: str) -> Path:
+    """A transcript named by its path, or `last`: the newest under the state folder's runs/."""
+    if run != "last":
+        path = Path(run).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--resume {run}: no such transcript")
+        return path
+    runs = [path for path in runs_folder().glob("*.jsonl") if path.is_file()]
+    if not runs:
+        raise ConfigError(f"--resume last: no run to resume in {runs_folder()}")
+    return max(runs, key=lambda path: path.stat().st_mtime)
+
+
+def rebuild(path: Path) -> Conversation:
+    records, skipped = read(path)
+    messages: list[Message] = []
+    goal: Message | None = None
+    outcome = None
+    for record in records:
+        kind = record.get("kind")
+        if kind == "start" and not record.get("resumed"):
+            system = record.get("system")
+            messages, goal = ([{"role": "system", "content": system}] if isinstance(system, str) else []), None
+        elif kind == "goal":
+            goal, outcome = {"role": "user", "content": str(record.get("goal"))}, None
+            messages.append(goal)
+        elif kind == "end":
+            outcome = record.get("outcome")
+        else:
+            _replay(record, messages)
+    if not messages:
+        raise ConfigError(f"{path} records no system prompt: it cannot be resumed")
+    if goal is None or goal not in messages:
+        raise ConfigError(f"{path} holds no goal to resume")
+    if outcome == "complete":
+        raise ConfigError(f"the last goal in {path} is complete: there is nothing to resume")
+    # Compaction put copies of the goal in place: the conversation's own is the one to pin.
+    goal = next(m for m in reversed(messages) if m == goal)
+    return Conversation(path, messages, goal, skipped)
+
+
+def _replay(record: dict[str, Any], messages: list[Message]) -> None:
+    """One record's change to the conversation, as the agent made it."""
+    kind = record.get("kind")
+    if kind == "response" and isinstance(record.get("message"), dict):
+        messages.append(record["message"])
+    elif kind == "tool":
+        messages.append({"role": "tool", "tool_call_id": record.get("id"), "content": record.get("result")})
+    elif kind == "prompt":
+        messages.append({"role": "user", "content": record.get("content")})
+    elif kind == "compact":
+        for edits in record.get("steps") or []:
+            apply(messages, edits)
+    elif kind == "drop" and isinstance(record.get("start"), int):
+        del messages[record["start"] :]
+
+
+def read(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The whole records of a transcript; a line cut short or damaged is skipped and counted."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the transcript {path}: {exc.strerror}") from None
+    records, skipped = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    return records, skipped
