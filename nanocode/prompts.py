@@ -105,8 +105,8 @@ Earlier turns were removed without a summary ({reason}). The tool calls made in 
 {calls}"""
 
 REPEATED = (
-    "\n\n[nanocode: this is the {count}th time in a row that this exact call gave this exact result. "
-    "Repeating it will not change anything: try something else. After {limit} the goal is stopped.]"
+    "\n\n[nanocode: this exact call has now given this exact result {count} times in a row. "
+    "Repeating it will not change anything: try something else. At {limit} times the goal is stopped.]"
 )
 
 CHECK_FAILED = """\

@@ -102,7 +102,9 @@ class Context:
     def compact(self, messages: list[Message], reason: str) -> float:
         """Cuts old tool results; if that is not enough, summarises the older turns. Returns the summary's cost."""
         before = max(self.estimate(messages), self._estimate)
-        end = recent_start(messages, [tokens(m) for m in messages], int(self.window.tokens * RECENT_SHARE))
+        # Refused by the endpoint, the window figure was wrong: only the model's last turn is kept whole.
+        recent = 0 if reason == "refused" else int(self.window.tokens * RECENT_SHARE)
+        end = recent_start(messages, [tokens(m) for m in messages], recent)
         cuts = cut_results(messages, end)
         apply(messages, cuts)
         steps: list[list[Edit]] = [cuts] if cuts else []
