@@ -32,6 +32,13 @@ def find(run: str) -> Path:
     return max(runs, key=lambda path: path.stat().st_mtime)
 
 
+def project_of(path: Path) -> str | None:
+    """The project the run worked in, as its first start record says."""
+    start = next((r for r in read(path)[0] if r.get("kind") == "start"), {})
+    project = start.get("project")
+    return project if isinstance(project, str) else None
+
+
 def rebuild(path: Path) -> Conversation:
     records, skipped = read(path)
     messages: list[Message] = []

@@ -53,11 +53,13 @@ class Settings:
     prompt_cache: bool = True
     instructions: bool = True
     checks: tuple[str, ...] = ()
-    resume: str | None = None
+    resume: Path | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
-        project = Path(options["project"] or Path.cwd()).expanduser()
+        found = resume.find(options["resume"]) if options["resume"] else None
+        # A resumed goal goes on in its own project unless told otherwise.
+        project = Path(options["project"] or (found and resume.project_of(found)) or Path.cwd()).expanduser()
         if not project.is_dir():
             raise ConfigError(f"the project directory {project} does not exist")
         if options["sandbox"] and not options["project"] and project.resolve() in (Path.home().resolve(), Path("/")):
@@ -91,6 +93,7 @@ class Settings:
             max_repeats=options["max_repeats"],
         )
         values["checks"] = tuple(check for check in options["checks"] if check.strip())
+        values["resume"] = found
         return cls(**values)
 
 
@@ -100,7 +103,7 @@ class Session:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
-        self.resumed = resume.rebuild(resume.find(settings.resume)) if settings.resume else None
+        self.resumed = resume.rebuild(settings.resume) if settings.resume else None
         self.model = self._model()
         self._open_executor, environment = self._executor_factory()
         system = self._system_prompt(environment)

@@ -32,14 +32,14 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     # Imported here, so that --help and the sandbox commands start fast.
     from nanocode.session import Session, Settings
 
-    settings = Settings.from_options(options)
     goal = options["goal"]
+    if goal is not None and options["resume"]:
+        raise ConfigError("--resume carries on with the goal its transcript holds: give no -p with it")
+    settings = Settings.from_options(options)
     if goal == "-":
         goal = sys.stdin.buffer.read().decode("utf-8", "replace")
     if goal is not None and not goal.strip():
         raise ConfigError("the goal is empty")
-    if goal is not None and settings.resume:
-        raise ConfigError("--resume carries on with the goal its transcript holds: give no -p with it")
     with Session(settings) as session:
         if goal is not None or settings.resume:
             answer = session.run_goal(goal)
