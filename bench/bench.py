@@ -78,7 +78,7 @@ from nanocode.transcript import Transcript
 
 # Sections 9 on are modules of their own beside this one, each with a `section(bench)` function;
 # --only names them.
-SECTIONS: dict[str, str] = {}
+SECTIONS: dict[str, str] = {"context": "context"}
 
 
 class Bench:
@@ -394,7 +394,8 @@ class Bench:
             transcript = Transcript(Path(folder, "transcript.jsonl"))
 
             def goal(model: Model) -> tuple[Agent, float]:
-                limits = Limits(max_steps=steps + 10, max_continuations=0, max_seconds=3600)
+                # Every step is the same do-nothing call: the loop breaker must not stop it.
+                limits = Limits(max_steps=steps + 10, max_continuations=0, max_seconds=3600, max_repeats=steps + 10)
                 agent = Agent(model, system, limits, 120.0, QuietDisplay(), transcript)
                 started = time.perf_counter()
                 answer = agent.run("do nothing, many times", NullExecutor())

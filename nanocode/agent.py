@@ -81,7 +81,8 @@ class Agent:
             return done.answer
         finally:
             self._answer_open_calls("ERROR: not run: the goal was stopped")
-            self.display.note(self.context.tokens.line())
+            if self.context.tokens.prompt:  # where the endpoint reports usage
+                self.display.note(self.context.tokens.line())
 
     def totals(self) -> dict[str, Any]:
         """What the end record says beyond the outcome: compactions, tokens, the checks that ran."""

@@ -69,7 +69,8 @@ class Context:
         self.pinned: list[Message] = []
         self.compactions = 0
         self.tokens = Tokens()
-        self._anchor = (0, 0)  # (messages sent, the prompt tokens they came to)
+        self._anchor = (0, 0)  # (messages sent, the prompt tokens the endpoint said they came to)
+        self._counted = (0, 0)  # (messages, the tokens nanocode counts in them): kept up as messages are added
         self._estimate = 0
         self._stuck = False
 
@@ -77,15 +78,20 @@ class Context:
         self.pinned = [goal]
         self.compactions = 0
         self.tokens = Tokens()
-        self._anchor = (0, 0)
+        self._anchor = self._counted = (0, 0)
         self._stuck = False
 
     def estimate(self, messages: list[Message]) -> int:
-        """The last reply's prompt tokens, plus an estimate of what was added since."""
-        count, known = self._anchor
+        """The last reply's prompt tokens plus an estimate of what was added since, or nanocode's own count
+        if that is more: an endpoint may leave cached tokens out of its count."""
+        count, known = self._counted
         if not count or count > len(messages):
             count, known = 0, self.overhead
-        return known + sum(tokens(message) for message in messages[count:])
+        self._counted = (len(messages), known + sum(tokens(message) for message in messages[count:]))
+        sent, reported = self._anchor
+        if not sent or sent > len(messages):
+            return self._counted[1]
+        return max(self._counted[1], reported + sum(tokens(message) for message in messages[sent:]))
 
     def fit(self, messages: list[Message]) -> float:
         """Compacts the messages, in place, if they are past the threshold; returns what that cost."""
@@ -117,7 +123,8 @@ class Context:
             apply(messages, [edit])
             steps.append([edit])
             after = self._full(messages)
-        self._anchor = self._anchor if not steps else (len(messages), after)
+        if steps:
+            self._anchor, self._counted = (0, 0), (len(messages), after)
         self._estimate = after
         self._report(reason, before, after, len(cuts), len(older), steps)
         return cost
