@@ -43,17 +43,21 @@ def rebuild(path: Path) -> Conversation:
     records, skipped = read(path)
     messages: list[Message] = []
     goal: Message | None = None
-    outcome = None
+    outcome = dropped = None
     for record in records:
         kind = record.get("kind")
         if kind == "start" and not record.get("resumed"):
             system = record.get("system")
             messages, goal = ([{"role": "system", "content": system}] if isinstance(system, str) else []), None
         elif kind == "goal":
-            goal, outcome = {"role": "user", "content": str(record.get("goal"))}, None
+            # A goal the endpoint refused was dropped for the goals after it; the last one is resumed whole.
+            del messages[len(messages) if dropped is None else dropped :]
+            goal, outcome, dropped = {"role": "user", "content": str(record.get("goal"))}, None, None
             messages.append(goal)
         elif kind == "end":
             outcome = record.get("outcome")
+        elif kind == "drop" and isinstance(record.get("start"), int):
+            dropped = record["start"]
         else:
             _replay(record, messages)
     if not messages:
@@ -79,8 +83,6 @@ def _replay(record: dict[str, Any], messages: list[Message]) -> None:
     elif kind == "compact":
         for edits in record.get("steps") or []:
             apply(messages, edits)
-    elif kind == "drop" and isinstance(record.get("start"), int):
-        del messages[record["start"] :]
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], int]:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from nanocode.cli import cli
 from nanocode.prompts import MARKER
 from nanocode.resume import rebuild
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import ScriptedAPI, call, error, message, tools
 from tests.test_cli import _env, _nanocode, _running
 from tests.test_context import assert_valid, big_steps, records
 
@@ -130,3 +130,28 @@ def test_resume_refuses_what_it_cannot_continue(api: ScriptedAPI, project: Path,
     assert both.returncode == 3 and "give no -p" in both.stderr
     for result in (nothing, junk, both):
         assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_resume_continues_the_last_goal_of_a_repl_run_without_a_refused_one(
+    api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add(
+        message(f"{MARKER} one done"),
+        error(400, "refused for a reason of its own"),
+        tools(call("shell", {"command": "echo three"}, id="t3")),
+    )
+    env = _env(tmp_path, INFERENCE_BASE_URL=api.url, MODEL_NAME="scripted")
+    run = _nanocode("--project", str(project), "--max-steps", "1", input="one\ntwo\nthree\n\n", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "400" in run.stderr and "1 model calls" in run.stderr
+    seen = api.requests[-1]["messages"]
+    assert [m["content"] for m in seen[1:]] == ["one", f"{MARKER} one done", "three"]
+
+    api.add(message(f"{MARKER} three done"))
+    done = _nanocode("--resume", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "three done\n"
+    resumed = api.requests[-1]["messages"]
+    assert resumed[: len(seen)] == seen
+    assert resumed[len(seen) + 1] == {"role": "tool", "tool_call_id": "t3", "content": "three\n"}
+    assert "stopped in the middle of this goal" in resumed[-1]["content"] and len(resumed) == len(seen) + 3
