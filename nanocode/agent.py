@@ -43,6 +43,7 @@ class Agent:
         self.context = context or Context(
             Window(DEFAULT_WINDOW, "default"), summariser=model, display=display, recorder=recorder
         )
+        self.context.overhead = len(json.dumps(self.schemas)) // 4  # the tools go with every request
         self.checks = list(checks)
         self.checked: list[Check] = []
         self.messages: list[Message] = [{"role": "system", "content": system}]

@@ -45,3 +45,9 @@ def read(project: Path, cwd: Path) -> tuple[list[str], str]:
     if len(data) > LIMIT:
         text = data[:LIMIT].decode("utf-8", "ignore") + "\n" + prompts.INSTRUCTIONS_CUT.format(limit=LIMIT // 1024)
     return names, text
+
+
+def add_to(system: str, project: Path) -> str:
+    """The system prompt with the project's instructions, read now, on the host."""
+    names, text = read(project, Path.cwd().resolve())
+    return prompts.with_instructions(system, names, text)

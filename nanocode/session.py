@@ -1,6 +1,5 @@
 """A session: the settings, the model, the transcript and the executor of each goal, put together."""
 
-import json
 import re
 import signal
 import sys
@@ -20,7 +19,6 @@ from nanocode.context import Context
 from nanocode.display import QuietDisplay, TerminalDisplay, printable
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
-from nanocode.tools import TOOLS
 from nanocode.transcript import Transcript, default_path
 
 MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
@@ -137,17 +135,13 @@ class Session:
     def _system_prompt(self, environment: str) -> str:
         s = self.settings
         system = prompts.system_prompt(str(s.project), s.command_timeout, s.output_cap, environment)
-        if not s.instructions:
-            return system
-        names, text = instructions.read(s.project, Path.cwd().resolve())
-        return prompts.with_instructions(system, names, text)
+        return instructions.add_to(system, s.project) if s.instructions else system
 
     def _context(self) -> Context:
         s = self.settings
         window = context.resolve(s.context_window, s.model, getattr(self.model, "models", None))
         summariser = None if s.replay else self._model(s.compact_model or s.model)
-        overhead = len(json.dumps([tool.schema() for tool in TOOLS])) // 4
-        return Context(window, s.compact_threshold, summariser, self.display, self.transcript, overhead)
+        return Context(window, s.compact_threshold, summariser, self.display, self.transcript)
 
     def __enter__(self) -> "Session":
         return self

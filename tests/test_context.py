@@ -147,12 +147,15 @@ def test_a_context_error_mid_goal_compacts_and_goes_on(api: ScriptedAPI, project
     transcript = tmp_path / "run.jsonl"
     result = invoke(
         api, "-p", "print", "--model", "scripted", "--project", str(project), "--transcript", str(transcript),
-        "--context-window", "100000",
+        "--context-window", "100000", "--compact-model", "small-summariser",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     steps = [r for r in api.requests if "tools" in r]
     refused = [r for r in steps if rough_tokens(r) > 5000]
     assert refused, "the endpoint refused at least one request as too long"
+    summaries = [r for r in api.requests if "tools" not in r]
+    assert summaries and {r["model"] for r in summaries} == {"small-summariser"}
+    assert {r["model"] for r in steps} == {"scripted"}
     for request in steps:
         assert_valid(request, "print")
     # Each refusal was followed by a compaction and a request that went through.
