@@ -317,3 +317,11 @@ def test_the_window_from_the_option_the_listing_or_the_default(api: ScriptedAPI,
     assert "context window 64,000 tokens (the endpoint's model listing)" in repl.stderr
     result = invoke(api, "--project", str(project), "--model", "unlisted", env={"NANOCODE_CONTEXT_WINDOW": "9000"})
     assert "context window 9,000 tokens (--context-window)" in result.stderr
+
+
+def test_checks_run_in_the_sandbox(api: ScriptedAPI, project: Path, sandbox_image: str, no_leftovers: None) -> None:
+    api.add(message(f"{MARKER} done"))
+    check = 'test "$HOME" = /home/sandbox && test ! -e /run/docker.sock'
+    result = invoke(api, "-p", "g", "--project", str(project), "--sandbox", "--check", check)
+    assert result.exit_code == 0, result.stderr
+    assert f"check passed: {check}" in result.stderr
