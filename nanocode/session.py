@@ -3,9 +3,10 @@
 import re
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +45,8 @@ class Settings:
     transcript: Path | None
     replay: Path | None
     quiet: bool
+    workspace: str = "bind"
+    apply_changes: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
@@ -55,6 +58,10 @@ class Settings:
                 f"refusing to share all of {project} with the sandbox: start nanocode in a project folder, "
                 "or name one with --project"
             )
+        if options.get("workspace") == "overlay" and not options["sandbox"]:
+            raise ConfigError("--workspace overlay needs --sandbox")
+        if options.get("apply_changes") and options.get("workspace") != "overlay":
+            raise ConfigError("--apply needs --workspace overlay (bind mode changes the project as the goal runs)")
         if options["network"] == "host" or options["network"].startswith("container:"):
             raise ConfigError(
                 f"--network {options['network']} would share a namespace with the host or another "
@@ -88,6 +95,8 @@ class Session:
         self.settings = settings
         self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
         self.model = self._model()
+        self.workspaces: Callable[[str], Any] | None = None  # opens a goal's workspace, in the sandbox
+        self.kept: Any = None  # the change set of the last goal
         self._open_executor, environment = self._executor_factory()
         self.transcript = Transcript(settings.transcript or default_path())
         self.transcript.record(
@@ -121,7 +130,7 @@ class Session:
             s.base_url, s.api_key, s.model, max_tokens=s.max_tokens, timeout=s.request_timeout, retries=s.retries
         )
 
-    def _executor_factory(self) -> tuple[Callable[[], Executor], str]:
+    def _executor_factory(self) -> tuple[Callable[[Any], Executor], str]:
         """How to open the executor of a goal, and how to describe it to the model."""
         s = self.settings
         project = str(s.project)
@@ -129,41 +138,88 @@ class Session:
             from nanocode.host import HostExecutor
 
             secrets = [s.api_key] if s.api_key else []
-            return lambda: HostExecutor(project, s.output_cap, secrets), prompts.HOST
+            return lambda workspace: HostExecutor(project, s.output_cap, secrets), prompts.HOST
         from nanocode.sandbox import container, engine, image
         from nanocode.sandbox.container import SandboxConfig
         from nanocode.sandbox.executor import SandboxExecutor
+        from nanocode.workspace import workspace
 
         client = engine.connect()
         for name in container.prune(client):
             self.display.note(f"removed stale sandbox container {name}")
+        workspace.recover(client, self.display.note)
+        self.workspaces = lambda goal: workspace.open_workspace(client, project, s.workspace, goal, self.display.note)
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
         if engine.is_rootless(client):
             config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
-        environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
-        return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
+        git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
+        environment = prompts.SANDBOX.format(
+            image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network, git=git
+        )
+
+        def open_executor(workspace: Any) -> Executor:
+            shared = replace(config, mounts=workspace.mounts)
+            return SandboxExecutor(client, shared, s.output_cap, self.display.note)
+
+        return open_executor, environment
 
     def run_goal(self, goal: str) -> str:
         """Runs one goal in an executor of its own, which is closed however the goal ends."""
         with _signals_interrupt():
             executor: Executor | None = None
+            workspace: Any = None
+            outcome = "error"
+            self.kept = None
             try:
-                executor = self._open_executor()
-                return self.agent.run(goal.strip(), executor)
+                if self.workspaces is not None:
+                    workspace = self.workspaces(uuid.uuid4().hex[:12])
+                executor = self._open_executor(workspace)
+                answer = self.agent.run(goal.strip(), executor)
+                outcome = "complete"
+                return answer
             except KeyboardInterrupt as exc:
+                outcome = "interrupted"
                 self.transcript.record("end", outcome="interrupted")
                 stopped = Interrupted("interrupted: the goal was stopped")
                 stopped.terminated = isinstance(exc, _Terminated)
                 raise stopped from None
             except NanocodeError as exc:
+                outcome = type(exc).__name__
                 self.transcript.record("end", outcome=type(exc).__name__, reason=exc.format_message())
                 raise
             finally:
-                if executor is not None:
-                    with _shielded():
+                with _shielded():
+                    if executor is not None:
                         executor.close()
+                    if workspace is not None:
+                        self._finish(workspace, goal.strip(), outcome)
+
+    def _finish(self, workspace: Any, goal: str, outcome: str) -> None:
+        """The goal's change set: summarised, then applied (--apply, on completion) or kept."""
+        from nanocode.workspace import apply
+
+        try:
+            self.kept = workspace.finish(goal, outcome)
+        finally:
+            workspace.close()
+        if self.kept is None:
+            return
+        self.transcript.record("changes", id=self.kept.id, files=len(self.kept.manifest.entries))
+        for line in [*self.kept.notes, *self.kept.summary()]:
+            self.display.note(line)
+        if self.settings.apply_changes and outcome == "complete":
+            apply.apply(self.kept.manifest, self.kept.folder)
+            apply.mark_applied(self.kept.manifest, self.kept.folder)
+            click.echo(f"nanocode: applied change set {self.kept.id}", err=True)
+            self.kept = None
+        else:
+            click.echo(
+                f"nanocode: change set {self.kept.id} kept: nanocode diff {self.kept.id}; "
+                f"nanocode apply {self.kept.id}",
+                err=True,
+            )
 
     def repl(self) -> None:
         self.display.note(
@@ -184,6 +240,31 @@ class Session:
                 if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise
                 exc.show()
+            if self.kept is not None:
+                self._review(self.kept)
+
+    def _review(self, kept: Any) -> None:
+        """After a goal that changed something: apply, discard or keep its change set."""
+        from nanocode.workspace import apply, store
+
+        try:
+            click.echo("apply / discard / keep? [a/d/K] ", err=True, nl=False)
+            answer = (input() if sys.stdin.isatty() else sys.stdin.readline()).strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        try:
+            if answer in ("a", "apply"):
+                apply.apply(kept.manifest, kept.folder)
+                apply.mark_applied(kept.manifest, kept.folder)
+                click.echo(f"applied change set {kept.id}", err=True)
+            elif answer in ("d", "discard"):
+                store.discard(kept.id)
+                click.echo(f"discarded change set {kept.id}", err=True)
+            else:
+                click.echo(f"kept change set {kept.id}", err=True)
+        except NanocodeError as exc:
+            exc.show()
+        self.kept = None
 
 
 def _read_goal() -> str:
