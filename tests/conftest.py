@@ -7,6 +7,8 @@ import pytest
 from tests.scripted_api import ScriptedAPI
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+# The `second_engine` fixture: a Docker engine that cannot see the host's paths (tests/second_engine.py).
+pytest_plugins = ["tests.second_engine"]
 
 
 @pytest.fixture
