@@ -6,7 +6,6 @@ marker must not exist.
 """
 
 import hashlib
-import os
 import subprocess
 import sys
 import time
