@@ -148,11 +148,13 @@ class Session:
         for name in container.prune(client):
             self.display.note(f"removed stale sandbox container {name}")
         workspace.recover(client, self.display.note)
-        self.workspaces = lambda goal: workspace.open_workspace(client, project, s.workspace, goal, self.display.note)
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
         if engine.is_rootless(client):
             config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+        self.workspaces = lambda goal: workspace.open_workspace(
+            client, project, s.workspace, goal, self.display.note, tag, config.user
+        )
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
         git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
         environment = prompts.SANDBOX.format(

@@ -50,7 +50,7 @@ def make_layer(project: str, goal: str) -> tuple[str, str]:
         raise ConfigError(f"--workspace overlay cannot overlay {project}: its path holds ',', ':' or '\\'")
     folder = layer_folder(goal)
     upper, work = folder / "upper", folder / "work"
-    folder.mkdir(parents=True, mode=0o700)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     upper.mkdir()
     work.mkdir()
     st = os.stat(project)

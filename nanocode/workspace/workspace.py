@@ -17,7 +17,7 @@ from docker.types import Mount
 
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
-from nanocode.workspace import bind, gitseries, journal, overlay, store, view
+from nanocode.workspace import bind, gitseries, journal, overlay, remote, store, view
 from nanocode.workspace.changeset import Builder, Manifest, Upper
 
 MODES = ("bind", "overlay")
@@ -45,8 +45,12 @@ class Workspace:
 
     mode = "bind"
 
-    def __init__(self, client: docker.DockerClient, project: str, goal: str, note: Note):
+    def __init__(
+        self, client: docker.DockerClient, project: str, goal: str, note: Note, image: str = "", user: str = ""
+    ):
         self.client = client
+        self.image = image
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
         self.project = project
         self.goal = goal
         self.note = note
@@ -87,6 +91,7 @@ class OverlayWorkspace(Workspace):
         self.journal = journal.write(
             self.goal, mode="overlay", project=self.project, volume=self.volume, layer=str(self.layer)
         )
+        self.layer.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prepare()
         self.mounts = [overlay.volume_mount(self.volume, self.project)]
         self.mounts += protect.secret_mounts(self.project, os.getcwd())
@@ -133,18 +138,68 @@ class OverlayWorkspace(Workspace):
             self.journal = None
 
 
+class RemoteWorkspace(OverlayWorkspace):
+    """Overlay mode on an engine that cannot see the project: shipped in, and the layer shipped back."""
+
+    def _prepare(self) -> None:
+        labels = container.owner_labels(self.goal, self.project)
+        self.lower, self.upper_volume = f"{self.volume}-lower", f"{self.volume}-upper"
+        for name in (self.lower, self.upper_volume):
+            self.client.api.create_volume(name=name, driver="local", labels=labels)
+        volumes = {"/lower": self.lower, "/upper": self.upper_volume}
+        self.helper = remote.helper(self.client, self.image, self.user, volumes, labels)
+        st = os.stat(self.project)
+        self.client.api.put_archive(self.helper, "/upper", remote.layer_tar(st.st_uid, st.st_gid, st.st_mode & 0o7777))
+        self.client.api.put_archive(self.helper, "/lower", remote.streamed(self.project))
+        lower = self.client.api.inspect_volume(self.lower)["Mountpoint"]
+        upper = self.client.api.inspect_volume(self.upper_volume)["Mountpoint"]
+        options = overlay.overlay_options(lower, f"{upper}/u", f"{upper}/w")
+        overlay.create_volume(self.client, self.volume, options, labels)
+
+    def open(self) -> None:
+        self.helper = ""
+        super().open()
+        self.mounts = self.mounts[:1]  # the secrets were never shipped: nothing to mask
+
+    def _upper(self) -> Upper:
+        folder = self.layer / "upper"
+        folder.mkdir(parents=True, exist_ok=True)
+        upper = remote.RemoteUpper(str(folder))
+        stream, _ = self.client.api.get_archive(self.helper, "/upper/u")
+        upper.extract(stream, "u")
+        upper.opaque = {os.path.join(str(folder), name) for name in remote.opaque_folders(self.client, self.helper)}
+        return upper
+
+    def close(self) -> None:
+        if self.helper:
+            container.remove(self.client, self.helper)
+        for name in (getattr(self, "lower", ""), getattr(self, "upper_volume", "")):
+            if name:
+                overlay.remove_volume(self.client, name)
+        super().close()
+
+
 def _remove(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def open_workspace(client: docker.DockerClient, project: str, mode: str, goal: str, note: Note) -> Workspace:
-    """A workspace for one goal, ready: its `mounts` go to the goal's container."""
+def open_workspace(
+    client: docker.DockerClient, project: str, mode: str, goal: str, note: Note, image: str, user: str = ""
+) -> Workspace:
+    """A workspace for one goal, ready: its `mounts` go to the goal's container (made from `image`,
+    run as `user`). On an engine that cannot see the project, overlay ships it; bind refuses."""
     if mode not in MODES:
         raise ConfigError(f"--workspace {mode!r} is not one of {', '.join(MODES)}")
-    kind = OverlayWorkspace if mode == "overlay" else Workspace
-    workspace = kind(client, project, goal, note)
+    local = remote.sees_project(client, project, image)
+    if not local and mode == "bind":
+        raise ConfigError(
+            f"the Docker engine cannot see {project} (a remote engine, or a VM whose paths are not shared): "
+            "use --workspace overlay, which sends the project to it"
+        )
+    kind = Workspace if mode == "bind" else OverlayWorkspace if local else RemoteWorkspace
+    workspace = kind(client, project, goal, note, image, user)
     try:
         workspace.open()
     except BaseException:
