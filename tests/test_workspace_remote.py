@@ -3,8 +3,6 @@
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
 from tests.second_engine import SecondEngine
@@ -52,7 +50,7 @@ def test_overlay_ships_the_project_and_brings_the_change_set_back(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done remotely\n"
-    seen = [m["content"] for m in api.requests[1]["messages"] if m["role"] == "tool"][0]
+    seen = next(m["content"] for m in api.requests[1]["messages"] if m["role"] == "tool")
     assert "one" in seen and "KEY=secret" not in seen and "\n.env\n" not in seen
     assert (project / "a.txt").read_text() == "one\n" and (project / "d" / "x.txt").exists()
     assert not _leftovers(second_engine)
