@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker.errors import DockerException
 
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
@@ -105,6 +106,7 @@ def test_3_planted_then_killed(
     deadline = time.monotonic() + 60
     while not _planted(docker_engine, process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert process.poll() is None and _planted(docker_engine, process.pid), "the goal did not plant"
     process.kill()
     process.communicate()
     api.add(message(f"{MARKER} next"))
@@ -121,9 +123,12 @@ def _planted(docker_engine: Any, pid: int) -> bool:
 
     for c in ours(docker_engine):
         if c.labels.get("nanocode.owner.pid") == str(pid):
-            result = docker_engine.api.exec_create(c.id, "sh -c 'ls -d */planted'")
-            out = docker_engine.api.exec_start(result["Id"])
-            return b"planted" in out
+            try:
+                command = ["sh", "-c", "test -e planted && echo PLANTED"]
+                result = docker_engine.api.exec_create(c.id, command, workdir=c.labels["nanocode.project"])
+                return b"PLANTED" in docker_engine.api.exec_start(result["Id"])
+            except DockerException:
+                return False  # not running yet, or made again
     return False
 
 
