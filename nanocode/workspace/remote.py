@@ -52,7 +52,10 @@ def sees_project(client: docker.DockerClient, project: str, image: str) -> bool:
 
 def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
     marker = os.path.join(project, f".nanocode-probe-{secrets.token_hex(8)}")
-    Path(marker).write_bytes(b"")
+    try:
+        Path(marker).write_bytes(b"")
+    except OSError:
+        return True  # a project nanocode cannot write to: taken as seen, and a bind mount will say otherwise
     container_id = None
     try:
         mount = Mount(target="/probe", source=project, type="bind", read_only=True)
@@ -65,6 +68,8 @@ def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
         return True
     except (APIError, NotFound):
         return False
+    except DockerException as exc:
+        raise ConfigError(f"cannot ask the Docker engine whether it sees {project}: {exc}") from None
     finally:
         os.unlink(marker)
         if container_id is not None:
