@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -165,3 +167,15 @@ def test_a_failure_midway_leaves_the_project_as_it_was(
     monkeypatch.setattr(os, "replace", real)
     after = {str(p.relative_to(project)): p.read_bytes() for p in project.rglob("*") if p.is_file()}
     assert after == before and not (project / "a").exists()
+
+
+def test_hostile_names_are_shown_escaped(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    name = os.fsdecode(b"bad\xff\x1b[31mname")
+    (upper / name).write_text("x\n")
+    _build(tmp_path, project, upper)
+    environment = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    command = [sys.executable, "-m", "nanocode", "diff", "last"]
+    shown = subprocess.run(command, env=environment, capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert b"bad" in shown.stdout and b"\x1b" not in shown.stdout
