@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
 from nanocode.errors import ConfigError
@@ -66,6 +66,8 @@ def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
         for _ in stream:
             pass
         return True
+    except ImageNotFound:
+        raise ConfigError(f"the sandbox image {image} is not present") from None
     except (APIError, NotFound):
         return False
     except DockerException as exc:
