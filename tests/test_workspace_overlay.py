@@ -172,3 +172,22 @@ def test_a_goal_stopped_by_its_budget_keeps_its_change_set_even_with_apply(
     assert list(project.iterdir()) == []
     assert nanocode(tmp_path, None, "apply", "last").returncode == 0
     assert (project / "half.txt").read_text() == "partial\n"
+
+
+@pytest.mark.parametrize(("mode", "said"), [("bind", "commits do not"), ("overlay", "use\ngit freely")])
+def test_the_system_prompt_tells_what_git_can_do(
+    mode: str, said: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    api.add(message(f"{MARKER} ok"))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", mode, "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    assert said in api.requests[0]["messages"][0]["content"]
+
+
+def test_overlay_needs_the_sandbox_and_apply_needs_overlay(api: ScriptedAPI, tmp_path: Path) -> None:
+    overlay = nanocode(tmp_path, api, "--workspace", "overlay", "-p", "x", "--project", str(tmp_path))
+    assert overlay.returncode == 3 and "needs --sandbox" in overlay.stderr
+    applying = nanocode(tmp_path, api, "--sandbox", "--apply", "-p", "x", "--project", str(tmp_path))
+    assert applying.returncode == 3 and "--apply needs --workspace overlay" in applying.stderr
