@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,27 @@ def test_overlay_needs_the_sandbox_and_apply_needs_overlay(api: ScriptedAPI, tmp
     assert overlay.returncode == 3 and "needs --sandbox" in overlay.stderr
     applying = nanocode(tmp_path, api, "--sandbox", "--apply", "-p", "x", "--project", str(tmp_path))
     assert applying.returncode == 3 and "--apply needs --workspace overlay" in applying.stderr
+
+
+def test_an_interrupted_goal_keeps_its_change_set(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    api.add(*_shell("echo before > made.txt", "sleep 300"))
+    command = [sys.executable, "-m", "nanocode", "--sandbox", "--workspace", "overlay", "-p", "x"]
+    process = subprocess.Popen(
+        [*command, "--project", str(project)], env=env(tmp_path, api), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while len(api.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "kept" in stderr and list(project.iterdir()) == []
+    listed = nanocode(tmp_path, None, "changes")
+    assert "interrupted" in listed.stdout
+    assert nanocode(tmp_path, None, "apply", "last").returncode == 0
+    assert (project / "made.txt").read_text() == "before\n"
