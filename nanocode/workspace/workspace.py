@@ -116,7 +116,7 @@ class OverlayWorkspace(Workspace):
             Builder(upper, self.project, manifest, folder).build()
             kept = Kept(manifest, folder)
             self._commits(upper, kept)
-        except OSError as exc:
+        except (OSError, RecursionError) as exc:  # a layer too deep, or a file that cannot be read
             _remove(folder)
             self.keep = True
             raise ConfigError(
