@@ -110,8 +110,8 @@ class OverlayWorkspace(Workspace):
         """The change set of the goal, kept; None when the goal changed nothing."""
         overlay.remove_volume(self.client, self.volume)  # unmounted: the layer holds still
         upper = self._upper()
-        manifest = Manifest(store.new_id(), goal, self.project, self.started, outcome=outcome, git=dict(self.start))
-        folder = store.new_folder(manifest.id)
+        change_id, folder = store.new_change()
+        manifest = Manifest(change_id, goal, self.project, self.started, outcome=outcome, git=dict(self.start))
         try:
             Builder(upper, self.project, manifest, folder).build()
             kept = Kept(manifest, folder)
