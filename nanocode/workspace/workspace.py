@@ -7,6 +7,7 @@ ws.close()                                                # always; removes what
 """
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -202,8 +203,6 @@ class RemoteWorkspace(OverlayWorkspace):
 
 
 def _remove(folder: Path) -> None:
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
 
 
