@@ -217,3 +217,46 @@ def test_an_interrupted_goal_keeps_its_change_set(
     assert "interrupted" in listed.stdout
     assert nanocode(tmp_path, None, "apply", "last").returncode == 0
     assert (project / "made.txt").read_text() == "before\n"
+
+
+def test_commits_for_a_branch_the_project_left_apply_nothing(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n"})
+    api.add(
+        *_shell("echo two >> a.txt && git -c user.name=m -c user.email=m@x commit -qam two"), message(f"{MARKER} ok")
+    )
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    git(project, "checkout", "-q", "-b", "elsewhere")
+    refused = nanocode(tmp_path, None, "apply", "last")
+    assert refused.returncode == 6 and "refs/heads/main" in refused.stderr
+    assert git(project, "log", "--format=%s").split() == ["start"]
+    assert (project / "a.txt").read_text() == "one\n"
+
+
+def test_a_failure_after_the_commits_undoes_them_too(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanocode.workspace import apply, store
+
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "b.txt": "bee\n"})
+    head = git(project, "rev-parse", "HEAD")
+    commit = "echo two >> a.txt && git -c user.name=m -c user.email=m@x commit -qam two && echo B > b.txt"
+    api.add(*_shell(commit), message(f"{MARKER} ok"))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    manifest, folder = store.load("last")
+    assert manifest.series
+
+    def full(source: str, target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    real = os.replace
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(apply.ApplyError, match="No space left"):
+        apply.apply(manifest, folder)
+    monkeypatch.setattr(os, "replace", real)
+    assert git(project, "rev-parse", "HEAD") == head
+    assert (project / "a.txt").read_text() == "one\n" and (project / "b.txt").read_text() == "bee\n"
+    assert git(project, "status", "--porcelain") == ""
