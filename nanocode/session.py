@@ -3,9 +3,10 @@
 import re
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,6 +53,8 @@ class Settings:
     instructions: bool = True
     checks: tuple[str, ...] = ()
     resume: Path | None = None
+    workspace: str = "bind"
+    apply_changes: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
@@ -65,6 +68,10 @@ class Settings:
                 f"refusing to share all of {project} with the sandbox: start nanocode in a project folder, "
                 "or name one with --project"
             )
+        if options.get("workspace") == "overlay" and not options["sandbox"]:
+            raise ConfigError("--workspace overlay needs --sandbox")
+        if options.get("apply_changes") and options.get("workspace") != "overlay":
+            raise ConfigError("--apply needs --workspace overlay (bind mode changes the project as the goal runs)")
         if options["network"] == "host" or options["network"].startswith("container:"):
             raise ConfigError(
                 f"--network {options['network']} would share a namespace with the host or another "
@@ -103,6 +110,8 @@ class Session:
         self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
         self.resumed = resume.rebuild(settings.resume) if settings.resume else None
         self.model = self._model()
+        self.workspaces: Callable[[str], Any] | None = None  # opens a goal's workspace, in the sandbox
+        self.kept: Any = None  # the change set of the last goal
         self._open_executor, environment = self._executor_factory()
         system = self._system_prompt(environment)
         self.transcript = Transcript(self.resumed.path if self.resumed else settings.transcript or default_path())
@@ -168,7 +177,7 @@ class Session:
             prompt_cache=s.prompt_cache,
         )
 
-    def _executor_factory(self) -> tuple[Callable[[], Executor], str]:
+    def _executor_factory(self) -> tuple[Callable[[Any], Executor], str]:
         """How to open the executor of a goal, and how to describe it to the model."""
         s = self.settings
         project = str(s.project)
@@ -176,32 +185,55 @@ class Session:
             from nanocode.host import HostExecutor
 
             secrets = [s.api_key] if s.api_key else []
-            return lambda: HostExecutor(project, s.output_cap, secrets), prompts.HOST
+            return lambda workspace: HostExecutor(project, s.output_cap, secrets), prompts.HOST
         from nanocode.sandbox import container, engine, image
         from nanocode.sandbox.container import SandboxConfig
         from nanocode.sandbox.executor import SandboxExecutor
+        from nanocode.workspace import workspace
 
         client = engine.connect()
         for name in container.prune(client):
             self.display.note(f"removed stale sandbox container {name}")
+        workspace.recover(client, self.display.note)
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
         if engine.is_rootless(client):
             config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+        self.workspaces = lambda goal: workspace.open_workspace(
+            client, project, s.workspace, goal, self.display.note, tag, config.user
+        )
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
-        environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
-        return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
+        git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
+        environment = prompts.SANDBOX.format(
+            image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network, git=git
+        )
+
+        def open_executor(workspace: Any) -> Executor:
+            shared = replace(config, mounts=workspace.mounts)
+            return SandboxExecutor(client, shared, s.output_cap, self.display.note)
+
+        return open_executor, environment
 
     def run_goal(self, goal: str | None) -> str:
         """Runs one goal (None: the one resumed) in an executor of its own, which is closed however it ends."""
         with _signals_interrupt():
             executor: Executor | None = None
+            workspace: Any = None
+            outcome = "error"
+            self.kept = None
+            text = (goal or "").strip() if goal is not None or not self.resumed else str(self.resumed.goal["content"])
             try:
-                executor = self._open_executor()
+                if self.workspaces is not None:
+                    workspace = self.workspaces(uuid.uuid4().hex[:12])
+                executor = self._open_executor(workspace)
                 if goal is None and self.resumed:
-                    return self.agent.resume(self.resumed.messages, self.resumed.goal, executor)
-                return self.agent.run((goal or "").strip(), executor)
+                    answer = self.agent.resume(self.resumed.messages, self.resumed.goal, executor)
+                else:
+                    answer = self.agent.run(text, executor)
+                outcome = "complete"
+                return answer
             except KeyboardInterrupt as exc:
+                outcome = "interrupted"
                 self.transcript.record("end", outcome="interrupted")
                 stopped = Interrupted("interrupted: the goal was stopped")
                 stopped.terminated = isinstance(exc, _Terminated)
@@ -211,9 +243,15 @@ class Session:
                 self.transcript.record("end", outcome=outcome, reason=exc.format_message(), **self.agent.totals())
                 raise
             finally:
-                if executor is not None:
-                    with _shielded():
+                with _shielded():
+                    if executor is not None:
                         executor.close()
+                    if workspace is not None:
+                        from nanocode.workspace import review
+
+                        record = self.transcript.record
+                        apply_now = self.settings.apply_changes
+                        self.kept = review.conclude(workspace, text, outcome, apply_now, self.display.note, record)
 
     def repl(self) -> None:
         self.display.note(
@@ -235,6 +273,11 @@ class Session:
                 if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise
                 exc.show()
+            if self.kept is not None:
+                from nanocode.workspace import review
+
+                review.ask(self.kept)
+                self.kept = None
 
 
 def _read_goal() -> str:

@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from nanocode import __version__
+from nanocode.cli.changes import apply_command, changes, diff, discard
 from nanocode.cli.options import goal_options
 from nanocode.cli.sandbox import sandbox
 from nanocode.display import printable
@@ -49,3 +50,5 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 
 
 cli.add_command(sandbox)
+for command in (changes, diff, apply_command, discard):
+    cli.add_command(command)
