@@ -77,6 +77,13 @@ def context_exceeded(limit: int, tokens: int) -> Reply:
     return Reply({"error": body}, status=400)
 
 
+def text(message: dict[str, Any]) -> str:
+    """A message's text: with prompt caching (the default model is Anthropic's) the system prompt and the
+    newest message go as content parts."""
+    content = message.get("content")
+    return "".join(part["text"] for part in content) if isinstance(content, list) else content or ""
+
+
 class ScriptedAPI:
     def __init__(self) -> None:
         self.script: list[Reply] = []

@@ -16,7 +16,7 @@ from nanocode.context import Context, Window, apply
 from nanocode.errors import EndpointError
 from nanocode.model.openai import OpenAIModel
 from nanocode.prompts import MARKER
-from tests.scripted_api import Reply, ScriptedAPI, call, message, rough_tokens, tools
+from tests.scripted_api import Reply, ScriptedAPI, call, message, rough_tokens, text, tools
 from tests.test_agent import Collected
 
 BIG = 6000  # characters of output per step
@@ -25,11 +25,6 @@ BIG = 6000  # characters of output per step
 def invoke(api: ScriptedAPI, *args: str, env: dict[str, str] | None = None) -> Any:
     base = {"OPENROUTER_API_KEY": "sk-test", "INFERENCE_BASE_URL": api.url} | (env or {})
     return CliRunner().invoke(cli, list(args), env=base, catch_exceptions=False)
-
-
-def text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    return "".join(part["text"] for part in content) if isinstance(content, list) else content or ""
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from nanocode.sandbox.channel import DirectTransport, SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 from nanocode.tools import format_command
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -50,14 +50,8 @@ def _nanocode(*args: str) -> list[str]:
     return [sys.executable, "-m", "nanocode", "--sandbox", *args]
 
 
-def _text(message: dict[str, Any]) -> str:
-    """A message's text: the default model is Anthropic's, whose newest message and system prompt go as parts."""
-    content = message["content"]
-    return content if isinstance(content, str) else "".join(part["text"] for part in content)
-
-
 def _tool_results(api: ScriptedAPI) -> list[str]:
-    return [_text(m) for m in api.requests[-1]["messages"] if m["role"] == "tool"]
+    return [text(m) for m in api.requests[-1]["messages"] if m["role"] == "tool"]
 
 
 def _owned_by(docker_engine: Any, pid: int) -> list[Any]:
@@ -238,7 +232,7 @@ def test_cli_goal_runs_in_the_container_and_leaves_nothing(
     output = _tool_results(api)[1]
     assert output.startswith("True\nsandbox\n")
     assert "sk-key-4242" not in output and "leak-me" not in output
-    system = _text(api.requests[0]["messages"][0])
+    system = text(api.requests[0]["messages"][0])
     assert "memory 2g" in system and "512 processes" in system and "no network" in system
     assert not [c for c in lifecycle.ours(docker_engine) if c.labels.get("nanocode.project") == str(project)]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nanocode.prompts import MARKER
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import ScriptedAPI, call, message, text, tools
 from tests.workspace_support import env, git, nanocode, repo
 
 pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
@@ -121,7 +121,7 @@ def test_secrets_stay_masked_and_are_never_applied(
         tmp_path, api, "--sandbox", "--workspace", "overlay", "--apply", "-p", "x", "--project", str(project)
     )
     assert done.returncode == 0, done.stderr
-    results = [m["content"] for m in api.requests[-1]["messages"] if m["role"] == "tool"]
+    results = [text(m) for m in api.requests[-1]["messages"] if m["role"] == "tool"]
     assert "KEY=secret" not in json.dumps(results)
     assert (project / ".env").read_text() == "KEY=secret\n" and not (project / "d" / ".env").exists()
     assert (project / "a").read_text() == "ok\n"
@@ -185,7 +185,7 @@ def test_the_system_prompt_tells_what_git_can_do(
     api.add(message(f"{MARKER} ok"))
     done = nanocode(tmp_path, api, "--sandbox", "--workspace", mode, "-p", "x", "--project", str(project))
     assert done.returncode == 0, done.stderr
-    assert said in api.requests[0]["messages"][0]["content"]
+    assert said in text(api.requests[0]["messages"][0])
 
 
 def test_overlay_needs_the_sandbox_and_apply_needs_overlay(api: ScriptedAPI, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from nanocode.prompts import MARKER
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import ScriptedAPI, call, message, text, tools
 from tests.second_engine import SecondEngine
 from tests.workspace_support import git, nanocode, repo
 
@@ -50,7 +50,7 @@ def test_overlay_ships_the_project_and_brings_the_change_set_back(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done remotely\n"
-    seen = next(m["content"] for m in api.requests[1]["messages"] if m["role"] == "tool")
+    seen = next(text(m) for m in api.requests[1]["messages"] if m["role"] == "tool")
     assert "one" in seen and "KEY=secret" not in seen and "\n.env\n" not in seen
     assert (project / "a.txt").read_text() == "one\n" and (project / "d" / "x.txt").exists()
     assert not _leftovers(second_engine)
