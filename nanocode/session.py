@@ -16,6 +16,7 @@ from nanocode import prompts
 from nanocode.agent import Agent
 from nanocode.budget import Limits
 from nanocode.display import QuietDisplay, TerminalDisplay, printable
+from nanocode.egress import allowlist
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
 from nanocode.transcript import Transcript, default_path
@@ -35,6 +36,8 @@ class Settings:
     cpus: float
     pids: int
     network: str
+    allow_hosts: list[str]
+    host_ca: bool
     command_timeout: float
     output_cap: int
     limits: Limits
@@ -60,6 +63,9 @@ class Settings:
                 f"--network {options['network']} would share a namespace with the host or another "
                 "container: use none, bridge, or a network of your own"
             )
+        allow_hosts = allowlist.expand(options["allow_hosts"])
+        if allow_hosts and not options["sandbox"]:
+            raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
         if not MEMORY.match(options["memory"]):
             raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
         if not options["api_key"] and not options["replay"]:
@@ -72,6 +78,7 @@ class Settings:
         for name in ("transcript", "replay"):
             values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
+        values["allow_hosts"] = allow_hosts
         values["limits"] = Limits(
             max_steps=options["max_steps"],
             max_continuations=options["max_continuations"],
@@ -142,8 +149,43 @@ class Session:
         if engine.is_rootless(client):
             config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
+        bundle = self._trust(config)
+        if s.allow_hosts:
+            return self._allowlisted(client, config, bundle), prompts.SANDBOX.format(
+                image=tag,
+                memory=s.memory,
+                cpus=s.cpus,
+                pids=s.pids,
+                network=prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts)),
+            )
         environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
         return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
+
+    def _trust(self, config: Any) -> str | None:
+        """The host's CA bundle, for a sandbox with a network (and its proxy), unless --no-host-ca."""
+        s = self.settings
+        if not s.host_ca or (s.network == "none" and not s.allow_hosts):
+            return None
+        from nanocode.egress import trust
+
+        bundle = trust.host_bundle()
+        if bundle is None:
+            self.display.note("no CA bundle found on the host: the sandbox trusts only its own")
+            return None
+        config.mounts.append(trust.mount(bundle))
+        config.environment.update(trust.environment())
+        return bundle
+
+    def _allowlisted(self, client: Any, config: Any, bundle: str | None) -> Callable[[], Executor]:
+        """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
+        --network names the proxy's way out."""
+        from nanocode.egress.goal import AllowlistedSandbox
+
+        s = self.settings
+        outside = "bridge" if s.network == "none" else s.network
+        return lambda: AllowlistedSandbox(
+            client, config, s.allow_hosts, outside, s.output_cap, self.transcript, self.display.note, bundle
+        )
 
     def run_goal(self, goal: str) -> str:
         """Runs one goal in an executor of its own, which is closed however the goal ends."""

@@ -36,6 +36,11 @@ class SandboxConfig:
     pids: int = 512
     network: str = "none"
     tmpfs_size: str = "1g"
+    # What a network of the goal needs inside (nanocode/egress): its variables, files, names and resolver.
+    environment: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    extra_hosts: dict[str, str] = field(default_factory=dict)
+    dns: list[str] = field(default_factory=list)
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
 
@@ -66,6 +71,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     project = config.project
     mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
     mounts += protect.protected_mounts(project, os.getcwd())
+    mounts += config.mounts
     if folder is not None:
         # Read-only: the runtime connects to a socket there (allowed), and may write nothing to the host.
         mounts.append(Mount(target=channel.CONTAINER_FOLDER, source=folder, type="bind", read_only=True))
@@ -76,7 +82,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         entrypoint="",  # an image's own entrypoint would wrap the runtime
         name=f"nanocode-{goal}",
         labels=owner_labels(goal, project),
-        environment=ENVIRONMENT,
+        environment=ENVIRONMENT | config.environment,
         user=config.user,
         working_dir=project,
         mounts=mounts,
@@ -89,6 +95,8 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=config.pids,
         network_mode=config.network,
+        extra_hosts=config.extra_hosts or None,
+        dns=config.dns or None,
         # Without an init, the runtime as PID 1 ignores SIGTERM and a stop waits 10 s.
         init=True,
         ipc_mode="private",
@@ -147,7 +155,7 @@ def is_stale(container: Listed) -> bool:
 
 
 def prune(client: docker.DockerClient) -> list[str]:
-    """Removes the containers whose owner is gone; returns their names."""
+    """Removes the containers whose owner is gone, then their networks; returns their names."""
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
@@ -159,4 +167,16 @@ def prune(client: docker.DockerClient) -> list[str]:
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
+    return removed + prune_networks(client)
+
+
+def prune_networks(client: docker.DockerClient) -> list[str]:
+    """A goal's network (nanocode/egress) goes once its owner is gone, after its containers."""
+    removed = []
+    for row in client.api.networks(filters={"label": LABEL}):
+        network = Listed(row["Id"], row.get("Name", ""), "", row.get("Labels") or {})
+        if is_stale(network):
+            with contextlib.suppress(DockerException):
+                client.api.remove_network(network.id)
+                removed.append(network.name)
     return removed

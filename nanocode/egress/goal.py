@@ -1,0 +1,254 @@
+"""A goal's allowlisted network: an internal Docker network with no route out, the egress proxy's
+container on it and on the outside, and the sandbox on it alone, reaching nothing but the proxy."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+from nanocode.egress import proxy, trust
+from nanocode.egress.audit import Audit
+from nanocode.errors import ConfigError
+from nanocode.interfaces import CommandResult, Recorder
+from nanocode.runtime.client import BOOTSTRAP
+from nanocode.sandbox import container as lifecycle
+from nanocode.sandbox.channel import SocketTransport
+from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.executor import SandboxExecutor
+
+PROXY_SOURCE = Path(proxy.__file__).read_text()
+APT_CONF = str(Path(__file__).with_name("apt.conf"))
+APT_INSIDE = "/etc/nanocode/apt.conf"
+# The proxy's name inside: an entry in the sandbox's /etc/hosts, since there is no DNS there.
+NAME = "nanocode-egress"
+URL = f"http://{NAME}:{proxy.PORT}"
+NO_PROXY = "localhost,127.0.0.1"
+# What points the usual tools at the proxy inside: the common variables, and the settings of the
+# tools that read their own.
+PROXY_ENVIRONMENT = {
+    "HTTP_PROXY": URL,
+    "HTTPS_PROXY": URL,
+    "http_proxy": URL,
+    "https_proxy": URL,
+    "NO_PROXY": NO_PROXY,
+    "no_proxy": NO_PROXY,
+    "PIP_PROXY": URL,
+    "npm_config_proxy": URL,
+    "npm_config_https_proxy": URL,
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "http.proxy",
+    "GIT_CONFIG_VALUE_0": URL,
+    "APT_CONFIG": APT_INSIDE,
+}
+# The proxy's own limits: it copies bytes, one thread a connection.
+PROXY_MEMORY = "256m"
+PROXY_PIDS = 256
+START_TIMEOUT = 30.0
+
+
+def host_proxy(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The host's own proxy settings, which the egress proxy goes out through."""
+    found = {
+        scheme: environ.get(f"{scheme}_proxy") or environ.get(f"{scheme.upper()}_PROXY") or ""
+        for scheme in ("http", "https")
+    }
+    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    return {"host_proxy": {k: v for k, v in found.items() if v}, "no_proxy": no_proxy.split(",")}
+
+
+class GoalNetwork:
+    """The network and the proxy of one goal. Made on creation; close() removes both and returns
+    the sum of what went through."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        config: SandboxConfig,
+        rules: list[str],
+        outside: str,
+        recorder: Recorder,
+        bundle: str | None = None,
+    ):
+        self.docker = client
+        self.rules = rules
+        self.audit = Audit(recorder)
+        self.id = uuid.uuid4().hex[:12]
+        self.name = f"nanocode-net-{self.id}"
+        self.proxy_name = f"nanocode-proxy-{self.id}"
+        self.ready = threading.Event()
+        self.transport: SocketTransport | None = None
+        self.address = ""
+        try:
+            self._start(config, outside, bundle)
+        except BaseException:
+            self.close()  # an interrupt or a refusal halfway must leave nothing behind
+            raise
+
+    def _start(self, config: SandboxConfig, outside: str, bundle: str | None) -> None:
+        labels = lifecycle.owner_labels(self.id, config.project)
+        try:
+            self.docker.api.create_network(self.name, driver="bridge", internal=True, labels=labels)
+            self._create_proxy(config.image, outside, labels, bundle)
+            self.docker.api.connect_container_to_network(self.proxy_name, self.name, aliases=[NAME])
+            params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            self.transport = SocketTransport(self.docker.api.attach_socket(self.proxy_name, params=params))
+            self.docker.api.start(self.proxy_name)
+            settings = {"allow": self.rules, "port": proxy.PORT, **host_proxy()}
+            self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(settings).encode() + b"\n")
+            networks = self.docker.api.inspect_container(self.proxy_name)["NetworkSettings"]["Networks"]
+            self.address = networks[self.name]["IPAddress"]
+        except ImageNotFound:
+            raise ConfigError(f"the sandbox image {config.image} is not present") from None
+        except (DockerException, OSError, KeyError) as exc:
+            raise ConfigError(f"cannot start the egress proxy on network {outside}: {_first_line(exc)}") from None
+        threading.Thread(target=self._listen, name="nanocode-egress-audit", daemon=True).start()
+
+    def _create_proxy(self, image: str, outside: str, labels: dict[str, str], bundle: str | None) -> None:
+        mounts = [trust.mount(bundle)] if bundle else []
+        self.docker.api.create_container(
+            image,
+            command=BOOTSTRAP,
+            entrypoint="",
+            name=self.proxy_name,
+            labels=labels,
+            environment={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+            | (trust.environment() if bundle else {}),
+            user="65534:65534",
+            working_dir="/",
+            stdin_open=True,
+            host_config=self.docker.api.create_host_config(
+                network_mode=outside,
+                mounts=mounts,
+                read_only=True,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                mem_limit=PROXY_MEMORY,
+                memswap_limit=PROXY_MEMORY,
+                nano_cpus=10**9,
+                pids_limit=PROXY_PIDS,
+                init=True,
+                ipc_mode="private",
+            ),
+        )
+
+    def _listen(self) -> None:
+        """Reads what the proxy tells, a JSON line at a time, until its stream ends."""
+        assert self.transport is not None
+        buffer = b""
+        while True:
+            try:
+                chunk = self.transport.recv(3600.0)
+            except TimeoutError:
+                continue
+            except Exception:
+                return  # closed, however it ended
+            if not chunk:
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self._told(line)
+            buffer = buffer[-65536:]
+
+    def _told(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        if event.get("ready"):
+            self.ready.set()
+        elif "connection" in event:
+            self.audit.add(event["connection"])
+
+    def wait_ready(self) -> None:
+        if not self.ready.wait(START_TIMEOUT):
+            detail = bytes(self.transport.stderr).decode(errors="replace").strip() if self.transport else ""
+            raise ConfigError(f"the egress proxy did not start: {detail or 'no answer'}")
+
+    def confine(self, config: SandboxConfig) -> SandboxConfig:
+        """The sandbox's settings on this network: the proxy by name, no DNS, the tools pointed at it."""
+        return dataclasses.replace(
+            config,
+            network=self.name,
+            environment=config.environment | PROXY_ENVIRONMENT,
+            mounts=[*config.mounts, Mount(target=APT_INSIDE, source=APT_CONF, type="bind", read_only=True)],
+            extra_hosts={NAME: self.address},
+            # Docker's resolver inside would pass other names on: it is sent to the proxy's address,
+            # where nothing answers DNS, so a query fails at once and goes nowhere.
+            dns=[self.address] if self.address else [],
+        )
+
+    def close(self) -> str:
+        if self.transport is not None:
+            with contextlib.suppress(OSError):
+                self.transport.sock.shutdown(socket.SHUT_RDWR)
+            self.transport.close()
+        with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
+            lifecycle.remove(self.docker, self.proxy_name)
+        with contextlib.suppress(NotFound), contextlib.suppress(Exception):
+            self.docker.api.remove_network(self.name)
+        return self.audit.summary()
+
+
+class AllowlistedSandbox:
+    """The executor of a goal on an allowlist: the sandbox on the goal's network, whose only way
+    out is the proxy. close() removes the sandbox, then the proxy and the network."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        config: SandboxConfig,
+        rules: list[str],
+        outside: str,
+        output_cap: int,
+        recorder: Recorder,
+        note: Callable[[str], None],
+        bundle: str | None = None,
+    ):
+        self.note = note
+        self.recorder = recorder
+        self.network = GoalNetwork(client, config, rules, outside, recorder, bundle)
+        try:
+            self.sandbox = SandboxExecutor(client, self.network.confine(config), output_cap, note)
+        except BaseException:
+            self.network.close()
+            raise
+        try:
+            self.network.wait_ready()  # it got ready while the sandbox started
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        return self.sandbox.run(command, timeout)
+
+    def read_file(self, path: str) -> str:
+        return self.sandbox.read_file(path)
+
+    def write_file(self, path: str, content: str) -> None:
+        self.sandbox.write_file(path, content)
+
+    def close(self) -> None:
+        try:
+            self.sandbox.close()
+        finally:
+            summary = self.network.close()
+            self.recorder.record("network_summary", summary=summary)
+            self.note(summary)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
