@@ -50,6 +50,11 @@ PROXY_ENVIRONMENT = {
     "GIT_CONFIG_VALUE_0": URL,
     "APT_CONFIG": APT_INSIDE,
 }
+# An internal network still gives the host an address on it, where every service of the host bound
+# to 0.0.0.0 answers: the bridge gets none.
+NETWORK_OPTIONS = {"com.docker.network.bridge.inhibit_ipv4": "true"}
+# Mounted over the sandbox's resolver settings: no name server, so a look-up fails at once.
+RESOLV_CONF = str(Path(__file__).with_name("resolv.conf"))
 # The proxy's own limits: it copies bytes, one thread a connection.
 PROXY_MEMORY = "256m"
 PROXY_PIDS = 256
@@ -97,7 +102,9 @@ class GoalNetwork:
     def _start(self, config: SandboxConfig, outside: str, bundle: str | None) -> None:
         labels = lifecycle.owner_labels(self.id, config.project)
         try:
-            self.docker.api.create_network(self.name, driver="bridge", internal=True, labels=labels)
+            self.docker.api.create_network(
+                self.name, driver="bridge", internal=True, labels=labels, options=NETWORK_OPTIONS
+            )
             self._create_proxy(config.image, outside, labels, bundle)
             self.docker.api.connect_container_to_network(self.proxy_name, self.name, aliases=[NAME])
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
@@ -183,10 +190,14 @@ class GoalNetwork:
             config,
             network=self.name,
             environment=config.environment | PROXY_ENVIRONMENT,
-            mounts=[*config.mounts, Mount(target=APT_INSIDE, source=APT_CONF, type="bind", read_only=True)],
+            mounts=[
+                *config.mounts,
+                Mount(target=APT_INSIDE, source=APT_CONF, type="bind", read_only=True),
+                Mount(target="/etc/resolv.conf", source=RESOLV_CONF, type="bind", read_only=True),
+            ],
             extra_hosts={NAME: self.address},
-            # Docker's resolver inside would pass other names on: it is sent to the proxy's address,
-            # where nothing answers DNS, so a query fails at once and goes nowhere.
+            # Docker's resolver (127.0.0.11) still answers a client that asks it directly: what it
+            # would pass on goes to the proxy's address, where nothing answers DNS.
             dns=[self.address] if self.address else [],
         )
 
