@@ -365,10 +365,10 @@ def main():
     proxy = Proxy(settings)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", settings.get("port", PORT)))
+    listener.bind((settings.get("bind", "0.0.0.0"), settings.get("port", PORT)))
     listener.listen(128)
     threading.Thread(target=proxy.serve, args=(listener,), daemon=True).start()
-    proxy.tell({"ready": True, "pid": os.getpid()})
+    proxy.tell({"ready": True, "pid": os.getpid(), "port": listener.getsockname()[1]})
     while sys.stdin.buffer.read(CHUNK):
         pass  # nothing more is said; the end of stdin is nanocode gone
     os._exit(0)
