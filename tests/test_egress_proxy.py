@@ -131,7 +131,11 @@ class Running:
         self.process.stdin.close()
         lines = self.process.stdout.read().splitlines()
         self.process.wait(10)
-        return [json.loads(line)["connection"] for line in lines]
+        told = [json.loads(line) for line in lines]
+        opened = [t["open"] for t in told if "open" in t]
+        records = [t for t in told if "connection" in t]
+        assert sorted(t["number"] for t in records) == opened  # each connection told of, and its end
+        return [t["connection"] for t in records]
 
 
 @pytest.fixture

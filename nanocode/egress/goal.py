@@ -59,6 +59,7 @@ RESOLV_CONF = str(Path(__file__).with_name("resolv.conf"))
 PROXY_MEMORY = "256m"
 PROXY_PIDS = 256
 START_TIMEOUT = 30.0
+DRAIN_SECONDS = 2.0
 
 
 def host_proxy(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -91,6 +92,8 @@ class GoalNetwork:
         self.name = f"nanocode-net-{self.id}"
         self.proxy_name = f"nanocode-proxy-{self.id}"
         self.ready = threading.Event()
+        self.open: set[int] = set()  # connections the proxy told of, whose record is still to come
+        self.quiet = threading.Condition()
         self.transport: SocketTransport | None = None
         self.address = ""
         try:
@@ -176,8 +179,14 @@ class GoalNetwork:
             return
         if event.get("ready"):
             self.ready.set()
+        elif isinstance(event.get("open"), int):
+            with self.quiet:
+                self.open.add(event["open"])
         elif "connection" in event:
             self.audit.add(event["connection"])
+            with self.quiet:
+                self.open.discard(event.get("number"))
+                self.quiet.notify_all()
 
     def wait_ready(self) -> None:
         if not self.ready.wait(START_TIMEOUT):
@@ -202,6 +211,8 @@ class GoalNetwork:
         )
 
     def close(self) -> str:
+        with self.quiet:  # the sandbox is gone, so its connections end: their records are on the way
+            self.quiet.wait_for(lambda: not self.open, timeout=DRAIN_SECONDS)
         if self.transport is not None:
             with contextlib.suppress(OSError):
                 self.transport.sock.shutdown(socket.SHUT_RDWR)

@@ -267,6 +267,9 @@ class Proxy:
             if url:
                 self.host_proxies[scheme] = HostProxy(url, settings.get("no_proxy", []))
         self.lock = threading.Lock()
+        self.opened = 0
+        self.active = set()
+        self.idle = threading.Condition(self.lock)
 
     def tell(self, event):
         line = json.dumps(event).encode() + b"\n"
@@ -274,7 +277,15 @@ class Proxy:
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
 
-    def handle(self, client):
+    def handle(self, client, number):
+        try:
+            self.connection(client, number)
+        finally:
+            with self.lock:
+                self.active.discard(number)
+                self.idle.notify_all()
+
+    def connection(self, client, number):
         started = time.time()
         clock = time.monotonic()
         record = {"host": "", "port": 0, "method": "", "allowed": False, "rule": "", "sent": 0, "received": 0}
@@ -301,7 +312,7 @@ class Proxy:
                     sock.close()
         record["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         record["seconds"] = round(time.monotonic() - clock, 4)
-        self.tell({"connection": record})
+        self.tell({"connection": record, "number": number})
 
     def open(self, client, record):
         """Reads the request, checks it against the rules, and connects where it goes."""
@@ -349,11 +360,26 @@ class Proxy:
     def serve(self, listener):
         while True:
             client, _ = listener.accept()
+            with self.lock:
+                self.opened += 1
+                number = self.opened
+                self.active.add(number)
+            # Told before anything else of it, so that nanocode waits for its record at the end.
+            self.tell({"open": number})
             try:
-                threading.Thread(target=self.handle, args=(client,), daemon=True).start()
+                threading.Thread(target=self.handle, args=(client, number), daemon=True).start()
             except RuntimeError:  # no thread to be had under the process limit
                 reply(client, 503, "Service Unavailable", "nanocode egress: too many connections at once")
                 client.close()
+                with self.lock:
+                    self.active.discard(number)
+
+    def drain(self, seconds):
+        """Waits a little for the connections still open to end and be told."""
+        deadline = time.monotonic() + seconds
+        with self.lock:
+            while self.active and time.monotonic() < deadline:
+                self.idle.wait(deadline - time.monotonic())
 
 
 def where(record):
@@ -371,6 +397,7 @@ def main():
     proxy.tell({"ready": True, "pid": os.getpid(), "port": listener.getsockname()[1]})
     while sys.stdin.buffer.read(CHUNK):
         pass  # nothing more is said; the end of stdin is nanocode gone
+    proxy.drain(2.0)
     os._exit(0)
 
 
