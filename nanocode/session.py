@@ -179,8 +179,9 @@ class Session:
     def _allowlisted(self, client: Any, config: Any, bundle: str | None) -> Callable[[], Executor]:
         """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
         --network names the proxy's way out."""
-        from nanocode.egress.goal import AllowlistedSandbox
+        from nanocode.egress.goal import AllowlistedSandbox, remove_orphan_files
 
+        remove_orphan_files(client)
         s = self.settings
         outside = "bridge" if s.network == "none" else s.network
         return lambda: AllowlistedSandbox(

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import os
 import socket
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,6 +61,8 @@ RESOLV_CONF = str(Path(__file__).with_name("resolv.conf"))
 PROXY_MEMORY = "256m"
 PROXY_PIDS = 256
 START_TIMEOUT = 30.0
+# The sandbox's /etc/hosts on the host, in the temporary folder: this prefix, the goal's network id.
+HOSTS_PREFIX = "nanocode-hosts-"
 DRAIN_SECONDS = 2.0
 
 
@@ -95,20 +99,48 @@ class GoalNetwork:
         self.open: set[int] = set()  # connections the proxy told of, whose record is still to come
         self.quiet = threading.Condition()
         self.transport: SocketTransport | None = None
-        self.address = ""
+        self.address = ""  # the proxy's, on the goal's network
+        self.gateway = ""  # the network's, which nothing holds
+        self.hosts = (
+            ""  # the sandbox's /etc/hosts, a file of ours so that it can be made before the proxy's address is known
+        )
+        self.starting: threading.Thread | None = None
+        self.failure = ""
+        labels = lifecycle.owner_labels(self.id, config.project)
         try:
-            self._start(config, outside, bundle)
+            self._create_network(labels)
+            self.starting = threading.Thread(
+                target=self._start_proxy, args=(config.image, outside, labels, bundle), name="nanocode-egress-start"
+            )
+            self.starting.start()  # while the sandbox starts
         except BaseException:
             self.close()  # an interrupt or a refusal halfway must leave nothing behind
             raise
 
-    def _start(self, config: SandboxConfig, outside: str, bundle: str | None) -> None:
-        labels = lifecycle.owner_labels(self.id, config.project)
+    def _create_network(self, labels: dict[str, str]) -> None:
         try:
             self.docker.api.create_network(
                 self.name, driver="bridge", internal=True, labels=labels, options=NETWORK_OPTIONS
             )
-            self._create_proxy(config.image, outside, labels, bundle)
+            self.gateway = self.docker.api.inspect_network(self.name)["IPAM"]["Config"][0]["Gateway"]
+        except (DockerException, KeyError, IndexError, TypeError) as exc:
+            raise ConfigError(f"cannot create the goal's network: {_first_line(exc)}") from None
+        descriptor, self.hosts = tempfile.mkstemp(prefix=f"{HOSTS_PREFIX}{self.id}-")
+        os.close(descriptor)
+        os.chmod(self.hosts, 0o644)
+        self._write_hosts()
+
+    def _write_hosts(self) -> None:
+        """In place: the sandbox's mount holds on to the file, not its name."""
+        proxy_line = f"{self.address}\t{NAME}\n" if self.address else ""
+        with open(self.hosts, "w") as file:
+            file.write(
+                f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tsandbox\n{proxy_line}"
+            )
+
+    def _start_proxy(self, image: str, outside: str, labels: dict[str, str], bundle: str | None) -> None:
+        try:
+            self._create_proxy(image, outside, labels, bundle)
             self.docker.api.connect_container_to_network(self.proxy_name, self.name, aliases=[NAME])
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             self.transport = SocketTransport(self.docker.api.attach_socket(self.proxy_name, params=params))
@@ -117,10 +149,13 @@ class GoalNetwork:
             self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(settings).encode() + b"\n")
             networks = self.docker.api.inspect_container(self.proxy_name)["NetworkSettings"]["Networks"]
             self.address = networks[self.name]["IPAddress"]
+            self._write_hosts()
         except ImageNotFound:
-            raise ConfigError(f"the sandbox image {config.image} is not present") from None
+            self.failure = f"the sandbox image {image} is not present"
+            return
         except (DockerException, OSError, KeyError) as exc:
-            raise ConfigError(f"cannot start the egress proxy on network {outside}: {_first_line(exc)}") from None
+            self.failure = f"cannot start the egress proxy on network {outside}: {_first_line(exc)}"
+            return
         threading.Thread(target=self._listen, name="nanocode-egress-audit", daemon=True).start()
 
     def _create_proxy(self, image: str, outside: str, labels: dict[str, str], bundle: str | None) -> None:
@@ -189,6 +224,11 @@ class GoalNetwork:
                 self.quiet.notify_all()
 
     def wait_ready(self) -> None:
+        """Waits for the proxy's start, which went on while the sandbox started, and for the proxy to listen."""
+        if self.starting is not None:
+            self.starting.join()
+        if self.failure:
+            raise ConfigError(self.failure)
         if not self.ready.wait(START_TIMEOUT):
             detail = bytes(self.transport.stderr).decode(errors="replace").strip() if self.transport else ""
             raise ConfigError(f"the egress proxy did not start: {detail or 'no answer'}")
@@ -203,14 +243,16 @@ class GoalNetwork:
                 *config.mounts,
                 Mount(target=APT_INSIDE, source=APT_CONF, type="bind", read_only=True),
                 Mount(target="/etc/resolv.conf", source=RESOLV_CONF, type="bind", read_only=True),
+                Mount(target="/etc/hosts", source=self.hosts, type="bind", read_only=True),
             ],
-            extra_hosts={NAME: self.address},
             # Docker's resolver (127.0.0.11) still answers a client that asks it directly: what it
-            # would pass on goes to the proxy's address, where nothing answers DNS.
-            dns=[self.address] if self.address else [],
+            # would pass on goes to the network's gateway address, which nothing holds.
+            dns=[self.gateway],
         )
 
     def close(self) -> str:
+        if self.starting is not None:
+            self.starting.join(START_TIMEOUT)  # what it makes is removed below
         with self.quiet:  # the sandbox is gone, so its connections end: their records are on the way
             self.quiet.wait_for(lambda: not self.open, timeout=DRAIN_SECONDS)
         if self.transport is not None:
@@ -221,6 +263,9 @@ class GoalNetwork:
             lifecycle.remove(self.docker, self.proxy_name)
         with contextlib.suppress(NotFound), contextlib.suppress(Exception):
             self.docker.api.remove_network(self.name)
+        if self.hosts:
+            with contextlib.suppress(OSError):
+                os.unlink(self.hosts)
         return self.audit.summary()
 
 
@@ -274,3 +319,18 @@ class AllowlistedSandbox:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def remove_orphan_files(client: docker.DockerClient, older_than: float = 600.0) -> None:
+    """The /etc/hosts files of goals whose network is gone (nanocode killed), once old enough that
+    no goal can still be starting with them."""
+    try:
+        live = {row.get("Name", "") for row in client.api.networks(filters={"label": lifecycle.LABEL})}
+    except DockerException:
+        return
+    for path in Path(tempfile.gettempdir()).glob(f"{HOSTS_PREFIX}*"):
+        goal = path.name[len(HOSTS_PREFIX) :].split("-")[0]
+        with contextlib.suppress(OSError):
+            stale = f"nanocode-net-{goal}" not in live and time.time() - path.lstat().st_mtime > older_than
+            if stale and path.is_file() and not path.is_symlink():
+                path.unlink()
