@@ -258,6 +258,7 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
         f"curl -sS --noproxy '*' https://web.example.test/; echo exit=$?; "
         f"curl -sS --noproxy '*' -m 20 http://{world.address}/; echo exit=$?",
         "python3 dns.py web.example.test; python3 dns.py pypi.org; getent hosts pypi.org; echo exit=$?",
+        "apt-config dump Acquire; git config --get http.proxy; echo $PIP_PROXY $npm_config_https_proxy $NO_PROXY",
     ]
     api.add(*[tools(call("shell", {"command": command})) for command in commands], message(f"{MARKER} done"))
     transcript = tmp_path / "t.jsonl"
@@ -286,6 +287,9 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
     assert all(line.startswith("no answer") or line.endswith("answers 0") for line in dns[:2]), dns
     assert dns[2] == "exit=2"  # getent: not found
 
+    url = "http://nanocode-egress:3128"
+    assert f'Acquire::http::Proxy "{url}";' in results[8] and f'Acquire::https::Proxy "{url}";' in results[8]
+    assert results[8].endswith(f"{url}\n{url} {url} localhost,127.0.0.1\n")
     system = api.requests[0]["messages"][0]["content"]
     assert "reaches only these hosts: web.example.test, pkgs.example.test, *.code.example.test" in system
     entries = [json.loads(line) for line in transcript.read_text().splitlines()]

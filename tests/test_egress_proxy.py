@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from nanocode.egress import allowlist, trust
 from nanocode.egress.audit import Audit
@@ -204,3 +206,43 @@ def test_the_proxy_goes_out_through_the_hosts_proxy(origin: ThreadingHTTPServer)
         ("CONNECT", "127.0.0.1", True),
     ]
     assert [(t["method"], t["host"], t["allowed"]) for t in upstream.told()] == [("CONNECT", "127.0.0.1", True)]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--allow-host", "pypi.org"], "--allow-host works in the sandbox only"),
+        (["--sandbox", "--allow-host", "@rust"], "--allow-host @rust: no such preset"),
+        (["--sandbox", "--allow-host", "a.*.org"], "--allow-host a.*.org: a wildcard goes only at the start"),
+        (["--sandbox", "--allow-host", "pypi.org:https"], "--allow-host pypi.org:https: not a port: 'https'"),
+    ],
+)
+def test_bad_allowlists_are_one_line_and_exit_3(args: list[str], words: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCODE_")} | {"OPENROUTER_API_KEY": "sk-test"}
+    done = subprocess.run(
+        [sys.executable, "-m", "nanocode", "-p", "g", "--project", str(tmp_path), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3 and done.stderr.startswith(f"nanocode: {words}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_the_allowlist_variable_takes_a_comma_separated_list(tmp_path: Path) -> None:
+    from nanocode.cli.app import cli
+
+    seen: dict[str, Any] = {}
+
+    @cli.command("show-options")
+    @click.pass_obj
+    def show(options: dict[str, Any]) -> None:
+        seen.update(options)
+
+    try:
+        runner = CliRunner(env={"NANOCODE_ALLOW_HOSTS": "@python, example.org,*.x.org"})
+        assert runner.invoke(cli, ["show-options"]).exit_code == 0
+    finally:
+        cli.commands.pop("show-options")
+    assert allowlist.expand(seen["allow_hosts"]) == ["pypi.org", "files.pythonhosted.org", "example.org", "*.x.org"]

@@ -67,7 +67,7 @@ def split_host_port(text, default=None):
     if not port:
         return host.lower().rstrip("."), default
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("bad port in %r" % text)
+        raise ValueError("not a port: %r" % port)
     return host.lower().rstrip("."), int(port)
 
 
@@ -78,9 +78,9 @@ class Rule:
     def __init__(self, text: str) -> None:
         host, port = split_host_port(text)
         if not host or " " in host or "/" in host:
-            raise ValueError("not a host: %r" % text)
+            raise ValueError("not a host name or address")
         if "*" in host and host != "*" and not (host.startswith("*.") and "*" not in host[2:]):
-            raise ValueError("a wildcard goes only at the start, as in *.example.org: %r" % text)
+            raise ValueError("a wildcard goes only at the start, as in *.example.org")
         self.text = text.strip()
         self.host = host
         self.ports = (port,) if port else DEFAULT_PORTS
