@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,11 @@ from nanocode.egress import allowlist
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
 from nanocode.transcript import Transcript, default_path
+
+if TYPE_CHECKING:
+    import docker
+
+    from nanocode.sandbox.container import SandboxConfig
 
 MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 
@@ -161,7 +166,7 @@ class Session:
         environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
         return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
 
-    def _trust(self, config: Any) -> str | None:
+    def _trust(self, config: "SandboxConfig") -> str | None:
         """The host's CA bundle, for a sandbox with a network (and its proxy), unless --no-host-ca."""
         s = self.settings
         if not s.host_ca or (s.network == "none" and not s.allow_hosts):
@@ -176,7 +181,9 @@ class Session:
         config.environment.update(trust.environment())
         return bundle
 
-    def _allowlisted(self, client: Any, config: Any, bundle: str | None) -> Callable[[], Executor]:
+    def _allowlisted(
+        self, client: "docker.DockerClient", config: "SandboxConfig", bundle: str | None
+    ) -> Callable[[], Executor]:
         """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
         --network names the proxy's way out."""
         from nanocode.egress.goal import AllowlistedSandbox, remove_orphan_files

@@ -36,10 +36,9 @@ class SandboxConfig:
     pids: int = 512
     network: str = "none"
     tmpfs_size: str = "1g"
-    # What a network of the goal needs inside (nanocode/egress): its variables, files, names and resolver.
+    # What a network of the goal needs inside (nanocode/egress): its variables, files and resolver.
     environment: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
-    extra_hosts: dict[str, str] = field(default_factory=dict)
     dns: list[str] = field(default_factory=list)
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
@@ -95,7 +94,6 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=config.pids,
         network_mode=config.network,
-        extra_hosts=config.extra_hosts or None,
         dns=config.dns or None,
         # Without an init, the runtime as PID 1 ignores SIGTERM and a stop waits 10 s.
         init=True,
