@@ -101,18 +101,22 @@ class GoalNetwork:
         self.transport: SocketTransport | None = None
         self.address = ""  # the proxy's, on the goal's network
         self.gateway = ""  # the network's, which nothing holds
-        self.hosts = (
-            ""  # the sandbox's /etc/hosts, a file of ours so that it can be made before the proxy's address is known
-        )
+        # The sandbox's /etc/hosts: a file of ours, so that the sandbox can start before the proxy has an address.
+        self.hosts = ""
+        self.made = threading.Event()  # the network exists (or could not be made)
         self.starting: threading.Thread | None = None
         self.failure = ""
         labels = lifecycle.owner_labels(self.id, config.project)
         try:
-            self._create_network(labels)
+            # The proxy starts on the outside while the network is made, and joins it while the sandbox starts.
             self.starting = threading.Thread(
                 target=self._start_proxy, args=(config.image, outside, labels, bundle), name="nanocode-egress-start"
             )
-            self.starting.start()  # while the sandbox starts
+            self.starting.start()
+            try:
+                self._create_network(labels)
+            finally:
+                self.made.set()
         except BaseException:
             self.close()  # an interrupt or a refusal halfway must leave nothing behind
             raise
@@ -141,12 +145,15 @@ class GoalNetwork:
     def _start_proxy(self, image: str, outside: str, labels: dict[str, str], bundle: str | None) -> None:
         try:
             self._create_proxy(image, outside, labels, bundle)
-            self.docker.api.connect_container_to_network(self.proxy_name, self.name, aliases=[NAME])
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             self.transport = SocketTransport(self.docker.api.attach_socket(self.proxy_name, params=params))
             self.docker.api.start(self.proxy_name)
             settings = {"allow": self.rules, "port": proxy.PORT, **host_proxy()}
             self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(settings).encode() + b"\n")
+            self.made.wait()
+            if not self.gateway:
+                return  # the network could not be made: said by the one who made it
+            self.docker.api.connect_container_to_network(self.proxy_name, self.name, aliases=[NAME])
             networks = self.docker.api.inspect_container(self.proxy_name)["NetworkSettings"]["Networks"]
             self.address = networks[self.name]["IPAddress"]
             self._write_hosts()
