@@ -1,6 +1,7 @@
 """The allowlist against the real engine: a goal's sandbox on a network of its own, the egress proxy
 its only way out, local HTTP(S) servers with a test CA as the outside world."""
 
+import glob
 import hashlib
 import io
 import json
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import zipfile
@@ -450,3 +452,24 @@ def test_a_sandbox_with_a_network_trusts_what_the_host_trusts(
     assert with_ca[1].startswith("six-"), with_ca[1]
     without = _results(api)[0]
     assert without.endswith("\nunset") and "cannot access '/etc/nanocode'" in without
+
+
+def test_an_interrupt_while_the_network_and_the_proxy_start_leaves_nothing(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    hosts_files = set(glob.glob(os.path.join(tempfile.gettempdir(), "nanocode-hosts-*")))
+    for delay in (0.4, 0.6, 0.8, 1.0, 1.2):
+        api.add(message(f"{MARKER} quick"))
+        process = subprocess.Popen(
+            _nanocode(world, project, "-p", "g"),
+            env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr
+        assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], []), f"left after an interrupt at {delay}s"
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "nanocode-hosts-*"))) <= hosts_files

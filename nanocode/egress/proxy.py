@@ -24,6 +24,7 @@ import time
 PORT = 3128
 DEFAULT_PORTS = (80, 443)
 HEAD_LIMIT = 65536
+HEAD_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 15.0
 CHUNK = 65536
 # Headers that concern the hop to this proxy, never the origin.
@@ -316,7 +317,9 @@ class Proxy:
 
     def open(self, client, record):
         """Reads the request, checks it against the rules, and connects where it goes."""
+        client.settimeout(HEAD_TIMEOUT)  # a client that never finishes its request holds a thread
         data, rest = read_head(client)
+        client.settimeout(None)
         head = Head(data)
         record["method"] = head.method
         if head.method.upper() == "CONNECT":
