@@ -340,6 +340,18 @@ def test_ctrl_c_removes_both_containers_and_the_network(
     containers, networks = _ours(docker_engine, "owner.pid", str(process.pid))
     assert len(containers) == 2 and any(name.startswith("/nanocode-proxy-") for name in containers)
     assert len(networks) == 1
+    net = docker_engine.api.inspect_network(networks[0])
+    assert net["Internal"] is True and net["Options"]["com.docker.network.bridge.inhibit_ipv4"] == "true"
+    for name in containers:
+        info = docker_engine.api.inspect_container(name)
+        host, attached = info["HostConfig"], set(info["NetworkSettings"]["Networks"])
+        assert host["CapDrop"] == ["ALL"] and host["ReadonlyRootfs"] is True
+        assert "no-new-privileges:true" in host["SecurityOpt"] and host["Memory"] and host["PidsLimit"]
+        if name.startswith("/nanocode-proxy-"):
+            assert info["Config"]["User"] == "65534:65534" and host["NanoCpus"] == 10**9
+            assert attached == {networks[0], world.network}
+        else:
+            assert attached == {networks[0]}  # the sandbox: on the goal's network alone
     try:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
