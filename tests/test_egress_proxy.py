@@ -110,6 +110,8 @@ def test_the_host_bundle_is_found(tmp_path: Path) -> None:
 def test_host_proxy_variables() -> None:
     found = host_proxy({"https_proxy": "http://u:p@proxy.corp:3128", "NO_PROXY": "localhost,.corp"})
     assert found == {"host_proxy": {"https": "http://u:p@proxy.corp:3128"}, "no_proxy": ["localhost", ".corp"]}
+    with pytest.raises(ConfigError, match=r"host's http_proxy: only http:// proxies are supported, not https://$"):
+        host_proxy({"HTTP_PROXY": "https://u:secret@proxy.corp"})
 
 
 # The proxy program itself, as a local process on real sockets.

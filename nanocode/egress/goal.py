@@ -73,6 +73,12 @@ def host_proxy(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         for scheme in ("http", "https")
     }
     no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    for scheme, url in found.items():
+        try:
+            if url:
+                proxy.HostProxy(url, [])
+        except ValueError as exc:
+            raise ConfigError(f"the egress proxy cannot go out through the host's {scheme}_proxy: {exc}") from None
     return {"host_proxy": {k: v for k, v in found.items() if v}, "no_proxy": no_proxy.split(",")}
 
 
@@ -90,7 +96,7 @@ class GoalNetwork:
         bundle: str | None = None,
     ):
         self.docker = client
-        self.rules = rules
+        self.settings = {"allow": rules, "port": proxy.PORT, **host_proxy()}
         self.audit = Audit(recorder)
         self.id = uuid.uuid4().hex[:12]
         self.name = f"nanocode-net-{self.id}"
@@ -148,8 +154,7 @@ class GoalNetwork:
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             self.transport = SocketTransport(self.docker.api.attach_socket(self.proxy_name, params=params))
             self.docker.api.start(self.proxy_name)
-            settings = {"allow": self.rules, "port": proxy.PORT, **host_proxy()}
-            self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(settings).encode() + b"\n")
+            self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(self.settings).encode() + b"\n")
             self.made.wait()
             if not self.gateway:
                 return  # the network could not be made: said by the one who made it

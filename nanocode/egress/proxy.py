@@ -172,12 +172,12 @@ def read_head(sock):
 class HostProxy:
     """The host's own HTTP proxy, where its proxy variables name one: this proxy goes out through it."""
 
-    def __init__(self, url, no_proxy):
+    def __init__(self, url: str, no_proxy: "list[str]") -> None:
         scheme, _, rest = url.partition("://")
         if not rest:
             scheme, rest = "http", url
         if scheme.lower() != "http":
-            raise ValueError("only http:// host proxies are supported: %r" % url)
+            raise ValueError("only http:// proxies are supported, not %s://" % scheme)
         authority = rest.split("/", 1)[0]
         credentials, _, address = authority.rpartition("@")
         self.host, self.port = split_host_port(address, 80)
