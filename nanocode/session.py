@@ -149,6 +149,9 @@ class Session:
         client = engine.connect()
         for name in container.prune(client):
             self.display.note(f"removed stale sandbox container {name}")
+        from nanocode.egress.goal import remove_orphan_files
+
+        remove_orphan_files(client)
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
         if engine.is_rootless(client):
@@ -186,9 +189,8 @@ class Session:
     ) -> Callable[[], Executor]:
         """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
         --network names the proxy's way out."""
-        from nanocode.egress.goal import AllowlistedSandbox, remove_orphan_files
+        from nanocode.egress.goal import AllowlistedSandbox
 
-        remove_orphan_files(client)
         s = self.settings
         outside = "bridge" if s.network == "none" else s.network
         return lambda: AllowlistedSandbox(

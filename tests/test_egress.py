@@ -370,6 +370,8 @@ def test_kill_9_leaves_what_the_next_start_removes(
     process.communicate()
     containers, networks = _ours(docker_engine, "owner.pid", str(process.pid))
     assert len(containers) == 2 and len(networks) == 1
+    hosts = os.path.join(tempfile.gettempdir(), f"nanocode-hosts-{networks[0].rsplit('-', 1)[1]}-*")
+    assert len(glob.glob(hosts)) == 1  # the sandbox's /etc/hosts
     api.add(message(f"{MARKER} next goal"))
     done = subprocess.run(
         [sys.executable, "-m", "nanocode", "--sandbox", "-p", "next", "--project", str(project)],
@@ -382,6 +384,7 @@ def test_kill_9_leaves_what_the_next_start_removes(
     # Only the network is sure to be left for this start: on a shared engine, another nanocode's
     # start may have removed the stale containers first.
     assert f"removed stale sandbox container {networks[0]}" in done.stderr
+    assert not glob.glob(hosts)
     assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], [])
 
 

@@ -8,7 +8,6 @@ import os
 import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -333,16 +332,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def remove_orphan_files(client: docker.DockerClient, older_than: float = 600.0) -> None:
-    """The /etc/hosts files of goals whose network is gone (nanocode killed), once old enough that
-    no goal can still be starting with them."""
+def remove_orphan_files(client: docker.DockerClient) -> None:
+    """The /etc/hosts files of goals whose network is gone (nanocode killed). A goal makes its
+    network before its file, so a file found before the networks are listed has its network there."""
+    found = list(Path(tempfile.gettempdir()).glob(f"{HOSTS_PREFIX}*"))
     try:
         live = {row.get("Name", "") for row in client.api.networks(filters={"label": lifecycle.LABEL})}
     except DockerException:
         return
-    for path in Path(tempfile.gettempdir()).glob(f"{HOSTS_PREFIX}*"):
+    for path in found:
         goal = path.name[len(HOSTS_PREFIX) :].split("-")[0]
         with contextlib.suppress(OSError):
-            stale = f"nanocode-net-{goal}" not in live and time.time() - path.lstat().st_mtime > older_than
-            if stale and path.is_file() and not path.is_symlink():
+            if f"nanocode-net-{goal}" not in live and path.is_file() and not path.is_symlink():
                 path.unlink()
