@@ -44,6 +44,11 @@ your new commits on the current branch become commits for the user."""
 
 NETWORK_NONE = "There is no network: nothing can be downloaded or installed from the internet."
 NETWORK_ON = "The network is available (mode {mode}): you may install what you need (pip install --user, venv)."
+NETWORK_ALLOWLIST = """\
+The network reaches only these hosts: {hosts}. Every other host is refused (HTTP 403,
+with the reason). It goes through a proxy that HTTP_PROXY, HTTPS_PROXY and the settings
+of pip, npm, git and apt already point at; there is no DNS, so a tool that ignores the
+proxy settings cannot connect. If you need another host, say so in your answer."""
 
 CONTINUE = """\
 You ended your turn without marking the goal complete. The goal is still:

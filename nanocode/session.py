@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,9 +18,15 @@ from nanocode.agent import Agent
 from nanocode.budget import Limits
 from nanocode.context import Context
 from nanocode.display import QuietDisplay, TerminalDisplay, printable
+from nanocode.egress import allowlist
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
 from nanocode.transcript import Transcript, default_path
+
+if TYPE_CHECKING:
+    import docker
+
+    from nanocode.sandbox.container import SandboxConfig
 
 MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 
@@ -37,6 +43,8 @@ class Settings:
     cpus: float
     pids: int
     network: str
+    allow_hosts: list[str]
+    host_ca: bool
     command_timeout: float
     output_cap: int
     limits: Limits
@@ -77,6 +85,9 @@ class Settings:
                 f"--network {options['network']} would share a namespace with the host or another "
                 "container: use none, bridge, or a network of your own"
             )
+        allow_hosts = allowlist.expand(options["allow_hosts"])
+        if allow_hosts and not options["sandbox"]:
+            raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
         if not MEMORY.match(options["memory"]):
             raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
         if not options["api_key"] and not options["replay"]:
@@ -89,6 +100,7 @@ class Settings:
         for name in ("transcript", "replay"):
             values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
+        values["allow_hosts"] = allow_hosts
         values["limits"] = Limits(
             max_steps=options["max_steps"],
             max_continuations=options["max_continuations"],
@@ -195,6 +207,9 @@ class Session:
         for name in container.prune(client):
             self.display.note(f"removed stale sandbox container {name}")
         workspace.recover(client, self.display.note)
+        from nanocode.egress.goal import remove_orphan_files
+
+        remove_orphan_files(client)
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
         if engine.is_rootless(client):
@@ -203,16 +218,48 @@ class Session:
             client, project, s.workspace, goal, self.display.note, tag, config.user
         )
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
+        bundle = self._trust(config)
+        if s.allow_hosts:
+            network = prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts))
         git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
         environment = prompts.SANDBOX.format(
             image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network, git=git
         )
+        start = self._allowlisted(client, bundle) if s.allow_hosts else None
 
         def open_executor(workspace: Any) -> Executor:
             shared = replace(config, mounts=workspace.mounts)
+            if start is not None:
+                return start(shared)
             return SandboxExecutor(client, shared, s.output_cap, self.display.note)
 
         return open_executor, environment
+
+    def _trust(self, config: "SandboxConfig") -> str | None:
+        """The host's CA bundle, for a sandbox with a network (and its proxy), unless --no-host-ca."""
+        s = self.settings
+        if not s.host_ca or (s.network == "none" and not s.allow_hosts):
+            return None
+        from nanocode.egress import trust
+
+        bundle = trust.host_bundle()
+        if bundle is None:
+            self.display.note("no CA bundle found on the host: the sandbox trusts only its own")
+            return None
+        config.extra_mounts.append(trust.mount(bundle))
+        config.environment.update(trust.environment())
+        return bundle
+
+    def _allowlisted(self, client: "docker.DockerClient", bundle: str | None) -> Callable[["SandboxConfig"], Executor]:
+        """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
+        --network names the proxy's way out."""
+        from nanocode.egress.goal import AllowlistedSandbox
+
+        s = self.settings
+        outside = "bridge" if s.network == "none" else s.network
+        return lambda config: AllowlistedSandbox(
+            client, config, s.allow_hosts, outside, s.output_cap, self.transcript, self.display.note, bundle
+        )
 
     def run_goal(self, goal: str | None) -> str:
         """Runs one goal (None: the one resumed) in an executor of its own, which is closed however it ends."""

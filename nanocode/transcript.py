@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ class Transcript:
     def __init__(self, path: Path):
         self.path = path
         self._started = time.monotonic()
+        self._lock = threading.Lock()  # the egress audit records from a thread of its own
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # A model can send text that is not valid Unicode (lone surrogates): kept, escaped.
@@ -40,11 +42,15 @@ class Transcript:
             "kind": kind,
             **fields,
         }
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._file.flush()
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+                self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._file.close()
 
 
 def _ends_a_line(path: Path) -> bool:

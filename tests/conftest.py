@@ -56,14 +56,22 @@ def sandbox_image(docker_engine) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def no_leftovers(docker_engine, tmp_path):  # type: ignore[no-untyped-def]
-    """Fails the test if it leaves a container behind for a project of its own (and removes it)."""
+    """Fails the test if it leaves a container or a network behind for a project of its own (and removes it)."""
     from nanocode.sandbox.container import ours, remove
 
     yield
     left = [c for c in ours(docker_engine) if c.labels.get("nanocode.project", "").startswith(str(tmp_path))]
     for c in left:
         remove(docker_engine, c.id)
+    networks = [
+        n["Name"]
+        for n in docker_engine.api.networks(filters={"label": "nanocode"})
+        if (n.get("Labels") or {}).get("nanocode.project", "").startswith(str(tmp_path))
+    ]
+    for name in networks:
+        docker_engine.api.remove_network(name)
     assert not left, f"containers left behind: {[c.name for c in left]}"
+    assert not networks, f"networks left behind: {networks}"
 
 
 @pytest.fixture

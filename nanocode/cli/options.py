@@ -70,7 +70,22 @@ GOAL_OPTIONS = [
         "--network",
         envvar="NANOCODE_NETWORK",
         default="none",
-        help="Sandbox network: none, bridge, or a Docker network name.",
+        help="Sandbox network: none, bridge, or a Docker network name (with --allow-host: the proxy's way out).",
+    ),
+    _option(
+        "--allow-host",
+        "allow_hosts",
+        envvar="NANOCODE_ALLOW_HOSTS",
+        multiple=True,
+        metavar="HOST",
+        help="Let the sandbox reach only this host, through a proxy: a name, *.domain, host:port, or a preset "
+        "(@python, @npm, @debian, @github). Repeatable; the variable takes a comma-separated list.",
+    ),
+    _option(
+        "--host-ca/--no-host-ca",
+        envvar="NANOCODE_HOST_CA",
+        default=True,
+        help="Trust the host's CA bundle inside a sandbox with a network.",
     ),
     _option(
         "--command-timeout",

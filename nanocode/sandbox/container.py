@@ -3,6 +3,7 @@
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,10 @@ class SandboxConfig:
     pids: int = 512
     network: str = "none"
     tmpfs_size: str = "1g"
+    # What a network of the goal needs inside (nanocode/egress): its variables, files and resolver.
+    environment: dict[str, str] = field(default_factory=dict)
+    extra_mounts: list[Mount] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
     # How the project is shared, from its workspace; None: bind-mounted, with protect's mounts.
@@ -71,6 +76,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     else:
         mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
         mounts += protect.protected_mounts(project, os.getcwd())
+    mounts += config.extra_mounts
     if folder is not None:
         # Read-only: the runtime connects to a socket there (allowed), and may write nothing to the host.
         mounts.append(Mount(target=channel.CONTAINER_FOLDER, source=folder, type="bind", read_only=True))
@@ -81,7 +87,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         entrypoint="",  # an image's own entrypoint would wrap the runtime
         name=f"nanocode-{goal}",
         labels=owner_labels(goal, project),
-        environment=ENVIRONMENT,
+        environment=ENVIRONMENT | config.environment,
         user=config.user,
         working_dir=project,
         mounts=mounts,
@@ -94,6 +100,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=config.pids,
         network_mode=config.network,
+        dns=config.dns or None,
         # Without an init, the runtime as PID 1 ignores SIGTERM and a stop waits 10 s.
         init=True,
         ipc_mode="private",
@@ -152,7 +159,7 @@ def is_stale(container: Listed) -> bool:
 
 
 def prune(client: docker.DockerClient) -> list[str]:
-    """Removes the containers whose owner is gone; returns their names."""
+    """Removes the containers whose owner is gone, then their networks; returns their names."""
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
@@ -164,21 +171,31 @@ def prune(client: docker.DockerClient) -> list[str]:
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
-    return removed + prune_volumes(client)
+    return removed + prune_networks(client) + prune_volumes(client)
 
 
 def prune_volumes(client: docker.DockerClient) -> list[str]:
     """Removes the volumes (workspace layers) whose owner is gone; returns their names."""
-    removed: list[str] = []
     try:
         rows = client.api.volumes(filters={"label": LABEL}).get("Volumes") or []
     except DockerException:
-        return removed
-    for row in rows:
-        if is_stale(Listed(row["Name"], row["Name"], "", row.get("Labels") or {})):
-            try:
-                client.api.remove_volume(row["Name"], force=True)
-            except DockerException:
-                continue
-            removed.append(row["Name"])
+        return []
+    listed = [Listed(row["Name"], row["Name"], "", row.get("Labels") or {}) for row in rows]
+    return _remove_stale(listed, lambda name: client.api.remove_volume(name, force=True))
+
+
+def prune_networks(client: docker.DockerClient) -> list[str]:
+    """A goal's network (nanocode/egress) goes once its owner is gone, after its containers."""
+    rows = client.api.networks(filters={"label": LABEL})
+    listed = [Listed(row["Id"], row.get("Name", ""), "", row.get("Labels") or {}) for row in rows]
+    return _remove_stale(listed, client.api.remove_network)
+
+
+def _remove_stale(listed: list[Listed], remove: Callable[[str], object]) -> list[str]:
+    removed = []
+    for item in listed:
+        if is_stale(item):
+            with contextlib.suppress(DockerException):
+                remove(item.id)
+                removed.append(item.name)
     return removed

@@ -1,0 +1,490 @@
+"""The allowlist against the real engine: a goal's sandbox on a network of its own, the egress proxy
+its only way out, local HTTP(S) servers with a test CA as the outside world."""
+
+import glob
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanocode.prompts import MARKER
+from nanocode.sandbox import container as lifecycle
+from tests.scripted_api import ScriptedAPI, call, message, tools
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+# The outside world's names: the proxy reaches them by these aliases on the test's network.
+ALLOWED = ["web.example.test", "pkgs.example.test", "*.code.example.test"]
+SERVER = r"""
+import functools, http.server, ssl, sys, threading
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/srv/www")
+handler.func.log_message = lambda *args: None
+plain = http.server.ThreadingHTTPServer(("0.0.0.0", 80), handler)
+tls = http.server.ThreadingHTTPServer(("0.0.0.0", 443), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("/srv/tls/server.crt", "/srv/tls/server.key")
+tls.socket = context.wrap_socket(tls.socket, server_side=True)
+threading.Thread(target=plain.serve_forever, daemon=True).start()
+print("serving", flush=True)
+tls.serve_forever()
+"""
+
+
+@dataclass
+class World:
+    network: str
+    address: str  # the server's, on the test's network
+    ca: Path
+
+
+def _openssl(folder: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+
+def _certificates(folder: Path) -> None:
+    """A test CA and a server certificate it signed, for every name of the outside world."""
+    folder.mkdir()
+    ca = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    _openssl(
+        folder,
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        *ca,
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    (folder / "server.ext").write_text(
+        "subjectAltName=DNS:*.example.test,DNS:*.code.example.test\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    _openssl(
+        folder,
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=web",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    _openssl(
+        folder,
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    )
+    os.chmod(folder / "server.key", 0o644)  # read by the server's container
+
+
+def _wheel(folder: Path) -> None:
+    """A PEP 503 index with one tiny wheel."""
+    data = io.BytesIO()
+    files = {
+        "tiny.py": "VALUE = 42\n",
+        "tiny-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: tiny\nVersion: 0.1\n",
+        "tiny-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(data, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+        wheel.writestr("tiny-0.1.dist-info/RECORD", "".join(f"{name},,\n" for name in [*files, "RECORD"]))
+    name = "tiny-0.1-py3-none-any.whl"
+    (folder / "packages").mkdir(parents=True)
+    (folder / "packages" / name).write_bytes(data.getvalue())
+    (folder / "simple" / "tiny").mkdir(parents=True)
+    digest = hashlib.sha256(data.getvalue()).hexdigest()
+    (folder / "simple" / "tiny" / "index.html").write_text(
+        f'<html><body><a href="../../packages/{name}#sha256={digest}">{name}</a></body></html>\n'
+    )
+
+
+def _repository(folder: Path) -> None:
+    """A bare git repository served as files (git's dumb HTTP)."""
+    work = folder.parent / "work"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q", str(work)], check=True)
+    (work / "README").write_text("cloned through the proxy\n")
+    subprocess.run([*git, "-C", str(work), "add", "README"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "first"], check=True)
+    subprocess.run([*git, "clone", "-q", "--bare", str(work), str(folder / "repo.git")], check=True)
+    subprocess.run(["git", "-C", str(folder / "repo.git"), "update-server-info"], check=True)
+
+
+@pytest.fixture(scope="module")
+def world(docker_engine: Any, sandbox_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One server (HTTP on 80, HTTPS on 443) with every name of the outside world, on a network of the test's."""
+    root = tmp_path_factory.mktemp("world")
+    _certificates(root / "tls")
+    www = root / "www"
+    www.mkdir()
+    (www / "hello.txt").write_text("hello from outside\n")
+    _wheel(www)
+    _repository(www)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o755 if path.is_dir() else path.stat().st_mode | 0o644)
+    network = f"nanocode-egress-test-{uuid.uuid4().hex[:8]}"
+    docker_engine.api.create_network(network, driver="bridge")
+    server = None
+    try:
+        aliases = ["web.example.test", "pkgs.example.test", "git.code.example.test", "denied.example.test"]
+        api = docker_engine.api
+        server = api.create_container(
+            sandbox_image,
+            ["python3", "-c", SERVER],
+            entrypoint="",
+            name=f"{network}-server",
+            user="0:0",
+            host_config=api.create_host_config(
+                network_mode=network, binds=[f"{www}:/srv/www:ro", f"{root / 'tls'}:/srv/tls:ro"]
+            ),
+            networking_config=api.create_networking_config({network: api.create_endpoint_config(aliases=aliases)}),
+        )["Id"]
+        api.start(server)
+        deadline = time.monotonic() + 30
+        while b"serving" not in api.logs(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = api.inspect_container(server)["NetworkSettings"]["Networks"][network]["IPAddress"]
+        yield World(network, address, root / "tls" / "ca.crt")
+    finally:
+        if server is not None:
+            lifecycle.remove(docker_engine, server)
+        docker_engine.api.remove_network(network)
+
+
+def _env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE"))}
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env.pop(name, None)
+    return env | {
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "OPENROUTER_API_KEY": "sk-test",
+        "INFERENCE_BASE_URL": api.url,
+        **extra,
+    }
+
+
+def _nanocode(world: World, project: Path, *args: str) -> list[str]:
+    hosts = [arg for host in ALLOWED for arg in ("--allow-host", host)]
+    return [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--project",
+        str(project),
+        "--network",
+        world.network,
+        *hosts,
+        *args,
+    ]
+
+
+def _ours(docker_engine: Any, key: str, value: str) -> tuple[list[str], list[str]]:
+    """The containers and networks of nanocode's with this label (owner.pid, project)."""
+    label = f"nanocode.{key}={value}"
+    containers = [c["Names"][0] for c in docker_engine.api.containers(all=True, filters={"label": label})]
+    networks = [n["Name"] for n in docker_engine.api.networks(filters={"label": label})]
+    return containers, networks
+
+
+def _results(api: ScriptedAPI) -> list[str]:
+    return [m["content"] for m in api.requests[-1]["messages"] if m["role"] == "tool"]
+
+
+# A DNS query for a name, sent straight to Docker's resolver: what comes back, if anything.
+DNS_QUERY = r"""
+import socket, struct, sys
+name = sys.argv[1]
+query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+try:
+    s.sendto(query, ("127.0.0.11", 53))
+    reply = s.recv(512)
+    print("rcode", reply[3] & 15, "answers", struct.unpack(">H", reply[6:8])[0])
+except OSError as exc:
+    print("no answer:", type(exc).__name__)
+"""
+
+
+def test_allowed_hosts_answer_and_nothing_else_gets_out(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    (project / "dns.py").write_text(DNS_QUERY)
+    commands = [
+        "curl -sS https://web.example.test/hello.txt && curl -sS http://web.example.test/hello.txt",
+        "pip download tiny --no-deps -q --index-url https://pkgs.example.test/simple -d /tmp/dl && ls /tmp/dl",
+        "git clone -q https://git.code.example.test/repo.git /tmp/clone && cat /tmp/clone/README",
+        "curl -sS http://denied.example.test/hello.txt; curl -sS https://denied.example.test/hello.txt; echo exit=$?",
+        "curl -sS http://web.example.test:8080/; echo",
+        f"curl -sS http://{world.address}/hello.txt",
+        f"curl -sS --noproxy '*' https://web.example.test/; echo exit=$?; "
+        f"curl -sS --noproxy '*' -m 20 http://{world.address}/; echo exit=$?",
+        "python3 dns.py web.example.test; python3 dns.py pypi.org; getent hosts pypi.org; echo exit=$?",
+        "apt-config dump Acquire; git config --get http.proxy; echo $PIP_PROXY $npm_config_https_proxy $NO_PROXY",
+    ]
+    api.add(*[tools(call("shell", {"command": command})) for command in commands], message(f"{MARKER} done"))
+    transcript = tmp_path / "t.jsonl"
+    done = subprocess.run(
+        _nanocode(world, project, "-p", "g", "--transcript", str(transcript)),
+        env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    results = _results(api)
+    assert results[0] == "hello from outside\nhello from outside\n"
+    assert results[1] == "tiny-0.1-py3-none-any.whl\n"
+    assert results[2] == "cloned through the proxy\n"
+    refused = results[3]
+    assert "refused by rule not-allowed: denied.example.test is not on the allowlist" in refused
+    assert "exit=56" in refused and "CONNECT tunnel failed, response 403" in refused
+    assert "refused by rule port: web.example.test is allowed on port 80, 443 only" in results[4]
+    assert f"refused by rule ip-address: {world.address} is an IP address" in results[5]
+    # Past the proxy: no name resolves, no address has a route.
+    noproxy = results[6]
+    assert noproxy.startswith("exit=6\nexit=7\n"), noproxy
+    assert "Could not resolve host: web.example.test" in noproxy and "Failed to connect" in noproxy
+    dns = results[7].splitlines()
+    assert all(line.startswith("no answer") or line.endswith("answers 0") for line in dns[:2]), dns
+    assert dns[2] == "exit=2"  # getent: not found
+
+    url = "http://nanocode-egress:3128"
+    assert f'Acquire::http::Proxy "{url}";' in results[8] and f'Acquire::https::Proxy "{url}";' in results[8]
+    assert results[8].endswith(f"{url}\n{url} {url} localhost,127.0.0.1\n")
+    system = api.requests[0]["messages"][0]["content"]
+    assert "reaches only these hosts: web.example.test, pkgs.example.test, *.code.example.test" in system
+    entries = [json.loads(line) for line in transcript.read_text().splitlines()]
+    network = [e for e in entries if e["kind"] == "network"]
+    allowed = {(e["host"], e["method"]) for e in network if e["allowed"]}
+    assert {("web.example.test", "CONNECT"), ("web.example.test", "GET"), ("pkgs.example.test", "CONNECT")} <= allowed
+    assert ("git.code.example.test", "CONNECT") in allowed
+    assert all(e["received"] > 0 and e["rule"] in ALLOWED for e in network if e["allowed"])
+    refusals = {(e["host"], e["rule"]) for e in network if not e["allowed"]}
+    assert refusals == {
+        ("denied.example.test", "not-allowed"),
+        ("web.example.test", "port"),
+        (world.address, "ip-address"),
+    }
+    summary = [e["summary"] for e in entries if e["kind"] == "network_summary"]
+    hosts = ", ".join(sorted(["denied.example.test", "web.example.test", world.address]))
+    assert len(summary) == 1 and summary[0].endswith(f"connections to 3 hosts allowed, 4 refused: {hosts}")
+    assert summary[0] in done.stderr
+    assert _ours(docker_engine, "project", str(project)) == ([], [])
+
+
+def _start_sleeping_goal(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> subprocess.Popen[str]:
+    """A nanocode on an allowlist whose goal is inside a long command in its sandbox."""
+    api.add(tools(call("shell", {"command": "sleep 300"})))
+    process = subprocess.Popen(
+        _nanocode(world, project, "-p", "g"),
+        env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (len(api.requests) == 1 and len(_ours(docker_engine, "owner.pid", str(process.pid))[0]) == 2):
+        assert time.monotonic() < deadline and process.poll() is None, "the goal did not start"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return process
+
+
+def test_ctrl_c_removes_both_containers_and_the_network(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    process = _start_sleeping_goal(docker_engine, world, api, project, tmp_path)
+    containers, networks = _ours(docker_engine, "owner.pid", str(process.pid))
+    assert len(containers) == 2 and any(name.startswith("/nanocode-proxy-") for name in containers)
+    assert len(networks) == 1
+    net = docker_engine.api.inspect_network(networks[0])
+    assert net["Internal"] is True and net["Options"]["com.docker.network.bridge.inhibit_ipv4"] == "true"
+    for name in containers:
+        info = docker_engine.api.inspect_container(name)
+        host, attached = info["HostConfig"], set(info["NetworkSettings"]["Networks"])
+        assert host["CapDrop"] == ["ALL"] and host["ReadonlyRootfs"] is True
+        assert "no-new-privileges:true" in host["SecurityOpt"] and host["Memory"] and host["PidsLimit"]
+        if name.startswith("/nanocode-proxy-"):
+            assert info["Config"]["User"] == "65534:65534" and host["NanoCpus"] == 10**9
+            assert attached == {networks[0], world.network}
+        else:
+            assert attached == {networks[0]}  # the sandbox: on the goal's network alone
+    try:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "network: no connections" in stderr
+    assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], [])
+
+
+def test_kill_9_leaves_what_the_next_start_removes(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    process = _start_sleeping_goal(docker_engine, world, api, project, tmp_path)
+    process.kill()
+    process.communicate()
+    containers, networks = _ours(docker_engine, "owner.pid", str(process.pid))
+    assert len(containers) == 2 and len(networks) == 1
+    hosts = os.path.join(tempfile.gettempdir(), f"nanocode-hosts-{networks[0].rsplit('-', 1)[1]}-*")
+    assert len(glob.glob(hosts)) == 1  # the sandbox's /etc/hosts
+    api.add(message(f"{MARKER} next goal"))
+    done = subprocess.run(
+        [sys.executable, "-m", "nanocode", "--sandbox", "-p", "next", "--project", str(project)],
+        env=_env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    # Only the network is sure to be left for this start: on a shared engine, another nanocode's
+    # start may have removed the stale containers first.
+    assert f"removed stale sandbox container {networks[0]}" in done.stderr
+    assert not glob.glob(hosts)
+    assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], [])
+
+
+# Through the real network of this machine, whose outbound HTTPS may pass a TLS-inspecting proxy
+# that only the host's trust store knows.
+
+
+def test_pip_through_the_allowlist_with_the_hosts_trust_store(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add(
+        tools(call("shell", {"command": "pip download six --no-deps -q -d /tmp/dl && ls /tmp/dl"})),
+        message(f"{MARKER} done"),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nanocode",
+            "--sandbox",
+            "-p",
+            "g",
+            "--project",
+            str(project),
+            "--allow-host",
+            "@python",
+            "--network",
+            world.network,
+        ],
+        env=_env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _results(api)[0].startswith("six-") and _results(api)[0].endswith(".whl\n"), _results(api)[0]
+    assert "hosts allowed, none refused" in done.stderr
+
+
+def test_a_sandbox_with_a_network_trusts_what_the_host_trusts(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    show = "echo $SSL_CERT_FILE $PIP_CERT $GIT_SSL_CAINFO; cmp /etc/nanocode/ca-certificates.crt {bundle} && echo same"
+    from nanocode.egress import trust
+
+    bundle = trust.host_bundle()
+    assert bundle is not None
+    (project / "bundle.crt").write_bytes(Path(bundle).read_bytes())
+    api.add(
+        tools(call("shell", {"command": show.format(bundle="bundle.crt")})),
+        tools(call("shell", {"command": "pip download six --no-deps -q -d /tmp/dl && ls /tmp/dl"})),
+        message(f"{MARKER} done"),
+        tools(call("shell", {"command": "echo ${SSL_CERT_FILE:-unset}; ls /etc/nanocode"})),
+        message(f"{MARKER} done"),
+    )
+    for extra in ([], ["--no-host-ca"]):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nanocode",
+                "--sandbox",
+                "-p",
+                "g",
+                "--project",
+                str(project),
+                "--network",
+                world.network,
+                *extra,
+            ],
+            env=_env(tmp_path, api),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr
+    with_ca = [m["content"] for m in api.requests[2]["messages"] if m["role"] == "tool"]
+    inside = "/etc/nanocode/ca-certificates.crt"
+    assert with_ca[0] == f"{inside} {inside} {inside}\nsame\n"
+    assert with_ca[1].startswith("six-"), with_ca[1]
+    without = _results(api)[0]
+    assert without.endswith("\nunset") and "cannot access '/etc/nanocode'" in without
+
+
+def test_an_interrupt_while_the_network_and_the_proxy_start_leaves_nothing(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    hosts_files = set(glob.glob(os.path.join(tempfile.gettempdir(), "nanocode-hosts-*")))
+    for delay in (0.4, 0.6, 0.8, 1.0, 1.2):
+        api.add(message(f"{MARKER} quick"))
+        process = subprocess.Popen(
+            _nanocode(world, project, "-p", "g"),
+            env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr
+        assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], []), f"left after an interrupt at {delay}s"
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "nanocode-hosts-*"))) <= hosts_files
