@@ -22,7 +22,7 @@ import pytest
 
 from nanocode.prompts import MARKER
 from nanocode.sandbox import container as lifecycle
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -226,7 +226,7 @@ def _ours(docker_engine: Any, key: str, value: str) -> tuple[list[str], list[str
 
 
 def _results(api: ScriptedAPI) -> list[str]:
-    return [m["content"] for m in api.requests[-1]["messages"] if m["role"] == "tool"]
+    return [text(m) for m in api.requests[-1]["messages"] if m["role"] == "tool"]
 
 
 # A DNS query for a name, sent straight to Docker's resolver: what comes back, if anything.
@@ -292,7 +292,7 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
     url = "http://nanocode-egress:3128"
     assert f'Acquire::http::Proxy "{url}";' in results[8] and f'Acquire::https::Proxy "{url}";' in results[8]
     assert results[8].endswith(f"{url}\n{url} {url} localhost,127.0.0.1\n")
-    system = api.requests[0]["messages"][0]["content"]
+    system = text(api.requests[0]["messages"][0])
     assert "reaches only these hosts: web.example.test, pkgs.example.test, *.code.example.test" in system
     entries = [json.loads(line) for line in transcript.read_text().splitlines()]
     network = [e for e in entries if e["kind"] == "network"]
@@ -461,7 +461,7 @@ def test_a_sandbox_with_a_network_trusts_what_the_host_trusts(
             timeout=240,
         )
         assert done.returncode == 0, done.stderr
-    with_ca = [m["content"] for m in api.requests[2]["messages"] if m["role"] == "tool"]
+    with_ca = [text(m) for m in api.requests[2]["messages"] if m["role"] == "tool"]
     inside = "/etc/nanocode/ca-certificates.crt"
     assert with_ca[0] == f"{inside} {inside} {inside}\nsame\n"
     assert with_ca[1].startswith("six-"), with_ca[1]
