@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from nanocode.display import QuietDisplay, TerminalDisplay, printable
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
 from nanocode.transcript import Transcript, default_path
+
+if TYPE_CHECKING:
+    from nanocode.sandbox.isolation import Isolation
 
 MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 
@@ -35,6 +38,8 @@ class Settings:
     cpus: float
     pids: int
     network: str
+    runtime: str | None
+    require_isolation: list[str]
     command_timeout: float
     output_cap: int
     limits: Limits
@@ -72,6 +77,9 @@ class Settings:
         for name in ("transcript", "replay"):
             values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
+        values["require_isolation"] = sorted(
+            set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
+        )
         values["limits"] = Limits(
             max_steps=options["max_steps"],
             max_continuations=options["max_continuations"],
@@ -135,15 +143,30 @@ class Session:
         from nanocode.sandbox.executor import SandboxExecutor
 
         client = engine.connect()
+        facts = engine.facts(client)
+        engine.check_runtime(facts, s.runtime)
         for name in container.prune(client):
             self.display.note(f"removed stale sandbox container {name}")
         tag = s.image or image.ensure_image(client, self.display.note)
-        config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
-        if engine.is_rootless(client):
+        config = SandboxConfig(
+            project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network, runtime=s.runtime
+        )
+        if facts.rootless:
             config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
         network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
-        environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
-        return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
+        limits = prompts.limits(s.memory, s.cpus, s.pids, facts.unenforced)
+        environment = prompts.SANDBOX.format(image=tag, limits=limits, network=network)
+        return (
+            lambda: SandboxExecutor(
+                client, config, s.output_cap, self.display.note, facts, s.require_isolation, self._isolation
+            ),
+            environment,
+        )
+
+    def _isolation(self, isolation: "Isolation") -> None:
+        """Said at the start of each sandbox, and kept in the transcript."""
+        self.display.note(isolation.line())
+        self.transcript.record("isolation", **isolation.record())
 
     def run_goal(self, goal: str) -> str:
         """Runs one goal in an executor of its own, which is closed however the goal ends."""

@@ -66,7 +66,7 @@ def test_hardened_labelled_container_exists_for_the_goal_only(
     host = info["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
     assert host["ReadonlyRootfs"] is True
-    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert "no-new-privileges=true" in host["SecurityOpt"]
     assert (host["Memory"], host["MemorySwap"]) == (2 * 1024**3, 2 * 1024**3)
     assert host["NanoCpus"] == 2 * 10**9
     assert host["PidsLimit"] == 512

@@ -1,14 +1,14 @@
 """A sandbox container's lifecycle: start it hardened and labelled, remove it, find the stale ones."""
 
-import contextlib
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import Mount
 
@@ -36,6 +36,7 @@ class SandboxConfig:
     pids: int = 512
     network: str = "none"
     tmpfs_size: str = "1g"
+    runtime: str | None = None  # the engine's OCI runtime by name (runc, runsc); None: its default
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
 
@@ -83,12 +84,13 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         tmpfs={"/tmp": tmpfs_options, HOME: tmpfs_options},
         read_only=True,
         cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
+        security_opt=["no-new-privileges=true"],
         mem_limit=config.memory,
         memswap_limit=config.memory,
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=config.pids,
         network_mode=config.network,
+        runtime=config.runtime,
         # Without an init, the runtime as PID 1 ignores SIGTERM and a stop waits 10 s.
         init=True,
         ipc_mode="private",
@@ -98,10 +100,30 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     )
 
 
+# Podman refuses a forced removal that meets the container's own exit ("container state improper"),
+# and both engines one already under way ("removal in progress"): the removal is tried again.
+RACES = ("state improper", "removal of container", "already in progress", "is being removed")
+REMOVE_PATIENCE = 10.0
+
+
 def remove(client: docker.DockerClient, container: str) -> None:
-    """Removes a container, by id or name, with its anonymous volumes."""
-    with contextlib.suppress(NotFound):  # already gone is what was wanted
-        client.api.remove_container(container, force=True, v=True)
+    """Removes a container, by id or name, with its anonymous volumes (raises DockerException)."""
+    deadline = time.monotonic() + REMOVE_PATIENCE
+    while True:
+        try:
+            client.api.remove_container(container, force=True, v=True)
+            return
+        except NotFound:
+            return  # already gone is what was wanted
+        except APIError as exc:
+            if not _raced(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def _raced(exc: APIError) -> bool:
+    text = f"{exc.explanation or ''} {exc}".lower()
+    return any(race in text for race in RACES)
 
 
 @dataclass
