@@ -18,3 +18,11 @@ def docker_client():  # type: ignore[no-untyped-def]
         if os.environ.get("NANOCODE_REQUIRE_DOCKER") == "1":
             pytest.fail(f"Docker is required here (NANOCODE_REQUIRE_DOCKER=1): {exc}")
         pytest.skip(f"{REASON}: {exc}")
+
+
+def skip_on_podman(client, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """Marks, with its reason, what Podman 4.3 cannot be put through (a skip shown in the summary)."""
+    from nanocode.sandbox import engine
+
+    if engine.libpod_info(client):
+        pytest.skip(f"Podman 4.3: {reason}")

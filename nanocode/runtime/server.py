@@ -233,8 +233,9 @@ done
 BASH_BOOTSTRAP = ". /dev/fd/3"
 # Without bash, each command gets a new shell, with its directory and command as arguments.
 SH_BOOTSTRAP = 'cd -- "$1" || exit 127; eval "$2"'
-# Python ignores these; a command must meet them as any program would.
-DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# Python ignores SIGPIPE and SIGXFSZ, and an engine's init may hand the runtime others ignored
+# (SIGQUIT under Podman): a command must meet every signal as any program would.
+DEFAULT_SIGNALS = tuple(s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
 # How long a shell may take to take its input, or the runtime's socket to connect.
 SHELL_PATIENCE = 5.0
 # How long the shell server may take to fork a shell (it answers in a millisecond when well;

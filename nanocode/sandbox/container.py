@@ -74,7 +74,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     return client.containers.create(
         config.image,
         command=BOOTSTRAP,
-        entrypoint="",  # an image's own entrypoint would wrap the runtime
+        entrypoint=[""],  # an image's own entrypoint would wrap the runtime (Podman keeps it for [])
         name=f"nanocode-{goal}",
         labels=owner_labels(goal, project),
         environment=ENVIRONMENT,
