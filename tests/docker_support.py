@@ -26,3 +26,14 @@ def skip_on_podman(client, reason: str) -> None:  # type: ignore[no-untyped-def]
 
     if engine.libpod_info(client):
         pytest.skip(f"Podman 4.3: {reason}")
+
+
+def gvisor_runtime(client) -> str:  # type: ignore[no-untyped-def]
+    """runsc, where the engine has it registered as the README says (CI sets NANOCODE_TEST_GVISOR=1)."""
+    from nanocode.sandbox import engine
+
+    if os.environ.get("NANOCODE_TEST_GVISOR") != "1":
+        pytest.skip("gVisor: set NANOCODE_TEST_GVISOR=1 where runsc is registered with the engine (see README)")
+    if "runsc" not in engine.facts(client).runtimes:
+        pytest.fail("NANOCODE_TEST_GVISOR=1, but the engine has no runtime named runsc")
+    return "runsc"

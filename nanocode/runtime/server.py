@@ -330,6 +330,8 @@ class Shell:
 
 def new_shell(cwd, command):
     """A new shell for one command, given its directory and command as arguments."""
+    if SHELL.endswith("bash"):
+        return new_bash(cwd, command)
     shell = Shell()
     try:
         argv = [SHELL, "-c", SH_BOOTSTRAP, "sh", cwd, command.replace("\0", "")]
@@ -337,6 +339,26 @@ def new_shell(cwd, command):
     except BaseException:
         shell.close()
         raise
+    return shell
+
+
+def new_bash(cwd, command):
+    """A new bash that reads its script from a pipe, as forked shells do: a command line holds
+    no more than 128 KiB, and a command may be longer (the only way without a subreaper)."""
+    script = script_for(cwd, command)
+    shell = Shell()
+    script_r, script_w = os.pipe()
+    try:
+        try:
+            shell.started(spawn([SHELL, "-c", BASH_BOOTSTRAP], {1: shell.out_w, 2: shell.err_w, 3: script_r}))
+        finally:
+            close_all((script_r,))
+        write_all(script_w, script, "the shell")
+    except BaseException:
+        shell.discard()
+        raise
+    finally:
+        close_all((script_w,))
     return shell
 
 
