@@ -145,7 +145,7 @@ class Session:
         client = engine.connect()
         facts = engine.facts(client)
         engine.check_runtime(facts, s.runtime)
-        for name in container.prune(client):
+        for name in container.prune(client, self.display.note):
             self.display.note(f"removed stale sandbox container {name}")
         tag = s.image or image.ensure_image(client, self.display.note)
         config = SandboxConfig(

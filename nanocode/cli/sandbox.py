@@ -41,7 +41,7 @@ def sandbox_prune() -> None:
     """Remove the containers whose nanocode process is gone."""
     from nanocode.sandbox import container, engine
 
-    removed = container.prune(engine.connect())
+    removed = container.prune(engine.connect(), lambda line: click.echo(line, err=True))
     for name in removed:
         click.echo(name)
     click.echo(f"removed {len(removed)} stale container(s)", err=True)

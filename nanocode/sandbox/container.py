@@ -3,6 +3,7 @@
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from docker.types import Mount
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
 from nanocode.runtime.server import proc_stat
 from nanocode.sandbox import channel, protect
+from nanocode.sandbox.engine import first_line
 
 LABEL = "nanocode"
 HOME = "/home/sandbox"
@@ -168,8 +170,8 @@ def is_stale(container: Listed) -> bool:
     return bool(started) and Path(f"/proc/{pid}").exists() and process_start(pid) != started
 
 
-def prune(client: docker.DockerClient) -> list[str]:
-    """Removes the containers whose owner is gone; returns their names."""
+def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
+    """Removes the containers whose owner is gone; returns their names, and warns of those that stay."""
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
@@ -177,7 +179,8 @@ def prune(client: docker.DockerClient) -> list[str]:
         if is_stale(container):
             try:
                 remove(client, container.id)
-            except DockerException:
+            except DockerException as exc:
+                warn(f"warning: the stale sandbox container {container.name} was not removed: {first_line(exc)}")
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
