@@ -350,7 +350,7 @@ def new_bash(cwd, command):
     script_r, script_w = os.pipe()
     try:
         try:
-            shell.started(spawn([SHELL, "-c", BASH_BOOTSTRAP], {1: shell.out_w, 2: shell.err_w, 3: script_r}))
+            shell.started(spawn([SHELL, "-c", BASH_BOOTSTRAP, "sh"], {1: shell.out_w, 2: shell.err_w, 3: script_r}))
         finally:
             close_all((script_r,))
         write_all(script_w, script, "the shell")
