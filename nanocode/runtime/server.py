@@ -430,13 +430,15 @@ class ShellServer:
 
     def holds_pipes(self, shell, pid):
         """The process said on the notify pipe (anything in the sandbox can write there) holds this
-        shell's output pipes as its stdout and stderr, as the shell does until its command comes."""
+        shell's stderr and script pipes as its fds 2 and 3, as the shell does until its command
+        comes. Not fd 1: bash's `echo ... >&4` that says the pid points fd 1 at the notify pipe
+        until the echo returns, and the runtime may look in between."""
         if pid in (os.getpid(), self.pid):
             return False
         try:
             return all(
                 os.stat("/proc/%d/fd/%d" % (pid, fd)).st_ino == os.fstat(mine).st_ino
-                for fd, mine in ((1, shell.out_r), (2, shell.err_r))
+                for fd, mine in ((2, shell.err_r), (3, shell.script_w))
             )
         except OSError:
             return False
