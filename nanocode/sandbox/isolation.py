@@ -52,12 +52,13 @@ def observe(facts: Facts, inspected: dict[str, Any], limits: str, fallbacks: lis
     runtime = str(host.get("Runtime") or facts.default_runtime)
     if runtime == "oci":  # Podman's inspect names no runtime
         runtime = facts.default_runtime
+    gvisor = is_gvisor(facts, runtime)
     return Isolation(
         runtime=runtime,
-        gvisor=is_gvisor(facts, runtime),
+        gvisor=gvisor,
         rootless=facts.rootless,
         userns=_userns(facts, host),
-        seccomp=_seccomp(facts, host),
+        seccomp=_seccomp(facts, host) + (" (gVisor applies it only with --oci-seccomp)" if gvisor else ""),
         mac=_mac(inspected),
         limits=limits,
         unenforced=list(facts.unenforced),
