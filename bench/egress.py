@@ -65,7 +65,15 @@ def _world(bench: Any) -> str:
 
 
 def _allowlisted(bench: Any, config: Any, network: str) -> AllowlistedSandbox:
-    return AllowlistedSandbox(bench.client, config, [HOST], network, OUTPUT_CAP, Discard(), lambda text: None)
+    return AllowlistedSandbox(
+        bench.client,
+        config,
+        [HOST],
+        network,
+        lambda confined: SandboxExecutor(bench.client, confined, OUTPUT_CAP),
+        Discard(),
+        lambda text: None,
+    )
 
 
 def download(bench: Any, config: Any, network: str) -> None:

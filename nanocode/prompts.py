@@ -31,7 +31,21 @@ Commands run in a disposable Linux container (image {image}) as an unprivileged 
 Only the project directory is shared with the user; anything else you change
 (installed packages, files in your home or /tmp) is gone when the goal ends.
 {git} .env files read as empty.
-Limits: memory {memory}, {cpus:g} CPUs, at most {pids} processes. {network}"""
+{limits} {network}"""
+
+LIMITS_NOT_ENFORCED = "This engine does not enforce the {names} limit{s}: take care not to exhaust the machine."
+
+
+def limits(memory: str, cpus: float, pids: int, unenforced: list[str]) -> str:
+    """The limits as they really are: those the engine does not enforce are not claimed."""
+    claimed = {"memory": f"memory {memory}", "CPU": f"{cpus:g} CPUs", "processes": f"at most {pids} processes"}
+    held = [text for name, text in claimed.items() if name not in unenforced]
+    text = f"Limits: {', '.join(held)}." if held else ""
+    if unenforced:
+        names = ", ".join(unenforced)
+        text += (" " if text else "") + LIMITS_NOT_ENFORCED.format(names=names, s="s" if len(unenforced) > 1 else "")
+    return text
+
 
 GIT_BIND = """\
 The project is the user's live folder. Every .git in it is read-only: git status,

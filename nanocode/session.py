@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import docker
 
     from nanocode.sandbox.container import SandboxConfig
+    from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.sandbox.isolation import Isolation
 
 MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 
@@ -45,6 +47,8 @@ class Settings:
     network: str
     allow_hosts: list[str]
     host_ca: bool
+    runtime: str | None
+    require_isolation: list[str]
     command_timeout: float
     output_cap: int
     limits: Limits
@@ -101,6 +105,9 @@ class Settings:
             values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
         values["allow_hosts"] = allow_hosts
+        values["require_isolation"] = sorted(
+            set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
+        )
         values["limits"] = Limits(
             max_steps=options["max_steps"],
             max_continuations=options["max_continuations"],
@@ -204,15 +211,19 @@ class Session:
         from nanocode.workspace import workspace
 
         client = engine.connect()
-        for name in container.prune(client):
+        facts = engine.facts(client)
+        engine.check_runtime(facts, s.runtime)
+        for name in container.prune(client, self.display.note):
             self.display.note(f"removed stale sandbox container {name}")
         workspace.recover(client, self.display.note)
         from nanocode.egress.goal import remove_orphan_files
 
         remove_orphan_files(client)
         tag = s.image or image.ensure_image(client, self.display.note)
-        config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
-        if engine.is_rootless(client):
+        config = SandboxConfig(
+            project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network, runtime=s.runtime
+        )
+        if facts.rootless:
             config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
         self.workspaces = lambda goal: workspace.open_workspace(
             client, project, s.workspace, goal, self.display.note, tag, config.user
@@ -222,18 +233,25 @@ class Session:
         if s.allow_hosts:
             network = prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts))
         git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
-        environment = prompts.SANDBOX.format(
-            image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network, git=git
-        )
-        start = self._allowlisted(client, bundle) if s.allow_hosts else None
+        limits = prompts.limits(s.memory, s.cpus, s.pids, facts.unenforced)
+        environment = prompts.SANDBOX.format(image=tag, limits=limits, network=network, git=git)
+
+        def sandbox(config: SandboxConfig) -> SandboxExecutor:
+            return SandboxExecutor(
+                client, config, s.output_cap, self.display.note, facts, s.require_isolation, self._isolation
+            )
+
+        start = self._allowlisted(client, bundle, sandbox) if s.allow_hosts else sandbox
 
         def open_executor(workspace: Any) -> Executor:
-            shared = replace(config, mounts=workspace.mounts)
-            if start is not None:
-                return start(shared)
-            return SandboxExecutor(client, shared, s.output_cap, self.display.note)
+            return start(replace(config, mounts=workspace.mounts))
 
         return open_executor, environment
+
+    def _isolation(self, isolation: "Isolation") -> None:
+        """Said at the start of each sandbox, and kept in the transcript."""
+        self.display.note(isolation.line())
+        self.transcript.record("isolation", **isolation.record())
 
     def _trust(self, config: "SandboxConfig") -> str | None:
         """The host's CA bundle, for a sandbox with a network (and its proxy), unless --no-host-ca."""
@@ -250,7 +268,12 @@ class Session:
         config.environment.update(trust.environment())
         return bundle
 
-    def _allowlisted(self, client: "docker.DockerClient", bundle: str | None) -> Callable[["SandboxConfig"], Executor]:
+    def _allowlisted(
+        self,
+        client: "docker.DockerClient",
+        bundle: str | None,
+        sandbox: Callable[["SandboxConfig"], "SandboxExecutor"],
+    ) -> Callable[["SandboxConfig"], Executor]:
         """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
         --network names the proxy's way out."""
         from nanocode.egress.goal import AllowlistedSandbox
@@ -258,7 +281,7 @@ class Session:
         s = self.settings
         outside = "bridge" if s.network == "none" else s.network
         return lambda config: AllowlistedSandbox(
-            client, config, s.allow_hosts, outside, s.output_cap, self.transcript, self.display.note, bundle
+            client, config, s.allow_hosts, outside, sandbox, self.transcript, self.display.note, bundle
         )
 
     def run_goal(self, goal: str | None) -> str:

@@ -18,3 +18,22 @@ def docker_client():  # type: ignore[no-untyped-def]
         if os.environ.get("NANOCODE_REQUIRE_DOCKER") == "1":
             pytest.fail(f"Docker is required here (NANOCODE_REQUIRE_DOCKER=1): {exc}")
         pytest.skip(f"{REASON}: {exc}")
+
+
+def skip_on_podman(client, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """Marks, with its reason, what Podman 4.3 cannot be put through (a skip shown in the summary)."""
+    from nanocode.sandbox import engine
+
+    if engine.libpod_info(client):
+        pytest.skip(f"Podman 4.3: {reason}")
+
+
+def gvisor_runtime(client) -> str:  # type: ignore[no-untyped-def]
+    """runsc, where the engine has it registered as the README says (CI sets NANOCODE_TEST_GVISOR=1)."""
+    from nanocode.sandbox import engine
+
+    if os.environ.get("NANOCODE_TEST_GVISOR") != "1":
+        pytest.skip("gVisor: set NANOCODE_TEST_GVISOR=1 where runsc is registered with the engine (see README)")
+    if "runsc" not in engine.facts(client).runtimes:
+        pytest.fail("NANOCODE_TEST_GVISOR=1, but the engine has no runtime named runsc")
+    return "runsc"

@@ -88,6 +88,24 @@ GOAL_OPTIONS = [
         help="Trust the host's CA bundle inside a sandbox with a network.",
     ),
     _option(
+        "--runtime",
+        envvar="NANOCODE_RUNTIME",
+        help="The engine's OCI runtime for the sandbox (runsc for gVisor).  [default: the engine's]",
+    ),
+    _option(
+        "--require-isolation",
+        envvar="NANOCODE_REQUIRE_ISOLATION",
+        type=click.Choice(["gvisor", "rootless", "limits"]),
+        multiple=True,
+        help="Refuse a goal whose sandbox is not this (repeatable): gvisor, rootless, limits enforced.",
+    ),
+    _option(
+        "--require-limits",
+        envvar="NANOCODE_REQUIRE_LIMITS",
+        is_flag=True,
+        help="Refuse an engine that would not enforce the memory, CPU and process limits.",
+    ),
+    _option(
         "--command-timeout",
         envvar="NANOCODE_COMMAND_TIMEOUT",
         type=click.FloatRange(min=0.1),

@@ -43,7 +43,7 @@ def sandbox_prune() -> None:
     from nanocode.workspace import workspace
 
     client = engine.connect()
-    removed = container.prune(client)
+    removed = container.prune(client, lambda line: click.echo(line, err=True))
     workspace.recover(client, lambda text: click.echo(text, err=True))
     for name in removed:
         click.echo(name)

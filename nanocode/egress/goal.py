@@ -290,7 +290,7 @@ class AllowlistedSandbox:
         config: SandboxConfig,
         rules: list[str],
         outside: str,
-        output_cap: int,
+        open_sandbox: Callable[[SandboxConfig], SandboxExecutor],
         recorder: Recorder,
         note: Callable[[str], None],
         bundle: str | None = None,
@@ -299,7 +299,7 @@ class AllowlistedSandbox:
         self.recorder = recorder
         self.network = GoalNetwork(client, config, rules, outside, recorder, bundle)
         try:
-            self.sandbox = SandboxExecutor(client, self.network.confine(config), output_cap, note)
+            self.sandbox = open_sandbox(self.network.confine(config))
         except BaseException:
             self.network.close()
             raise

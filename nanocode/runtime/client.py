@@ -65,6 +65,7 @@ class RuntimeClient:
         hello = self._read_line(time.monotonic() + start_timeout)
         if hello.get("hello") != "nanocode-runtime":
             raise ChannelClosed(f"unexpected greeting from the runtime: {hello!r}")
+        self.hello = hello  # with what the runtime does without, where its kernel lacks something
 
     def _read_line(self, deadline: float) -> dict[str, Any]:
         while b"\n" not in self._buffer:

@@ -160,11 +160,32 @@ def kill_tree(root: int) -> None:
         pass
 
 
+# What this kernel (or gVisor's, which has neither) lacks, said in the hello: without a
+# subreaper, orphans go to init, each command's shell is the runtime's own child (no shells
+# forked ahead: those reach the runtime as orphans), and a timeout finds a command's processes
+# by its session and by the pipes they hold; without pidfds, the shell's exit is polled.
+FALLBACKS = []
+
+
 def become_subreaper():
+    """True when the kernel made the runtime a child subreaper (prctl fails with EINVAL under gVisor)."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
+            return True
     except (OSError, AttributeError):
-        pass  # not Linux: orphans go to init, and a timeout finds those that hold the output
+        pass  # not Linux
+    FALLBACKS.append("no child subreaper (%s)" % os.strerror(ctypes.get_errno() or 22))
+    return False
+
+
+def check_pidfds():
+    """pidfd_open fails with ENOSYS on kernels before 5.3 and under gVisor."""
+    fd = open_pidfd(os.getpid())
+    if fd is None:
+        FALLBACKS.append("no pidfd_open: a command's exit is polled")
+    else:
+        os.close(fd)
 
 
 def own_children():
@@ -212,8 +233,9 @@ done
 BASH_BOOTSTRAP = ". /dev/fd/3"
 # Without bash, each command gets a new shell, with its directory and command as arguments.
 SH_BOOTSTRAP = 'cd -- "$1" || exit 127; eval "$2"'
-# Python ignores these; a command must meet them as any program would.
-DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# Python ignores SIGPIPE and SIGXFSZ, and an engine's init may hand the runtime others ignored
+# (SIGQUIT under Podman): a command must meet every signal as any program would.
+DEFAULT_SIGNALS = tuple(s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
 # How long a shell may take to take its input, or the runtime's socket to connect.
 SHELL_PATIENCE = 5.0
 # How long the shell server may take to fork a shell (it answers in a millisecond when well;
@@ -308,6 +330,8 @@ class Shell:
 
 def new_shell(cwd, command):
     """A new shell for one command, given its directory and command as arguments."""
+    if SHELL.endswith("bash"):
+        return new_bash(cwd, command)
     shell = Shell()
     try:
         argv = [SHELL, "-c", SH_BOOTSTRAP, "sh", cwd, command.replace("\0", "")]
@@ -315,6 +339,26 @@ def new_shell(cwd, command):
     except BaseException:
         shell.close()
         raise
+    return shell
+
+
+def new_bash(cwd, command):
+    """A new bash that reads its script from a pipe, as forked shells do: a command line holds
+    no more than 128 KiB, and a command may be longer (the only way without a subreaper)."""
+    script = script_for(cwd, command)
+    shell = Shell()
+    script_r, script_w = os.pipe()
+    try:
+        try:
+            shell.started(spawn([SHELL, "-c", BASH_BOOTSTRAP, "sh"], {1: shell.out_w, 2: shell.err_w, 3: script_r}))
+        finally:
+            close_all((script_r,))
+        write_all(script_w, script, "the shell")
+    except BaseException:
+        shell.discard()
+        raise
+    finally:
+        close_all((script_w,))
     return shell
 
 
@@ -386,13 +430,15 @@ class ShellServer:
 
     def holds_pipes(self, shell, pid):
         """The process said on the notify pipe (anything in the sandbox can write there) holds this
-        shell's output pipes as its stdout and stderr, as the shell does until its command comes."""
+        shell's stderr and script pipes as its fds 2 and 3, as the shell does until its command
+        comes. Not fd 1: bash's `echo ... >&4` that says the pid points fd 1 at the notify pipe
+        until the echo returns, and the runtime may look in between."""
         if pid in (os.getpid(), self.pid):
             return False
         try:
             return all(
                 os.stat("/proc/%d/fd/%d" % (pid, fd)).st_ino == os.fstat(mine).st_ino
-                for fd, mine in ((1, shell.out_r), (2, shell.err_r))
+                for fd, mine in ((2, shell.err_r), (3, shell.script_w))
             )
         except OSError:
             return False
@@ -456,7 +502,8 @@ class Runtime:
     def __init__(self):
         self.server = None
         self.ready = []
-        self.forking = SHELL.endswith("bash")  # else each command gets a new shell
+        # Else each command gets a new shell; and without a subreaper, forked shells never reach the runtime.
+        self.forking = SHELL.endswith("bash") and not any(f.startswith("no child subreaper") for f in FALLBACKS)
         self.failures = 0
 
     def prepare(self):
@@ -631,8 +678,20 @@ def command_processes(shell, spared, fds):
     spared_trees = set(spared)
     for pid in spared:
         spared_trees.update(descendants(pid, parents))
+    if FALLBACKS and FALLBACKS[0].startswith("no child subreaper"):
+        # Orphans went to init: those still in the shell's session (it leads one), and any process
+        # outside the runtime's tree, are the command's if they hold its output.
+        found.update(pid for pid in parents if pid != me and session_of(pid) == shell)
+        others = [pid for pid in parents if pid not in (1, me) and pid not in found]
     found.update(pipe_holders(fds, [pid for pid in others if pid not in spared_trees] + list(spared_trees)))
     return sorted(found)
+
+
+def session_of(pid):
+    try:
+        return int(proc_stat(pid)[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def pipe_holders(fds, among):
@@ -786,6 +845,7 @@ class Channel:
 
 def main():
     become_subreaper()  # what a command leaves running stays ours, to be found and ended
+    check_pidfds()
     # Keeps fds 3 and 4 taken, so that no pipe is ever one of them and a shell's fds are
     # always those it was given.
     os.open(os.devnull, os.O_RDONLY)
@@ -793,7 +853,7 @@ def main():
     runtime = Runtime()
     channel = Channel()
     ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping, "socket": channel.connect}
-    hello = {"hello": "nanocode-runtime", "version": 1, "pid": os.getpid()}
+    hello = {"hello": "nanocode-runtime", "version": 1, "pid": os.getpid(), "fallbacks": FALLBACKS}
     channel.send(Channel.STDIN, json.dumps(hello).encode() + b"\n")
     runtime.prepare()
     for source, line in channel.requests():

@@ -3,19 +3,21 @@
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
 from nanocode.runtime.server import proc_stat
 from nanocode.sandbox import channel, protect
+from nanocode.sandbox.engine import first_line
 
 LABEL = "nanocode"
 HOME = "/home/sandbox"
@@ -41,6 +43,7 @@ class SandboxConfig:
     environment: dict[str, str] = field(default_factory=dict)
     extra_mounts: list[Mount] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
+    runtime: str | None = None  # the engine's OCI runtime by name (runc, runsc); None: its default
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
     # How the project is shared, from its workspace; None: bind-mounted, with protect's mounts.
@@ -84,7 +87,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     return client.containers.create(
         config.image,
         command=BOOTSTRAP,
-        entrypoint="",  # an image's own entrypoint would wrap the runtime
+        entrypoint=[""],  # an image's own entrypoint would wrap the runtime (Podman keeps it for [])
         name=f"nanocode-{goal}",
         labels=owner_labels(goal, project),
         environment=ENVIRONMENT | config.environment,
@@ -94,13 +97,14 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         tmpfs={"/tmp": tmpfs_options, HOME: tmpfs_options},
         read_only=True,
         cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
+        security_opt=["no-new-privileges=true"],
         mem_limit=config.memory,
         memswap_limit=config.memory,
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=config.pids,
         network_mode=config.network,
         dns=config.dns or None,
+        runtime=config.runtime,
         # Without an init, the runtime as PID 1 ignores SIGTERM and a stop waits 10 s.
         init=True,
         ipc_mode="private",
@@ -110,10 +114,30 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     )
 
 
+# Podman refuses a forced removal that meets the container's own exit ("container state improper"),
+# and both engines one already under way ("removal in progress"): the removal is tried again.
+RACES = ("state improper", "removal of container", "already in progress", "is being removed")
+REMOVE_PATIENCE = 10.0
+
+
 def remove(client: docker.DockerClient, container: str) -> None:
-    """Removes a container, by id or name, with its anonymous volumes."""
-    with contextlib.suppress(NotFound):  # already gone is what was wanted
-        client.api.remove_container(container, force=True, v=True)
+    """Removes a container, by id or name, with its anonymous volumes (raises DockerException)."""
+    deadline = time.monotonic() + REMOVE_PATIENCE
+    while True:
+        try:
+            client.api.remove_container(container, force=True, v=True)
+            return
+        except NotFound:
+            return  # already gone is what was wanted
+        except APIError as exc:
+            if not _raced(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def _raced(exc: APIError) -> bool:
+    text = f"{exc.explanation or ''} {exc}".lower()
+    return any(race in text for race in RACES)
 
 
 @dataclass
@@ -158,8 +182,9 @@ def is_stale(container: Listed) -> bool:
     return bool(started) and Path(f"/proc/{pid}").exists() and process_start(pid) != started
 
 
-def prune(client: docker.DockerClient) -> list[str]:
-    """Removes the containers whose owner is gone, then their networks; returns their names."""
+def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
+    """Removes the containers whose owner is gone, then their networks and volumes; returns their names,
+    and warns of those that stay."""
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
@@ -167,7 +192,8 @@ def prune(client: docker.DockerClient) -> list[str]:
         if is_stale(container):
             try:
                 remove(client, container.id)
-            except DockerException:
+            except DockerException as exc:
+                warn(f"warning: the stale sandbox container {container.name} was not removed: {first_line(exc)}")
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)

@@ -3,7 +3,7 @@
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
@@ -13,10 +13,11 @@ from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
 from nanocode.runtime.client import ChannelClosed, RuntimeClient, RuntimeExited
 from nanocode.runtime.executor import RuntimeExecutor
-from nanocode.sandbox import channel, protect
+from nanocode.sandbox import channel, engine, isolation, protect
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.isolation import Isolation
 
 
 class SandboxExecutor(RuntimeExecutor):
@@ -28,11 +29,18 @@ class SandboxExecutor(RuntimeExecutor):
         config: SandboxConfig,
         output_cap: int,
         note: Callable[[str], None] = lambda text: None,
+        facts: engine.Facts | None = None,
+        required: Sequence[str] = (),
+        report: Callable[[Isolation], None] | None = None,
     ):
         self.docker = client
         self.config = config
         self.output_cap = output_cap
         self.note = note
+        self.facts = facts
+        self.required = list(required)
+        self.report = report or (lambda isolation: note(isolation.line()))
+        self.isolation: Isolation | None = None  # of the current container, once it started
         self.name: str | None = None  # of the current container, known before it exists
         self.container_id: str | None = None
         self.folder: str | None = None  # shared with the container, for the runtime's socket
@@ -42,41 +50,40 @@ class SandboxExecutor(RuntimeExecutor):
     def _start(self) -> RuntimeClient:
         goal = uuid.uuid4().hex[:12]
         self.name = f"nanocode-{goal}"
+        if self.facts is None:
+            self.facts = engine.facts(self.docker)
         with contextlib.suppress(OSError):  # without it, the attach stream carries the requests
             self.folder = channel.make_folder(goal)
-        runtime = None
-        if self.folder is not None:
-            try:
-                runtime = self._launch(goal)
-            except ImageNotFound:
-                pass  # said below
-            except DockerException:
-                # An engine that cannot see the folder (in a VM, on another machine, with a /tmp of its
-                # own) refuses it, when the container is made or when it starts: it is made again
-                # without it, and the attach stream carries the requests.
-                self._remove_container()
+        try:
+            runtime = self._launch(goal)
+        except _FolderRefused:
+            # An engine that cannot see the folder (in a VM, on another machine, with a /tmp of its
+            # own) refuses it, when the container is made or when it starts: it is made again
+            # without it, and the attach stream carries the requests.
+            self._remove_container()
+            if self.folder is not None:
                 channel.remove_folder(self.folder)
-                self.folder = None
-        if runtime is None:
-            runtime = self._launch(goal, wrap_errors=True)
-        c = self.config
-        self.note(
-            f"sandbox {self.name}: {c.image}, memory {c.memory}, {c.cpus:g} CPUs, "
-            f"{c.pids} processes, network {c.network}"
-        )
+            self.folder = None
+            runtime = self._launch(goal)
+        assert self.isolation is not None
+        self.isolation.fallbacks = [str(f) for f in runtime.hello.get("fallbacks") or []]
+        self.report(self.isolation)
         return runtime
 
-    def _launch(self, goal: str, wrap_errors: bool = False) -> RuntimeClient:
-        """Makes the container, attaches to it and starts the runtime in it; the engine's refusals
-        pass through unless `wrap_errors`, when they become one line for the user."""
+    def _launch(self, goal: str) -> RuntimeClient:
+        """Makes the container, checks its isolation, attaches to it and starts the runtime in it.
+        A refusal of the socket folder raises _FolderRefused; any other, one line for the user."""
         try:
             self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
+            inspected = self.docker.api.inspect_container(self.container_id)
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
-        except DockerException as exc:
-            if not wrap_errors:
-                raise
-            raise ConfigError(f"cannot create the sandbox container: {_first_line(exc)}") from None
+        except (DockerException, OSError) as exc:
+            self._refused(exc)
+            raise ConfigError(f"the engine refused to create the sandbox container: {engine.first_line(exc)}") from None
+        assert self.facts is not None
+        self.isolation = isolation.observe(self.facts, inspected, self._limits(), [])
+        isolation.require(self.isolation, self.required)
         transport: SocketTransport | None = None
         try:
             # Attached before the start, so that nothing the runtime says is missed.
@@ -86,31 +93,49 @@ class SandboxExecutor(RuntimeExecutor):
             runtime = RuntimeClient(transport, self.config.project, self.output_cap)
             if self.folder is not None:
                 channel.go_direct(runtime, transport, self.folder)
-        except DockerException:
+        except DockerException as exc:
             if transport is not None:
                 transport.close()
-            if not wrap_errors:
-                raise
-            raise ConfigError(self._did_not_start(transport, "the engine refused to start it")) from None
+            self._refused(exc)
+            raise ConfigError(f"the engine refused to start the sandbox container: {engine.first_line(exc)}") from None
         except (ChannelClosed, OSError) as exc:
-            message = self._did_not_start(transport, _first_line(exc))
+            message = self._did_not_start(transport, engine.first_line(exc))
             if transport is not None:
                 transport.close()
             raise ConfigError(message) from None
         return runtime
 
+    def _refused(self, exc: BaseException) -> None:
+        """Raises _FolderRefused when what the engine refused was the socket folder's mount."""
+        words = f"{getattr(exc, 'explanation', '') or ''} {exc}"
+        if self.folder is not None and self.folder in words:
+            raise _FolderRefused from None
+
+    def _limits(self) -> str:
+        c = self.config
+        return f"memory {c.memory}, {c.cpus:g} CPUs, {c.pids} processes"
+
     def _did_not_start(self, transport: SocketTransport | None, reason: str) -> str:
+        """The runtime's own words, where it said any, point at the image; else the reason is the engine's."""
         detail = bytes(transport.stderr).decode(errors="replace").strip() if transport else ""
+        if not detail:
+            return f"the sandbox did not start in image {self.config.image}: {reason}"
         return (
-            f"the sandbox did not start in image {self.config.image}: {detail or reason} "
+            f"the sandbox did not start in image {self.config.image}: {detail.splitlines()[-1]} "
             "(the image needs python3 and bash or sh; see README)"
         )
 
     def _remove_container(self) -> None:
         target, self.container_id = self.container_id or self.name, None
-        if target is not None:
-            with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
-                lifecycle.remove(self.docker, target)
+        if target is None:
+            return
+        try:
+            lifecycle.remove(self.docker, target)
+        except (DockerException, OSError) as exc:  # the engine may be gone; `sandbox prune` is the way back
+            self.note(
+                f"warning: the sandbox container {self.name or target} was not removed ({engine.first_line(exc)}); "
+                "`nanocode sandbox prune` removes it"
+            )
 
     def _stop(self) -> None:
         started = self.name is not None
@@ -154,6 +179,5 @@ class SandboxExecutor(RuntimeExecutor):
         return result
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+class _FolderRefused(Exception):
+    """The engine refused the mount of the socket folder."""

@@ -56,12 +56,18 @@ def ensure_image(client: docker.DockerClient, progress: Callable[[str], None], f
         ):
             if "error" in chunk:
                 raise ConfigError(_build_error(str(chunk["error"]).strip(), base))
-            line = str(chunk.get("stream", "")).strip()
-            if line.startswith("Step "):
+            line = progress_line(str(chunk.get("stream", "")))
+            if line is not None:
                 progress(f"  {line}")
     except (APIError, DockerException) as exc:
         raise ConfigError(_build_error(str(exc), base)) from None
     return tag
+
+
+def progress_line(stream: str) -> str | None:
+    """A build step, as Docker ("Step 1/5 : ...") and Podman ("STEP 1/5: ...") write it; else None."""
+    line = stream.strip()
+    return line if line.startswith(("Step ", "STEP ")) else None
 
 
 def _build_error(text: str, base: str) -> str:
