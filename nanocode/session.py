@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -60,6 +61,7 @@ class Settings:
                 f"--network {options['network']} would share a namespace with the host or another "
                 "container: use none, bridge, or a network of your own"
             )
+        _check_base_url(options["base_url"])
         if not MEMORY.match(options["memory"]):
             raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
         if not options["api_key"] and not options["replay"]:
@@ -79,6 +81,24 @@ class Settings:
             max_cost=options["max_cost"],
         )
         return cls(**values)
+
+
+def _check_base_url(url: str) -> None:
+    """A base URL the HTTP client could not use is a setting to fix, found before anything starts."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number, or out of range
+        problem = ""
+        if any(c.isspace() for c in url):
+            problem = "it contains spaces"
+        elif parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it names no host"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"the base URL {url!r} (--base-url, INFERENCE_BASE_URL) is not usable: {problem}")
 
 
 class Session:
