@@ -106,6 +106,7 @@ class Session:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.signals = _Signals()
         self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
         self.model = self._model()
         self._open_executor, environment = self._executor_factory()
@@ -126,6 +127,7 @@ class Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.signals.exiting()
         self.transcript.close()
 
     def _model(self) -> Model:
@@ -167,7 +169,7 @@ class Session:
 
     def run_goal(self, goal: str) -> str:
         """Runs one goal in an executor of its own, which is closed however the goal ends."""
-        with _signals_interrupt():
+        with self.signals.goal():
             executor: Executor | None = None
             try:
                 executor = self._open_executor()
@@ -181,9 +183,9 @@ class Session:
                 self.transcript.record("end", outcome=type(exc).__name__, reason=exc.format_message())
                 raise
             finally:
+                self.signals.hold()  # a second Ctrl-C must not cut the removal of what the goal started
                 if executor is not None:
-                    with _shielded():
-                        executor.close()
+                    executor.close()
 
     def repl(self) -> None:
         self.display.note(
@@ -201,6 +203,8 @@ class Session:
             try:
                 click.echo(printable(self.run_goal(line)))
             except NanocodeError as exc:
+                if isinstance(exc, Interrupted) and self.signals.resume():
+                    exc.terminated = True  # a SIGTERM came while the goal stopped
                 if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise
                 exc.show()
@@ -221,27 +225,55 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: like Ctrl-C for the goal, but the REPL ends too."""
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop a goal the way Ctrl-C does, so that its cleanup runs."""
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+class _Signals:
+    """How signals act on a goal. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop it, so that its clean-up
+    runs; the last two end the REPL too. The first one starts the stop, and from then on the others
+    are held until nanocode exits (or the REPL takes the next goal): a second signal cuts neither the
+    clean-up nor the exit code."""
 
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.held: list[int] = []
+        self.stopping = False
 
-@contextmanager
-def _shielded() -> Iterator[None]:
-    """A second Ctrl-C must not cut the removal of what the goal started."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    @contextmanager
+    def goal(self) -> Iterator[None]:
+        self.held, self.stopping = [], False
+        self.previous = {sig: signal.signal(sig, self._stop) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            if not self.stopping:
+                self._restore()
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        self.hold()  # before anything else runs: there is no moment when a second signal acts
+        raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated
+
+    def hold(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._held)
+
+    def _held(self, signum: int, frame: FrameType | None) -> None:
+        self.held.append(signum)
+
+    def resume(self) -> bool:
+        """After a goal stopped by Ctrl-C, signals act as before it; True if SIGTERM or SIGHUP came meanwhile."""
+        self._restore()
+        self.stopping = False
+        return any(sig != signal.SIGINT for sig in self.held)
+
+    def exiting(self) -> None:
+        """Once stopping, nanocode exits ignoring signals: Python's finalization puts back the default
+        action of those it handles itself, under which a late signal would change the exit code."""
+        if self.stopping:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
+    def _restore(self) -> None:
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
