@@ -1,11 +1,16 @@
 """The lifecycle at its edges: signals, nanocode killed, a runtime that lies, settings that cannot work."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.scripted_api import ScriptedAPI, call, tools
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -37,3 +42,109 @@ def test_a_base_url_that_cannot_work_is_one_line_and_exit_3(project: Path, tmp_p
     )
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "base URL" in done.stderr and "internal error" not in done.stderr
+
+
+def _goal(api: ScriptedAPI, project: Path, tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """A real nanocode, working on a goal the scripted endpoint leads."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nanocode", "-p", "g", "--project", str(project), *args],
+        env=_env(tmp_path, INFERENCE_BASE_URL=api.url, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
+def _running(marker: str) -> list[int]:
+    """The live processes whose command line starts with the marker (a zombie is gone)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if not f.read().startswith(marker.encode()):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("second", [0.02, 0.1, 0.3])
+def test_a_second_signal_while_a_goal_stops_still_exits_130(
+    api: ScriptedAPI, project: Path, tmp_path: Path, second: float
+) -> None:
+    for attempt in range(3):
+        marker = f"nanocode-twice-{time.monotonic_ns()}"
+        api.add(tools(call("shell", {"command": f"bash -c 'exec -a {marker} sleep 300'"})))
+        process = _goal(api, project, tmp_path)
+        try:
+            _wait_for(lambda marker=marker: _running(marker))
+            process.send_signal(signal.SIGINT)
+            time.sleep(second)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+        assert process.returncode == 130, f"attempt {attempt}: {process.returncode} {stderr}"
+        assert "nanocode: interrupted" in stderr and "Traceback" not in stderr
+        assert not _running(marker)
+
+
+def _owned_by(docker_engine: Any, pid: int) -> list[Any]:
+    from nanocode.sandbox import container as lifecycle
+
+    return [c for c in lifecycle.ours(docker_engine) if c.labels.get("nanocode.owner.pid") == str(pid)]
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_two_signals_as_the_sandbox_starts_leave_no_folder_and_no_container(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    runtime_dir = tmp_path / "run"
+    runtime_dir.mkdir(mode=0o700)
+    for attempt in range(5):
+        api.add(tools(call("shell", {"command": "sleep 300"})))
+        process = _goal(api, project, tmp_path, "--sandbox", XDG_RUNTIME_DIR=str(runtime_dir))
+        try:
+            _wait_for(lambda process=process: _owned_by(docker_engine, process.pid))
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 130, f"attempt {attempt}: {process.returncode} {stderr}"
+        assert "Traceback" not in stderr
+        assert not _owned_by(docker_engine, process.pid), f"attempt {attempt}: a container was left"
+        assert os.listdir(runtime_dir) == [], f"attempt {attempt}: a socket folder was left"
+
+
+def test_a_socket_folder_whose_owner_is_gone_is_removed_at_the_next_start(
+    docker_engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanocode.sandbox import channel
+    from nanocode.sandbox import container as lifecycle
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    mine = Path(channel.make_folder("0123456789ab"))  # a goal of this process, starting right now
+    assert mine.name == f"nanocode-0123456789ab-{os.getpid()}-{channel.process_start(os.getpid())}"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # Left by a nanocode killed before its container existed, and by one whose pid was since reused.
+    left = [tmp_path / f"nanocode-ba9876543210-{dead.pid}-1234", tmp_path / f"nanocode-ba9876543211-{os.getpid()}-1"]
+    for path in left:
+        path.mkdir(mode=0o700)
+    lifecycle.prune(docker_engine)
+    assert [path.exists() for path in (mine, *left)] == [True, False, False]
+    mine.rmdir()

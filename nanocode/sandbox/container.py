@@ -5,7 +5,6 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import docker
 from docker.errors import DockerException, NotFound
@@ -13,8 +12,8 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
-from nanocode.runtime.server import proc_stat
 from nanocode.sandbox import channel, protect
+from nanocode.sandbox.channel import owner_gone, process_start
 
 LABEL = "nanocode"
 HOME = "/home/sandbox"
@@ -38,14 +37,6 @@ class SandboxConfig:
     tmpfs_size: str = "1g"
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
-
-
-def process_start(pid: int) -> str:
-    """When a process started (clock ticks since boot), so that a reused pid is not taken for its owner."""
-    try:
-        return proc_stat(pid)[19].decode()
-    except (OSError, IndexError):
-        return ""
 
 
 def owner_labels(goal: str, project: str) -> dict[str, str]:
@@ -136,14 +127,7 @@ def is_stale(container: Listed) -> bool:
         pid = int(labels.get(f"{LABEL}.owner.pid", ""))
     except ValueError:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, someone else's
-    started = labels.get(f"{LABEL}.owner.start", "")
-    return bool(started) and Path(f"/proc/{pid}").exists() and process_start(pid) != started
+    return owner_gone(pid, labels.get(f"{LABEL}.owner.start", ""))
 
 
 def prune(client: docker.DockerClient) -> list[str]:
