@@ -148,3 +148,61 @@ def test_a_socket_folder_whose_owner_is_gone_is_removed_at_the_next_start(
     lifecycle.prune(docker_engine)
     assert [path.exists() for path in (mine, *left)] == [True, False, False]
     mine.rmdir()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_nanocode_killed_during_a_command_ends_the_runtime_and_the_command_on_the_host(
+    api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    marker = f"nanocode-orphaned-{time.monotonic_ns()}"
+    api.add(tools(call("shell", {"command": f"bash -c 'exec -a {marker} sleep 400' & sleep 400"})))
+    process = _goal(api, project, tmp_path)
+    try:
+        _wait_for(lambda: _running(marker))
+        runtimes = _children(process.pid)
+        assert len(runtimes) == 1
+    finally:
+        process.kill()
+        process.communicate()
+    # The runtime was waiting for a command that runs for minutes: only the end of its stdin tells it.
+    _wait_for(lambda: not _alive(runtimes[0]) and not _running(marker), 15)
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_nanocode_killed_during_a_command_stops_its_container(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    from nanocode.sandbox import container as lifecycle
+
+    api.add(tools(call("shell", {"command": "sleep 400"})))
+    process = _goal(api, project, tmp_path, "--sandbox")
+    try:
+        _wait_for(lambda: len(api.requests) == 1 and _owned_by(docker_engine, process.pid))
+        [container] = _owned_by(docker_engine, process.pid)
+        _wait_for(lambda: "sleep 400" in str(docker_engine.api.top(container.id)["Processes"]))
+    finally:
+        process.kill()
+        process.communicate()
+    try:
+        _wait_for(lambda: not docker_engine.api.inspect_container(container.id)["State"]["Running"], 15)
+    finally:
+        lifecycle.remove(docker_engine, container.id)
