@@ -206,3 +206,62 @@ def test_nanocode_killed_during_a_command_stops_its_container(
         _wait_for(lambda: not docker_engine.api.inspect_container(container.id)["State"]["Running"], 15)
     finally:
         lifecycle.remove(docker_engine, container.id)
+
+
+def _hostile(kind: str, request: pytest.FixtureRequest, project: Path) -> Any:
+    """An executor whose runtime turns hostile when asked (see tests/hostile_runtime.py)."""
+    from nanocode.host import HostExecutor
+    from tests.hostile_runtime import HOSTILE_SOURCE
+
+    if kind == "host":
+        return type("HostileHost", (HostExecutor,), {"source": HOSTILE_SOURCE})(str(project), 20000, [])
+    from nanocode.sandbox.container import SandboxConfig
+    from nanocode.sandbox.executor import SandboxExecutor
+
+    hostile = type("HostileSandbox", (SandboxExecutor,), {"source": HOSTILE_SOURCE})
+    config = SandboxConfig(project=str(project), image=request.getfixturevalue("sandbox_image"))
+    return hostile(request.getfixturevalue("docker_engine"), config, 20000)
+
+
+def _hostile_call(executor: Any, op: str, mode: str) -> str:
+    from nanocode.errors import FileOpError
+    from nanocode.tools import format_command
+
+    try:
+        if op == "run":
+            return format_command(executor.run(f"echo HOSTILE:{mode}", 10), 10)
+        if op == "read":
+            return executor.read_file(f"HOSTILE:{mode}")  # type: ignore[no-any-return]
+        executor.write_file("written.txt", f"HOSTILE:{mode}")
+    except FileOpError as exc:
+        return str(exc)
+    return "written"
+
+
+@pytest.mark.parametrize("op", ["run", "read", "write"])
+@pytest.mark.parametrize("kind", ["host", "sandbox"])
+def test_a_hostile_runtime_is_a_malformed_reply_and_a_fresh_runtime(
+    request: pytest.FixtureRequest, project: Path, kind: str, op: str
+) -> None:
+    from tests.hostile_runtime import FIELDS, MODES
+
+    if kind == "sandbox":
+        request.getfixturevalue("no_leftovers")
+    said = "the sandbox sent a malformed reply" if kind == "sandbox" else "the tool runtime sent a malformed reply"
+    for mode in [*MODES, *FIELDS[op], "cut-off", "none"]:
+        (project / f"HOSTILE:{mode}").write_text("to read")
+    executor = _hostile(kind, request, project)
+    try:
+        for mode in [*MODES, *FIELDS[op]]:
+            assert _hostile_call(executor, op, "none") in ("HOSTILE:none\n", "to read", "written")
+            before = getattr(executor, "container_id", None)
+            result = _hostile_call(executor, op, mode)
+            assert said in result, f"{mode}: {result}"
+            assert executor.run("echo fresh", 10).stdout == "fresh\n", mode
+            if kind == "sandbox":
+                assert executor.container_id != before
+        gone = _hostile_call(executor, op, "cut-off")
+        assert "died" in gone or "stopped" in gone, gone
+        assert executor.run("echo fresh", 10).stdout == "fresh\n"
+    finally:
+        executor.close()

@@ -11,7 +11,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from nanocode import prompts
 from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
-from nanocode.runtime.client import ChannelClosed, RuntimeClient, RuntimeExited
+from nanocode.runtime.client import ChannelClosed, MalformedReply, RuntimeClient, RuntimeExited
 from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.sandbox import channel, protect
 from nanocode.sandbox import container as lifecycle
@@ -83,7 +83,7 @@ class SandboxExecutor(RuntimeExecutor):
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             transport = SocketTransport(self.docker.api.attach_socket(self.container_id, params=params))
             self.docker.api.start(self.container_id)
-            runtime = RuntimeClient(transport, self.config.project, self.output_cap)
+            runtime = RuntimeClient(transport, self.config.project, self.output_cap, source=self.source)
             if self.folder is not None:
                 channel.go_direct(runtime, transport, self.folder)
         except DockerException:
@@ -128,6 +128,8 @@ class SandboxExecutor(RuntimeExecutor):
             )
 
     def _obituary(self, exc: ChannelClosed) -> str:
+        if isinstance(exc, MalformedReply):
+            return f"the sandbox sent a malformed reply ({exc}). {prompts.SANDBOX_RESTARTED}"
         reason = f"the sandbox stopped answering ({exc})"
         try:
             assert self.container_id is not None
