@@ -265,3 +265,37 @@ def test_a_hostile_runtime_is_a_malformed_reply_and_a_fresh_runtime(
         assert executor.run("echo fresh", 10).stdout == "fresh\n"
     finally:
         executor.close()
+
+
+HOG = "python3 -c \"a = []\nwhile True: a.append(b'x' * 10**6)\""
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_out_of_memory_is_told_only_when_it_happened_during_the_call(
+    docker_engine: Any, sandbox_image: str, project: Path
+) -> None:
+    from nanocode.sandbox.container import SandboxConfig
+    from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.tools import format_command
+
+    executor = SandboxExecutor(
+        docker_engine, SandboxConfig(project=str(project), image=sandbox_image, memory="64m"), 20000
+    )
+    try:
+        killed = format_command(executor.run(HOG, 60), 60)
+        assert killed.startswith("ERROR: killed: out of memory (limit 64m)"), killed
+        assert executor.run("echo survived", 10).stdout == "survived\n"
+        # The container dies of something else: Docker's OOMKilled flag is still set from the command above.
+        died = format_command(executor.run("kill 1; sleep 5", 30), 30)
+        assert died.startswith("ERROR: killed: the sandbox container stopped (exit code"), died
+        assert "out of memory" not in died
+        for _ in range(2):  # killed as the kernel kills for memory, but by a command, right after an OOM kill
+            assert executor.run(HOG, 60).killed.startswith("out of memory")
+            died = format_command(executor.run("kill -9 $PPID", 30), 30)
+            assert died.startswith("ERROR: killed: the sandbox container stopped (exit code 137)"), died
+        # And where the runtime itself is what the kernel kills for memory, the container dies of it.
+        runtime_killed = format_command(executor.run(f"echo 1000 > /proc/$PPID/oom_score_adj; {HOG}", 60), 60)
+        assert runtime_killed.startswith("ERROR: killed: out of memory (limit 64m); the sandbox container died")
+        assert executor.run("echo back", 10).stdout == "back\n"
+    finally:
+        executor.close()

@@ -4,6 +4,8 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
@@ -17,6 +19,9 @@ from nanocode.sandbox import channel, protect
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
+
+# How long after an OOM kill the engine may log its event (see SandboxExecutor._out_of_memory).
+OOM_EVENT_LAG = 2.0
 
 
 class SandboxExecutor(RuntimeExecutor):
@@ -36,6 +41,7 @@ class SandboxExecutor(RuntimeExecutor):
         self.name: str | None = None  # of the current container, known before it exists
         self.container_id: str | None = None
         self.folder: str | None = None  # shared with the container, for the runtime's socket
+        self.oom_reported: tuple[str | None, float] = (None, 0.0)  # the container, and when
         self.watched = protect.watched(config.project)
         super().__init__()
 
@@ -139,7 +145,7 @@ class SandboxExecutor(RuntimeExecutor):
                 if not state.get("Running"):
                     break
                 time.sleep(0.1)
-            if state.get("OOMKilled"):
+            if self._out_of_memory(state):
                 reason = f"out of memory (limit {self.config.memory}); the sandbox container died"
             elif not state.get("Running"):
                 reason = f"the sandbox container stopped (exit code {state.get('ExitCode')})"
@@ -149,10 +155,38 @@ class SandboxExecutor(RuntimeExecutor):
             reason = "the Docker engine stopped answering"
         return f"{reason}. {prompts.SANDBOX_RESTARTED}"
 
+    def _live(self) -> RuntimeClient:
+        self.began = time.time()  # an obituary tells what happened since the call began
+        return super()._live()
+
+    def _out_of_memory(self, state: dict[str, Any]) -> bool:
+        """Whether the container died for memory during the call that saw it die. State.OOMKilled
+        alone cannot tell: it stays set after any OOM kill in the container, even of an earlier
+        command that the runtime outlived. The kernel kills with SIGKILL (so the init exits 137),
+        and the engine logs an oom event, which must fall in the call. It logs it a while after the
+        kill (up to a second or so on a busy machine), even after the death it caused: one that comes
+        shortly after a command's OOM kill that the runtime outlived and reported is that kill's."""
+        if not state.get("OOMKilled") or state.get("ExitCode") != 128 + 9:
+            return False
+        try:
+            died = datetime.fromisoformat(state["FinishedAt"]).timestamp()
+            since = self.began  # the engine's clock is taken to be this one's
+            container, reported = self.oom_reported
+            if container == self.container_id:
+                since = max(since, reported + OOM_EVENT_LAG)
+            since = min(since, died)
+            filters = {"container": self.container_id, "event": "oom"}
+            until = died + OOM_EVENT_LAG  # the stream waits for it
+            events = self.docker.api.events(since=f"{since:.9f}", until=f"{until:.9f}", filters=filters, decode=True)
+            return bool(list(events))
+        except (DockerException, KeyError, TypeError, ValueError):
+            return True  # the engine will not say more: the flag and the exit code are all there is
+
     def run(self, command: str, timeout: float) -> CommandResult:
         result = super().run(command, timeout)
         if result.killed == "out of memory":
             result.killed = f"out of memory (limit {self.config.memory})"
+            self.oom_reported = (self.container_id, time.time())
         return result
 
 
