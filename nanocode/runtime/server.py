@@ -386,16 +386,22 @@ class ShellServer:
 
     def holds_pipes(self, shell, pid):
         """The process said on the notify pipe (anything in the sandbox can write there) holds this
-        shell's output pipes as its stdout and stderr, as the shell does until its command comes."""
+        shell's output pipes as its stdout and stderr, as the shell does until its command comes.
+        Right after its report, bash may still hold the notify pipe as stdout (it lent it to `echo`):
+        then it is asked again, a moment later."""
         if pid in (os.getpid(), self.pid):
             return False
         try:
-            return all(
-                os.stat("/proc/%d/fd/%d" % (pid, fd)).st_ino == os.fstat(mine).st_ino
-                for fd, mine in ((1, shell.out_r), (2, shell.err_r))
-            )
+            wanted = [os.fstat(mine).st_ino for mine in (shell.out_r, shell.err_r)]
+            notify = os.fstat(self.notify_r).st_ino
+            for _ in range(1000):
+                held = [os.stat("/proc/%d/fd/%d" % (pid, fd)).st_ino for fd in (1, 2)]
+                if held != [notify, wanted[1]]:
+                    return held == wanted
+                time.sleep(0.001)
         except OSError:
-            return False
+            pass
+        return False
 
     def collect(self):
         """Takes in what the forked shells have said, without waiting."""
