@@ -299,3 +299,23 @@ def test_out_of_memory_is_told_only_when_it_happened_during_the_call(
         assert executor.run("echo back", 10).stdout == "back\n"
     finally:
         executor.close()
+
+
+def test_signals_while_a_goal_stops_are_held_and_a_sigterm_still_ends_the_repl() -> None:
+    from nanocode.session import _Signals, _Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    signals = _Signals()
+    with pytest.raises(KeyboardInterrupt), signals.goal():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises before this ends
+    for sig in (signal.SIGINT, signal.SIGTERM):  # while the goal stops: held, nothing raised
+        os.kill(os.getpid(), sig)
+    time.sleep(0.1)
+    assert signals.held == [signal.SIGINT, signal.SIGTERM]
+    assert signals.resume()  # the REPL ends too
+    assert signal.getsignal(signal.SIGTERM) == before
+    with pytest.raises(_Terminated), signals.goal():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert not signals.resume()

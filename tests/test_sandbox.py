@@ -75,10 +75,12 @@ def test_hardened_labelled_container_exists_for_the_goal_only(
     assert host["Privileged"] is False
     assert host["PidMode"] == "" and host["IpcMode"] == "private" and host["UTSMode"] == ""
     assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}
-    assert [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == [
-        (str(project), str(project), True),
-        (sandbox.folder, "/run/nanocode", False),  # for the runtime's socket
-    ]
+    assert sorted((m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]) == sorted(
+        [
+            (str(project), str(project), True),
+            (sandbox.folder, "/run/nanocode", False),  # for the runtime's socket
+        ]
+    )  # the engine lists them in no set order
     labels = info["Config"]["Labels"]
     assert labels["nanocode"] == "1"
     assert labels["nanocode.owner.pid"] == str(os.getpid())
@@ -123,13 +125,15 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(docker_engine: Any, sandbox_imag
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         count = "ps -e --no-headers | wc -l"
-        before = executor.run(count, 10).stdout
+        before = min(int(executor.run(count, 10).stdout) for _ in range(3))
         started = time.monotonic()
         result = executor.run("bomb() { bomb | bomb & }; bomb; sleep 5", 3)
         assert time.monotonic() - started < 15
         assert result.timed_out or result.exit_code != 0
         assert executor.run("echo alive", 10).stdout == "alive\n"
-        assert executor.run(count, 10).stdout == before  # not one of the bomb's processes is left
+        # Not one of the bomb's processes is left (the shell server may be forking the next shell
+        # when a count is taken: one more, for a moment).
+        _wait_for(lambda: int(executor.run(count, 10).stdout) <= before, 10)
     finally:
         executor.close()
 
