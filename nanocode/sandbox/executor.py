@@ -22,6 +22,8 @@ from nanocode.sandbox.container import SandboxConfig
 
 # How long after an OOM kill the engine may log its event (see SandboxExecutor._out_of_memory).
 OOM_EVENT_LAG = 2.0
+# How long the engine may go on making a container whose create request was cut off.
+CUT_OFF_WAIT = 2.0
 
 
 class SandboxExecutor(RuntimeExecutor):
@@ -42,6 +44,7 @@ class SandboxExecutor(RuntimeExecutor):
         self.container_id: str | None = None
         self.folder: str | None = None  # shared with the container, for the runtime's socket
         self.oom_reported: tuple[str | None, float] = (None, 0.0)  # the container, and when
+        self.cut_off = False  # a create was cut off before the engine answered
         self.watched = protect.watched(config.project)
         super().__init__()
 
@@ -76,7 +79,7 @@ class SandboxExecutor(RuntimeExecutor):
         """Makes the container, attaches to it and starts the runtime in it; the engine's refusals
         pass through unless `wrap_errors`, when they become one line for the user."""
         try:
-            self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
+            self.container_id = self._create(goal)
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
         except DockerException as exc:
@@ -112,11 +115,35 @@ class SandboxExecutor(RuntimeExecutor):
             "(the image needs python3 and bash or sh; see README)"
         )
 
+    def _create(self, goal: str) -> str:
+        """Makes the container. A create cut off (Ctrl-C) before the engine answers may still make it
+        there, after nanocode removed what it knew of: `cut_off` tells _remove_container to wait for it."""
+        self.cut_off = True
+        try:
+            made: str = lifecycle.create(self.docker, self.config, goal, self.folder).id
+        except Exception:
+            self.cut_off = False  # the engine answered: it made nothing
+            raise
+        self.cut_off = False
+        return made
+
     def _remove_container(self) -> None:
         target, self.container_id = self.container_id or self.name, None
         if target is not None:
             with contextlib.suppress(Exception):  # the engine may be gone; `sandbox prune` is the way back
+                if self.cut_off:
+                    self._await_container(target)
                 lifecycle.remove(self.docker, target)
+        self.cut_off = False
+
+    def _await_container(self, name: str) -> None:
+        """Until the engine has made the container of a create that was cut off, or for CUT_OFF_WAIT."""
+        deadline = time.monotonic() + CUT_OFF_WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(NotFound):
+                self.docker.api.inspect_container(name)
+                return
+            time.sleep(0.05)
 
     def _stop(self) -> None:
         started = self.name is not None
