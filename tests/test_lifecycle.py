@@ -319,3 +319,14 @@ def test_signals_while_a_goal_stops_are_held_and_a_sigterm_still_ends_the_repl()
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
     assert not signals.resume()
+
+
+def test_folders_named_to_mislead_are_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nanocode.sandbox import channel
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    odd = [tmp_path / f"nanocode-0123456789ab-{'9' * 200}-1", tmp_path / "nanocode-0123456789ab-99999999999-1"]
+    for path in odd:
+        path.mkdir()
+    channel.remove_orphan_folders(set())
+    assert all(path.exists() for path in odd)

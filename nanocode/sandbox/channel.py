@@ -86,9 +86,10 @@ def make_folder(goal: str) -> str:
     return path
 
 
-# make_folder's names: the goal (12 hex digits), the owner's pid and start time. Those of earlier
-# versions end in mkdtemp's 8 characters instead, and tell no owner.
-FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-(?:(\d+)-(\d*)|[A-Za-z0-9_]{8})")
+# make_folder's names: the goal (12 hex digits), the owner's pid and start time (as many digits as
+# they can have: anyone may make a folder of such a name). Those of earlier versions end in mkdtemp's
+# 8 characters instead, and tell no owner.
+FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-(?:(\d{1,9})-(\d{0,20})|[A-Za-z0-9_]{8})")
 
 
 def process_start(pid: int) -> str:
