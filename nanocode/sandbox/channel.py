@@ -203,6 +203,8 @@ def go_direct(runtime: RuntimeClient, attached: Transport, folder: str, inside: 
         sock.settimeout(5.0)
         line = b""
         while not line.endswith(b"\n"):
+            if len(line) > len(token) + 1:
+                raise OSError("something other than the runtime connected")
             chunk = sock.recv(256)
             if not chunk:
                 raise OSError("the socket closed before the runtime said its token")
