@@ -271,3 +271,11 @@ def test_a_fresh_runtime_runs_its_first_commands_in_forked_shells(project: Path)
         finally:
             runtime.close()
         assert len(shells) == 2 and shells[0] != shells[1]
+
+
+def test_commands_no_shell_can_take_leave_nothing_behind(executor: Executor) -> None:
+    count = "ps --ppid $PPID --no-headers | wc -l"
+    before = int(executor.run(count, 10).stdout)
+    for _ in range(10):
+        assert "could not start" in executor.run("echo \ud800", 10).stderr
+    assert int(executor.run(count, 10).stdout) <= before + 1  # one more shell may be on its way

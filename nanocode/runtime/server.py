@@ -540,6 +540,7 @@ class Runtime:
         timeout = float(req.get("timeout") or 120)
         cap = int(req.get("cap") or 100000)
         cwd = req.get("cwd") or os.getcwd()
+        script_for(cwd, req["command"])  # raises for text no shell can take, before a shell is taken for it
         oom_before = oom_kills()
         note = ""
         reap()
