@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -109,10 +110,10 @@ def _owned_by(docker_engine: Any, pid: int) -> list[Any]:
 
 @pytest.mark.usefixtures("no_leftovers")
 def test_two_signals_as_the_sandbox_starts_leave_no_folder_and_no_container(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, request: Any
 ) -> None:
-    runtime_dir = tmp_path / "run"
-    runtime_dir.mkdir(mode=0o700)
+    runtime_dir = Path(tempfile.mkdtemp(prefix="nc-"))  # short: the socket's path has a limit
+    request.addfinalizer(runtime_dir.rmdir)
     for attempt in range(5):
         api.add(tools(call("shell", {"command": "sleep 300"})))
         process = _goal(api, project, tmp_path, "--sandbox", XDG_RUNTIME_DIR=str(runtime_dir))
