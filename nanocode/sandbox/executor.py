@@ -21,7 +21,7 @@ from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 
 # How long after an OOM kill the engine may log its event (see SandboxExecutor._out_of_memory).
-OOM_EVENT_LAG = 2.0
+OOM_EVENT_LAG = 5.0
 # How long the engine may go on making a container whose create request was cut off.
 CUT_OFF_WAIT = 2.0
 
@@ -189,23 +189,24 @@ class SandboxExecutor(RuntimeExecutor):
     def _out_of_memory(self, state: dict[str, Any]) -> bool:
         """Whether the container died for memory during the call that saw it die. State.OOMKilled
         alone cannot tell: it stays set after any OOM kill in the container, even of an earlier
-        command that the runtime outlived. The kernel kills with SIGKILL (so the init exits 137),
-        and the engine logs an oom event, which must fall in the call. It logs it a while after the
-        kill (up to a second or so on a busy machine), even after the death it caused: one that comes
-        shortly after a command's OOM kill that the runtime outlived and reported is that kill's."""
+        command that the runtime outlived. The kernel kills with SIGKILL (so the init exits 137), and
+        the engine logs an oom event, a while after the kill (seconds on a busy machine), even after
+        the death it caused. So soon after a command's OOM kill that the runtime reported, an event
+        may be that kill's: then nothing is claimed."""
         if not state.get("OOMKilled") or state.get("ExitCode") != 128 + 9:
             return False
         try:
-            died = datetime.fromisoformat(state["FinishedAt"]).timestamp()
-            since = self.began  # the engine's clock is taken to be this one's
+            died = datetime.fromisoformat(state["FinishedAt"]).timestamp()  # the engine's clock, taken to be ours
             container, reported = self.oom_reported
-            if container == self.container_id:
-                since = max(since, reported + OOM_EVENT_LAG)
-            since = min(since, died)
+            if container == self.container_id and died - reported < OOM_EVENT_LAG:
+                return False
             filters = {"container": self.container_id, "event": "oom"}
-            until = died + OOM_EVENT_LAG  # the stream waits for it
+            since, until = min(self.began, died), died + OOM_EVENT_LAG
             events = self.docker.api.events(since=f"{since:.9f}", until=f"{until:.9f}", filters=filters, decode=True)
-            return bool(list(events))
+            try:
+                return next(iter(events), None) is not None  # the stream waits for one until `until`
+            finally:
+                events.close()
         except (DockerException, KeyError, TypeError, ValueError):
             return True  # the engine will not say more: the flag and the exit code are all there is
 
