@@ -5,7 +5,7 @@ import select
 import subprocess
 import sys
 
-from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE, ChannelClosed, RuntimeClient
+from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE, ChannelClosed, MalformedReply, RuntimeClient
 from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.runtime.server import kill_tree
 
@@ -64,13 +64,14 @@ class HostExecutor(RuntimeExecutor):
             # Ctrl-C reaches nanocode alone, which then stops everything in order.
             start_new_session=True,
         )
-        return RuntimeClient(PipeTransport(process), self.project, self.output_cap)
+        return RuntimeClient(PipeTransport(process), self.project, self.output_cap, source=self.source)
 
     def _stop(self) -> None:
         pass  # closing the runtime's transport ended its process tree
 
     def _obituary(self, exc: ChannelClosed) -> str:
+        what = "sent a malformed reply" if isinstance(exc, MalformedReply) else "died"
         return (
-            f"the tool runtime died ({exc}). A fresh one is started for the next call; "
+            f"the tool runtime {what} ({exc}). A fresh one is started for the next call; "
             "processes that earlier commands left in the background may still be running."
         )

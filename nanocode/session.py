@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -89,6 +90,7 @@ class Settings:
                 f"--network {options['network']} would share a namespace with the host or another "
                 "container: use none, bridge, or a network of your own"
             )
+        _check_base_url(options["base_url"])
         allow_hosts = allowlist.expand(options["allow_hosts"])
         if allow_hosts and not options["sandbox"]:
             raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
@@ -121,11 +123,30 @@ class Settings:
         return cls(**values)
 
 
+def _check_base_url(url: str) -> None:
+    """A base URL the HTTP client could not use is a setting to fix, found before anything starts."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number, or out of range
+        problem = ""
+        if any(c.isspace() for c in url):
+            problem = "it contains spaces"
+        elif parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it names no host"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"the base URL {url!r} (--base-url, INFERENCE_BASE_URL) is not usable: {problem}")
+
+
 class Session:
     """Owns what lives as long as nanocode runs; opens and closes an executor per goal."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.signals = _Signals()
         self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
         self.resumed = resume.rebuild(settings.resume) if settings.resume else None
         self.model = self._model()
@@ -175,6 +196,7 @@ class Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.signals.exiting()
         self.transcript.close()
 
     def _model(self, name: str | None = None) -> Model:
@@ -286,7 +308,7 @@ class Session:
 
     def run_goal(self, goal: str | None) -> str:
         """Runs one goal (None: the one resumed) in an executor of its own, which is closed however it ends."""
-        with _signals_interrupt():
+        with self.signals.goal():
             executor: Executor | None = None
             workspace: Any = None
             outcome = "error"
@@ -313,15 +335,15 @@ class Session:
                 self.transcript.record("end", outcome=outcome, reason=exc.format_message(), **self.agent.totals())
                 raise
             finally:
-                with _shielded():
-                    if executor is not None:
-                        executor.close()
-                    if workspace is not None:
-                        from nanocode.workspace import review
+                self.signals.hold()  # a second Ctrl-C must not cut the removal of what the goal started
+                if executor is not None:
+                    executor.close()
+                if workspace is not None:
+                    from nanocode.workspace import review
 
-                        record = self.transcript.record
-                        apply_now = self.settings.apply_changes
-                        self.kept = review.conclude(workspace, text, outcome, apply_now, self.display.note, record)
+                    record = self.transcript.record
+                    apply_now = self.settings.apply_changes
+                    self.kept = review.conclude(workspace, text, outcome, apply_now, self.display.note, record)
 
     def repl(self) -> None:
         self.display.note(
@@ -340,6 +362,8 @@ class Session:
             try:
                 click.echo(printable(self.run_goal(line)))
             except NanocodeError as exc:
+                if isinstance(exc, Interrupted) and self.signals.resume():
+                    exc.terminated = True  # a SIGTERM came while the goal stopped
                 if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise
                 exc.show()
@@ -365,27 +389,55 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: like Ctrl-C for the goal, but the REPL ends too."""
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop a goal the way Ctrl-C does, so that its cleanup runs."""
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+class _Signals:
+    """How signals act on a goal. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop it, so that its clean-up
+    runs; the last two end the REPL too. The first one starts the stop, and from then on the others
+    are held until nanocode exits (or the REPL takes the next goal): a second signal cuts neither the
+    clean-up nor the exit code."""
 
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.held: list[int] = []
+        self.stopping = False
 
-@contextmanager
-def _shielded() -> Iterator[None]:
-    """A second Ctrl-C must not cut the removal of what the goal started."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    @contextmanager
+    def goal(self) -> Iterator[None]:
+        self.held, self.stopping = [], False
+        self.previous = {sig: signal.signal(sig, self._stop) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            if not self.stopping:
+                self._restore()
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        self.hold()  # before anything else runs: there is no moment when a second signal acts
+        raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated
+
+    def hold(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._held)
+
+    def _held(self, signum: int, frame: FrameType | None) -> None:
+        self.held.append(signum)
+
+    def resume(self) -> bool:
+        """After a goal stopped by Ctrl-C, signals act as before it; True if SIGTERM or SIGHUP came meanwhile."""
+        self._restore()
+        self.stopping = False
+        return any(sig != signal.SIGINT for sig in self.held)
+
+    def exiting(self) -> None:
+        """Once stopping, nanocode exits ignoring signals: Python's finalization puts back the default
+        action of those it handles itself, under which a late signal would change the exit code."""
+        if self.stopping:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
+    def _restore(self) -> None:
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)

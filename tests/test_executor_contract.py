@@ -275,3 +275,23 @@ def test_stopped_ready_shells_are_not_used(executor: Executor) -> None:
     started = time.monotonic()
     assert executor.run("echo fine", 10).stdout == "fine\n"
     assert time.monotonic() - started < 3
+
+
+def test_a_fresh_runtime_runs_its_first_commands_in_forked_shells(project: Path) -> None:
+    # Bash still holds the report pipe as its stdout for a moment after it says its pid: a shell
+    # checked in that moment must not be taken for a forgery, and its command sent to a new shell.
+    for _ in range(10):
+        runtime = HostExecutor(str(project), CAP, [])
+        try:
+            shells = runtime.run("echo $$ $BASHPID", 10).stdout.split()
+        finally:
+            runtime.close()
+        assert len(shells) == 2 and shells[0] != shells[1]
+
+
+def test_commands_no_shell_can_take_leave_nothing_behind(executor: Executor) -> None:
+    count = "ps --ppid $PPID --no-headers | wc -l"
+    before = int(executor.run(count, 10).stdout)
+    for _ in range(10):
+        assert "could not start" in executor.run("echo \ud800", 10).stderr
+    assert int(executor.run(count, 10).stdout) <= before + 1  # one more shell may be on its way

@@ -29,6 +29,24 @@ NON_INTERACTIVE = {
 }
 # Spare time, past a command's own timeout, for the runtime to kill it and answer.
 GRACE = 10.0
+# JSON writes a byte of output as at most 6 characters (\u001b, or \ufffd for one that is not UTF-8).
+ESCAPED = 6
+# What each reply must hold, and of which types (exactly: JSON's true is no number here).
+NONE = type(None)
+Fields = dict[str, tuple[type, ...]]
+REPLY: Fields = {"ok": (bool,)}
+FAILED: Fields = {"error": (str,)}
+RUN: Fields = {
+    "stdout": (str,),
+    "stderr": (str,),
+    "exit_code": (int, NONE),
+    "signal": (int, NONE),
+    "timed_out": (bool,),
+    "oom": (bool,),
+    "cut": (int,),
+    "duration": (int, float),
+}
+READ: Fields = {"content": (str,)}
 
 
 class ChannelClosed(Exception):
@@ -37,6 +55,16 @@ class ChannelClosed(Exception):
 
 class RuntimeExited(ChannelClosed):
     """The runtime's end of the channel closed: it died, or what hosted it did."""
+
+
+class MalformedReply(ChannelClosed):
+    """The runtime said something outside its protocol. Commands run as the runtime's user and may
+    take it over, so what comes back is untrusted input: the runtime is given up for a fresh one."""
+
+
+def reply_bound(output_cap: int) -> int:
+    """The longest reply a runtime keeping to the protocol can send: two capped streams, escaped, and notes."""
+    return ESCAPED * (2 * output_cap + 4096) + 65536
 
 
 class Transport(Protocol):
@@ -56,7 +84,8 @@ class RuntimeClient:
         self.transport = transport
         self.cwd = cwd
         self.output_cap = output_cap
-        self._buffer = b""
+        self.max_reply = reply_bound(output_cap)
+        self._buffer = bytearray()
         self._next_id = 0
         try:
             transport.send(json.dumps(source).encode() + b"\n")
@@ -64,11 +93,28 @@ class RuntimeClient:
             raise ChannelClosed(str(exc)) from exc
         hello = self._read_line(time.monotonic() + start_timeout)
         if hello.get("hello") != "nanocode-runtime":
-            raise ChannelClosed(f"unexpected greeting from the runtime: {hello!r}")
+            raise MalformedReply(f"unexpected greeting from the runtime: {_shown(repr(hello))}")
         self.hello = hello  # with what the runtime does without, where its kernel lacks something
 
     def _read_line(self, deadline: float) -> dict[str, Any]:
-        while b"\n" not in self._buffer:
+        searched = 0  # what is buffered was searched for the line's end up to here
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            if len(self._buffer) > self.max_reply:
+                raise MalformedReply(f"a reply of more than {self.max_reply} bytes")
+            searched = len(self._buffer)
+            self._buffer += self._recv(deadline)
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        try:
+            reply = json.loads(line)
+        except (ValueError, RecursionError):
+            raise MalformedReply(f"something unreadable: {_shown(repr(line))}") from None
+        if not isinstance(reply, dict):
+            raise MalformedReply(f"something unreadable: {_shown(repr(line))}")
+        return reply
+
+    def _recv(self, deadline: float) -> bytes:
+        while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ChannelClosed("the runtime stopped answering")
@@ -80,28 +126,25 @@ class RuntimeClient:
                 raise ChannelClosed(str(exc)) from exc
             if not chunk:
                 raise RuntimeExited("the runtime exited")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise ChannelClosed(f"the runtime sent something unreadable: {line[:200]!r}") from None
-        if not isinstance(reply, dict):
-            raise ChannelClosed(f"the runtime sent something unreadable: {line[:200]!r}")
-        return reply
+            return chunk
 
     def request(self, op: str, wait: float, **fields: Any) -> dict[str, Any]:
+        """The reply to one request, checked to be that request's and to hold `ok` (and `error` when not ok)."""
         self._next_id += 1
         payload = {"id": self._next_id, "op": op, **fields}
         try:
             self.transport.send(json.dumps(payload).encode() + b"\n")
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
-        deadline = time.monotonic() + wait
-        while True:
-            reply = self._read_line(deadline)
-            if reply.get("id") == self._next_id:
-                return reply
+        reply = self._read_line(time.monotonic() + wait)
+        given = reply.get("id")
+        if type(given) is not int or given != self._next_id:
+            # One request at a time, and none given up on without the runtime: no reply is ever late.
+            raise MalformedReply(f"a reply to request {_shown(repr(given))} where {self._next_id} was asked")
+        _check(reply, REPLY)
+        if not reply["ok"]:
+            _check(reply, FAILED)
+        return reply
 
     def run(self, command: str, timeout: float) -> CommandResult:
         reply = self.request(
@@ -109,6 +152,7 @@ class RuntimeClient:
         )
         if not reply["ok"]:
             return CommandResult("", f"could not start the command: {reply['error']}", exit_code=None)
+        _check(reply, RUN)
         return CommandResult(
             stdout=reply["stdout"],
             stderr=reply["stderr"],
@@ -124,6 +168,7 @@ class RuntimeClient:
         reply = self.request("read", GRACE + 20, path=self._resolve(path), cap=self.output_cap)
         if not reply["ok"]:
             raise FileOpError(reply["error"])
+        _check(reply, READ)
         content: str = reply["content"]
         return content
 
@@ -139,3 +184,14 @@ class RuntimeClient:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _check(reply: dict[str, Any], fields: Fields) -> None:
+    for name, types in fields.items():
+        if type(reply.get(name)) not in types:
+            raise MalformedReply(f"{name} is {_shown(repr(reply.get(name)))}")
+
+
+def _shown(text: str) -> str:
+    """A part of what the runtime sent, short enough for a message."""
+    return text if len(text) <= 200 else text[:200] + "..."

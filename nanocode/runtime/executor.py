@@ -2,15 +2,18 @@
 
 from nanocode.errors import FileOpError
 from nanocode.interfaces import CommandResult
-from nanocode.runtime.client import ChannelClosed, RuntimeClient
+from nanocode.runtime.client import SERVER_SOURCE, ChannelClosed, RuntimeClient
 
 
 class RuntimeExecutor:
     """Runs tools through a runtime started on creation; close() stops it and what it started.
 
     If the runtime dies (killed, out of memory, its container gone), the call that
-    saw it says so, and the next call starts a fresh one.
+    saw it says so, and the next call starts a fresh one. So too if it breaks the protocol
+    (MalformedReply): a command can take it over.
     """
+
+    source = SERVER_SOURCE  # the runtime's program (tests give a hostile one)
 
     def __init__(self) -> None:
         self.runtime: RuntimeClient | None = None

@@ -441,7 +441,8 @@ class ShellServer:
                 for fd, mine in ((2, shell.err_r), (3, shell.script_w))
             )
         except OSError:
-            return False
+            pass
+        return False
 
     def collect(self):
         """Takes in what the forked shells have said, without waiting."""
@@ -499,7 +500,8 @@ class Runtime:
     # stops for good; a server slow to fork (out of processes, for a while) is only replaced.
     FORK_FAILURES = 3
 
-    def __init__(self):
+    def __init__(self, channel):
+        self.channel = channel  # watched while a command runs: the client may go at any moment
         self.server = None
         self.ready = []
         # Else each command gets a new shell; and without a subreaper, forked shells never reach the runtime.
@@ -580,6 +582,7 @@ class Runtime:
         timeout = float(req.get("timeout") or 120)
         cap = int(req.get("cap") or 100000)
         cwd = req.get("cwd") or os.getcwd()
+        script_for(cwd, req["command"])  # raises for text no shell can take, before a shell is taken for it
         oom_before = oom_kills()
         note = ""
         reap()
@@ -606,8 +609,11 @@ class Runtime:
                 wait = left
             else:  # polled: there is no pidfd, or the shell is not yet ours (see SHELL_SERVER)
                 wait = min(left, 0.01 if shell.pidfd is None else 0.001)
-            ready, _, _ = select.select(pending, [], [], wait)
+            ready, _, _ = select.select([*pending, Channel.STDIN], [], [], wait)
             for fd in ready:
+                if fd == Channel.STDIN:
+                    self.channel.take(fd)  # raises ClientGone at its end
+                    continue
                 if fd == shell.pidfd:
                     pending.remove(fd)
                     continue
@@ -777,6 +783,11 @@ def write(req):
     return {"bytes": len(data)}
 
 
+class ClientGone(BaseException):
+    """The end of the runtime's stdin: the client is gone, and so must be the runtime and everything
+    it started, whatever it is doing. A BaseException, so that no handler of a request takes it."""
+
+
 class Channel:
     """Where requests come from and where their replies go: the runtime's stdin and stdout and,
     once the client asks for it, a unix socket to the client that skips the relay in between (a
@@ -821,26 +832,30 @@ class Channel:
             except OSError:
                 self.drop_socket()
 
+    def take(self, fd):
+        """Reads what arrived on one source (raises ClientGone at the end of stdin)."""
+        chunk = os.read(fd, 1 << 16)
+        if chunk:
+            self.buffers[fd] += chunk
+        elif fd == self.STDIN:
+            raise ClientGone
+        else:
+            self.drop_socket()
+
     def requests(self):
-        """(source, line) pairs; between them, the orphans that came to the runtime and died are reaped."""
+        """(source, line) pairs, until the end of stdin raises ClientGone; between them, the orphans
+        that came to the runtime and died are reaped."""
         while True:
-            ready = select.select(list(self.buffers), [], [], 0.2)[0]
-            if not ready:
-                reap()
-                continue
-            for fd in ready:
-                if fd not in self.buffers:
-                    continue  # dropped meanwhile
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    if fd == self.STDIN:
-                        return
-                    self.drop_socket()
-                    continue
-                self.buffers[fd] += chunk
+            for fd in list(self.buffers):
                 while fd in self.buffers and b"\n" in self.buffers[fd]:
                     line, self.buffers[fd] = self.buffers[fd].split(b"\n", 1)
                     yield fd, line
+            ready = select.select(list(self.buffers), [], [], 0.2)[0]
+            if not ready:
+                reap()
+            for fd in ready:
+                if fd in self.buffers:  # else dropped meanwhile
+                    self.take(fd)
 
 
 def main():
@@ -850,12 +865,19 @@ def main():
     # always those it was given.
     os.open(os.devnull, os.O_RDONLY)
     os.open(os.devnull, os.O_RDONLY)
-    runtime = Runtime()
     channel = Channel()
+    runtime = Runtime(channel)
     ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping, "socket": channel.connect}
     hello = {"hello": "nanocode-runtime", "version": 1, "pid": os.getpid(), "fallbacks": FALLBACKS}
     channel.send(Channel.STDIN, json.dumps(hello).encode() + b"\n")
     runtime.prepare()
+    try:
+        serve(channel, ops)
+    except ClientGone:
+        runtime.stop_everything()  # a container ends with the runtime, but on the host nothing else would
+
+
+def serve(channel, ops):
     for source, line in channel.requests():
         req = {}
         try:

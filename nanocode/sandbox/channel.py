@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from nanocode.runtime.client import RuntimeClient, Transport
+from nanocode.runtime.server import proc_stat
 
 HEADER = struct.Struct(">BxxxL")
 STDOUT = 1
@@ -76,12 +77,38 @@ def _base() -> str:
 
 
 def make_folder(goal: str) -> str:
-    """A folder for one goal's socket, that only this user can enter."""
-    return tempfile.mkdtemp(prefix=f"nanocode-{goal}-", dir=_base())
+    """A folder for one goal's socket, that only this user can enter. Its name tells its owner (pid
+    and start time), so that once that process is gone the next start removes it at once, even if
+    no container was ever made for it. The goal is random: the name cannot be guessed ahead."""
+    pid = os.getpid()
+    path = os.path.join(_base(), f"nanocode-{goal}-{pid}-{process_start(pid)}")
+    os.mkdir(path, 0o700)  # never follows a link, and fails where anything of that name exists
+    return path
 
 
-# make_folder's names: the goal (12 hex digits), then mkdtemp's 8 characters.
-FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-[A-Za-z0-9_]{8}")
+# make_folder's names: the goal (12 hex digits), the owner's pid and start time (as many digits as
+# they can have: anyone may make a folder of such a name). Those of earlier versions end in mkdtemp's
+# 8 characters instead, and tell no owner.
+FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-(?:(\d{1,9})-(\d{0,20})|[A-Za-z0-9_]{8})")
+
+
+def process_start(pid: int) -> str:
+    """When a process started (clock ticks since boot), so that a reused pid is not taken for its owner."""
+    try:
+        return proc_stat(pid)[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_gone(pid: int, start: str) -> bool:
+    """True when the process `pid` that started at `start` (process_start) is no longer running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, someone else's
+    return bool(start) and os.path.exists(f"/proc/{pid}") and process_start(pid) != start
 
 
 def remove_folder(path: str) -> None:
@@ -102,12 +129,19 @@ def remove_folders(goal: str) -> None:
 
 
 def remove_orphan_folders(goals: set[str], older_than: float = 600.0) -> None:
-    """Folders whose goal has no container (nanocode killed before it made one), once old enough
-    that no goal can still be starting with them."""
+    """Folders whose goal has no container (nanocode killed before it made one, or while it removed
+    it): at once where their owner is gone; where the name tells no owner, once old enough that no
+    goal can still be starting with them."""
     for path in glob.glob(os.path.join(_base(), "nanocode-*")):
         name = FOLDER_NAME.fullmatch(os.path.basename(path))
+        if not name or name.group(1) in goals:
+            continue
         with contextlib.suppress(OSError):
-            if name and name.group(1) not in goals and time.time() - os.lstat(path).st_mtime > older_than:
+            if name.group(2) is not None:
+                orphan = owner_gone(int(name.group(2)), name.group(3))
+            else:
+                orphan = time.time() - os.lstat(path).st_mtime > older_than
+            if orphan:
                 remove_folder(path)
 
 
@@ -169,6 +203,8 @@ def go_direct(runtime: RuntimeClient, attached: Transport, folder: str, inside: 
         sock.settimeout(5.0)
         line = b""
         while not line.endswith(b"\n"):
+            if len(line) > len(token) + 1:
+                raise OSError("something other than the runtime connected")
             chunk = sock.recv(256)
             if not chunk:
                 raise OSError("the socket closed before the runtime said its token")

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -15,8 +14,8 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
-from nanocode.runtime.server import proc_stat
 from nanocode.sandbox import channel, protect
+from nanocode.sandbox.channel import owner_gone, process_start
 from nanocode.sandbox.engine import first_line
 
 LABEL = "nanocode"
@@ -48,14 +47,6 @@ class SandboxConfig:
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
     # How the project is shared, from its workspace; None: bind-mounted, with protect's mounts.
     mounts: list[Mount] | None = None
-
-
-def process_start(pid: int) -> str:
-    """When a process started (clock ticks since boot), so that a reused pid is not taken for its owner."""
-    try:
-        return proc_stat(pid)[19].decode()
-    except (OSError, IndexError):
-        return ""
 
 
 def owner_labels(goal: str, project: str) -> dict[str, str]:
@@ -172,14 +163,7 @@ def is_stale(container: Listed) -> bool:
         pid = int(labels.get(f"{LABEL}.owner.pid", ""))
     except ValueError:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, someone else's
-    started = labels.get(f"{LABEL}.owner.start", "")
-    return bool(started) and Path(f"/proc/{pid}").exists() and process_start(pid) != started
+    return owner_gone(pid, labels.get(f"{LABEL}.owner.start", ""))
 
 
 def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:

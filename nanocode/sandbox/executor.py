@@ -4,6 +4,8 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
@@ -11,13 +13,18 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from nanocode import prompts
 from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
-from nanocode.runtime.client import ChannelClosed, RuntimeClient, RuntimeExited
+from nanocode.runtime.client import ChannelClosed, MalformedReply, RuntimeClient, RuntimeExited
 from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.sandbox import channel, engine, isolation, protect
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.isolation import Isolation
+
+# How long after an OOM kill the engine may log its event (see SandboxExecutor._out_of_memory).
+OOM_EVENT_LAG = 5.0
+# How long the engine may go on making a container whose create request was cut off.
+CUT_OFF_WAIT = 2.0
 
 
 class SandboxExecutor(RuntimeExecutor):
@@ -44,6 +51,8 @@ class SandboxExecutor(RuntimeExecutor):
         self.name: str | None = None  # of the current container, known before it exists
         self.container_id: str | None = None
         self.folder: str | None = None  # shared with the container, for the runtime's socket
+        self.oom_reported: tuple[str | None, float] = (None, 0.0)  # the container, and when
+        self.cut_off = False  # a create was cut off before the engine answered
         self.watched = protect.watched(config.project) if config.mounts is None else []
         super().__init__()
 
@@ -74,7 +83,7 @@ class SandboxExecutor(RuntimeExecutor):
         """Makes the container, checks its isolation, attaches to it and starts the runtime in it.
         A refusal of the socket folder raises _FolderRefused; any other, one line for the user."""
         try:
-            self.container_id = lifecycle.create(self.docker, self.config, goal, self.folder).id
+            self.container_id = self._create(goal)
             inspected = self.docker.api.inspect_container(self.container_id)
         except ImageNotFound:
             raise ConfigError(f"the sandbox image {self.config.image} is not present") from None
@@ -90,7 +99,7 @@ class SandboxExecutor(RuntimeExecutor):
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             transport = SocketTransport(self.docker.api.attach_socket(self.container_id, params=params))
             self.docker.api.start(self.container_id)
-            runtime = RuntimeClient(transport, self.config.project, self.output_cap)
+            runtime = RuntimeClient(transport, self.config.project, self.output_cap, source=self.source)
             if self.folder is not None:
                 channel.go_direct(runtime, transport, self.folder)
         except DockerException as exc:
@@ -125,17 +134,40 @@ class SandboxExecutor(RuntimeExecutor):
             "(the image needs python3 and bash or sh; see README)"
         )
 
+    def _create(self, goal: str) -> str:
+        """Makes the container. A create cut off (Ctrl-C) before the engine answers may still make it
+        there, after nanocode removed what it knew of: `cut_off` tells _remove_container to wait for it."""
+        self.cut_off = True
+        try:
+            made: str = lifecycle.create(self.docker, self.config, goal, self.folder).id
+        except Exception:
+            self.cut_off = False  # the engine answered: it made nothing
+            raise
+        self.cut_off = False
+        return made
+
     def _remove_container(self) -> None:
         target, self.container_id = self.container_id or self.name, None
-        if target is None:
-            return
-        try:
-            lifecycle.remove(self.docker, target)
-        except (DockerException, OSError) as exc:  # the engine may be gone; `sandbox prune` is the way back
-            self.note(
-                f"warning: the sandbox container {self.name or target} was not removed ({engine.first_line(exc)}); "
-                "`nanocode sandbox prune` removes it"
-            )
+        if target is not None:
+            try:
+                if self.cut_off:
+                    self._await_container(target)
+                lifecycle.remove(self.docker, target)
+            except (DockerException, OSError) as exc:  # the engine may be gone; `sandbox prune` is the way back
+                self.note(
+                    f"warning: the sandbox container {self.name or target} was not removed "
+                    f"({engine.first_line(exc)}); `nanocode sandbox prune` removes it"
+                )
+        self.cut_off = False
+
+    def _await_container(self, name: str) -> None:
+        """Until the engine has made the container of a create that was cut off, or for CUT_OFF_WAIT."""
+        deadline = time.monotonic() + CUT_OFF_WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(NotFound):
+                self.docker.api.inspect_container(name)
+                return
+            time.sleep(0.05)
 
     def _stop(self) -> None:
         started = self.name is not None
@@ -153,6 +185,8 @@ class SandboxExecutor(RuntimeExecutor):
             )
 
     def _obituary(self, exc: ChannelClosed) -> str:
+        if isinstance(exc, MalformedReply):
+            return f"the sandbox sent a malformed reply ({exc}). {prompts.SANDBOX_RESTARTED}"
         reason = f"the sandbox stopped answering ({exc})"
         try:
             assert self.container_id is not None
@@ -162,7 +196,7 @@ class SandboxExecutor(RuntimeExecutor):
                 if not state.get("Running"):
                     break
                 time.sleep(0.1)
-            if state.get("OOMKilled"):
+            if self._out_of_memory(state):
                 reason = f"out of memory (limit {self.config.memory}); the sandbox container died"
             elif not state.get("Running"):
                 reason = f"the sandbox container stopped (exit code {state.get('ExitCode')})"
@@ -172,10 +206,39 @@ class SandboxExecutor(RuntimeExecutor):
             reason = "the Docker engine stopped answering"
         return f"{reason}. {prompts.SANDBOX_RESTARTED}"
 
+    def _live(self) -> RuntimeClient:
+        self.began = time.time()  # an obituary tells what happened since the call began
+        return super()._live()
+
+    def _out_of_memory(self, state: dict[str, Any]) -> bool:
+        """Whether the container died for memory during the call that saw it die. State.OOMKilled
+        alone cannot tell: it stays set after any OOM kill in the container, even of an earlier
+        command that the runtime outlived. The kernel kills with SIGKILL (so the init exits 137), and
+        the engine logs an oom event, a while after the kill (seconds on a busy machine), even after
+        the death it caused. So soon after a command's OOM kill that the runtime reported, an event
+        may be that kill's: then nothing is claimed."""
+        if not state.get("OOMKilled") or state.get("ExitCode") != 128 + 9:
+            return False
+        try:
+            died = datetime.fromisoformat(state["FinishedAt"]).timestamp()  # the engine's clock, taken to be ours
+            container, reported = self.oom_reported
+            if container == self.container_id and died - reported < OOM_EVENT_LAG:
+                return False
+            filters = {"container": self.container_id, "event": "oom"}
+            since, until = min(self.began, died), died + OOM_EVENT_LAG
+            events = self.docker.api.events(since=f"{since:.9f}", until=f"{until:.9f}", filters=filters, decode=True)
+            try:
+                return next(iter(events), None) is not None  # the stream waits for one until `until`
+            finally:
+                events.close()
+        except (DockerException, KeyError, TypeError, ValueError):
+            return True  # the engine will not say more: the flag and the exit code are all there is
+
     def run(self, command: str, timeout: float) -> CommandResult:
         result = super().run(command, timeout)
         if result.killed == "out of memory":
             result.killed = f"out of memory (limit {self.config.memory})"
+            self.oom_reported = (self.container_id, time.time())
         return result
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanocode.sandbox.container import process_start
+from nanocode.sandbox.channel import process_start
 from nanocode.workspace import paths
 
 
