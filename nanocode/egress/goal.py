@@ -24,7 +24,7 @@ from nanocode.interfaces import CommandResult, Recorder
 from nanocode.runtime.client import BOOTSTRAP
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import SocketTransport
-from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.container import NO_NEW_PRIVILEGES, SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 
 PROXY_SOURCE = Path(proxy.__file__).read_text()
@@ -187,7 +187,7 @@ class GoalNetwork:
                 mounts=mounts,
                 read_only=True,
                 cap_drop=["ALL"],
-                security_opt=["no-new-privileges:true"],
+                security_opt=[NO_NEW_PRIVILEGES],
                 mem_limit=PROXY_MEMORY,
                 memswap_limit=PROXY_MEMORY,
                 nano_cpus=10**9,

@@ -28,6 +28,9 @@ ENVIRONMENT = {
     **NON_INTERACTIVE,
 }
 
+# With "=": dockerd warns of the older ":" form at every create.
+NO_NEW_PRIVILEGES = "no-new-privileges=true"
+
 
 @dataclass
 class SandboxConfig:
@@ -88,7 +91,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         tmpfs={"/tmp": tmpfs_options, HOME: tmpfs_options},
         read_only=True,
         cap_drop=["ALL"],
-        security_opt=["no-new-privileges=true"],
+        security_opt=[NO_NEW_PRIVILEGES],
         mem_limit=config.memory,
         memswap_limit=config.memory,
         nano_cpus=int(config.cpus * 1e9),

@@ -25,6 +25,7 @@ from docker.types import Mount
 
 from nanocode.errors import ConfigError
 from nanocode.sandbox import protect
+from nanocode.sandbox.container import NO_NEW_PRIVILEGES
 
 CHUNK = 1 << 20
 _seen: dict[tuple[str, str], bool] = {}
@@ -198,7 +199,7 @@ def helper(client: docker.DockerClient, image: str, user: str, volumes: dict[str
     """A container (made, not started) with the goal's volumes, to ship files in and out of them."""
     mounts = [Mount(target=target, source=name, type="volume") for target, name in volumes.items()]
     config = client.api.create_host_config(
-        mounts=mounts, network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"], read_only=True
+        mounts=mounts, network_mode="none", cap_drop=["ALL"], security_opt=[NO_NEW_PRIVILEGES], read_only=True
     )
     created: dict[str, Any] = client.api.create_container(
         image,
