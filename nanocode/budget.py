@@ -1,6 +1,7 @@
 """The limits of one goal: model calls, continuations, wall-clock time and cost."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nanocode.errors import BudgetExceeded
@@ -12,6 +13,8 @@ class Limits:
     max_continuations: int = 10
     max_seconds: float = 3600.0
     max_cost: float = 0.0  # dollars; 0 means no limit
+    # A limit from outside the goal (a batch's budgets, its stop), checked before each model call; it raises.
+    outer: Callable[[], None] | None = None
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Budget:
             raise BudgetExceeded(f"stopped: the goal used its {self.limits.max_steps} model calls (--max-steps)")
         self._check_time()
         self._check_cost()
+        if self.limits.outer is not None:
+            self.limits.outer()
         self.steps += 1
 
     def add_cost(self, cost: float | None) -> None:

@@ -3,6 +3,7 @@
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,15 +82,72 @@ class Settings:
         return cls(**values)
 
 
-class Session:
-    """Owns what lives as long as nanocode runs; opens and closes an executor per goal."""
+@dataclass
+class Engine:
+    """What the goals of a run share on one Docker engine: its client and the sandbox image."""
 
-    def __init__(self, settings: Settings):
+    client: Any
+    image: str
+    rootless: bool
+
+
+def open_engine(settings: Settings, note: Callable[[str], None], client: Any = None) -> Engine:
+    """Connects (unless given a client), removes stale containers, and makes sure of the image."""
+    from nanocode.sandbox import container, engine, image
+
+    client = client or engine.connect()
+    for name in container.prune(client):
+        note(f"removed stale sandbox container {name}")
+    tag = settings.image or image.ensure_image(client, note)
+    return Engine(client, tag, engine.is_rootless(client))
+
+
+OpenExecutor = Callable[[Callable[[str], None]], Executor]
+
+
+def executor_factory(
+    settings: Settings, engine: Engine | None, note: Callable[[str], None]
+) -> tuple[OpenExecutor, str]:
+    """How to open the executor of a goal (given where it says what it does), and how to describe it to the model."""
+    s = settings
+    project = str(s.project)
+    if not s.sandbox:
+        from nanocode.host import HostExecutor
+
+        secrets = [s.api_key] if s.api_key else []
+        return lambda note: HostExecutor(project, s.output_cap, secrets), prompts.HOST
+    from nanocode.sandbox.container import SandboxConfig
+    from nanocode.sandbox.executor import SandboxExecutor
+
+    engine = engine or open_engine(s, note)
+    tag = s.image or engine.image
+    config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
+    if engine.rootless:
+        config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+    network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
+    environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
+    return lambda note: SandboxExecutor(engine.client, config, s.output_cap, note), environment
+
+
+class Session:
+    """Owns what lives as long as nanocode runs; opens and closes an executor per goal.
+
+    A batch runs each goal in a session of its own, sharing the engine and the model's gate.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        display: Display | None = None,
+        engine: Engine | None = None,
+        gate: Any = None,
+        transcript: Transcript | None = None,
+    ):
         self.settings = settings
-        self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
-        self.model = self._model()
-        self._open_executor, environment = self._executor_factory()
-        self.transcript = Transcript(settings.transcript or default_path())
+        self.display: Display = display or (QuietDisplay() if settings.quiet else TerminalDisplay())
+        self.model = self._model(gate)
+        self._open_executor, environment = executor_factory(settings, engine, self.display.note)
+        self.transcript = transcript or Transcript(settings.transcript or default_path())
         self.transcript.record(
             "start",
             model=self.model.name,
@@ -108,7 +166,7 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.transcript.close()
 
-    def _model(self) -> Model:
+    def _model(self, gate: Any = None) -> Model:
         s = self.settings
         if s.replay:
             from nanocode.model.replay import ReplayModel
@@ -118,39 +176,23 @@ class Session:
 
         assert s.api_key
         return OpenAIModel(
-            s.base_url, s.api_key, s.model, max_tokens=s.max_tokens, timeout=s.request_timeout, retries=s.retries
+            s.base_url,
+            s.api_key,
+            s.model,
+            max_tokens=s.max_tokens,
+            timeout=s.request_timeout,
+            retries=s.retries,
+            gate=gate,
         )
 
-    def _executor_factory(self) -> tuple[Callable[[], Executor], str]:
-        """How to open the executor of a goal, and how to describe it to the model."""
-        s = self.settings
-        project = str(s.project)
-        if not s.sandbox:
-            from nanocode.host import HostExecutor
+    def open_executor(self) -> Executor:
+        return self._open_executor(self.display.note)
 
-            secrets = [s.api_key] if s.api_key else []
-            return lambda: HostExecutor(project, s.output_cap, secrets), prompts.HOST
-        from nanocode.sandbox import container, engine, image
-        from nanocode.sandbox.container import SandboxConfig
-        from nanocode.sandbox.executor import SandboxExecutor
-
-        client = engine.connect()
-        for name in container.prune(client):
-            self.display.note(f"removed stale sandbox container {name}")
-        tag = s.image or image.ensure_image(client, self.display.note)
-        config = SandboxConfig(project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network)
-        if engine.is_rootless(client):
-            config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
-        network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
-        environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
-        return lambda: SandboxExecutor(client, config, s.output_cap, self.display.note), environment
-
-    def run_goal(self, goal: str) -> str:
-        """Runs one goal in an executor of its own, which is closed however the goal ends."""
+    def run_goal(self, goal: str, executor: Executor | None = None) -> str:
+        """Runs one goal in an executor of its own (opened here unless given), closed however the goal ends."""
         with _signals_interrupt():
-            executor: Executor | None = None
             try:
-                executor = self._open_executor()
+                executor = executor or self.open_executor()
                 return self.agent.run(goal.strip(), executor)
             except KeyboardInterrupt as exc:
                 self.transcript.record("end", outcome="interrupted")
@@ -208,6 +250,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP stop a goal the way Ctrl-C does, so that its cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a batch's worker: the batch itself handles the signals
+        return
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -219,6 +264,9 @@ def _signals_interrupt() -> Iterator[None]:
 @contextmanager
 def _shielded() -> Iterator[None]:
     """A second Ctrl-C must not cut the removal of what the goal started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield

@@ -67,6 +67,10 @@ class ScriptedAPI:
         self.script: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        # Per goal: replies keyed by the goal's text (the first user message), for goals run in parallel.
+        self.goals: dict[str, list[Reply]] = {}
+        self.goal_delay = 0.0  # added before every reply to a goal's script
+        self.times: list[tuple[float, str]] = []  # when each request came, for which goal
         self._lock = threading.Lock()
         api = self
 
@@ -77,7 +81,7 @@ class ScriptedAPI:
                 with api._lock:
                     api.requests.append(body)
                     api.headers.append(dict(self.headers))
-                    reply = api.script.pop(0) if api.script else error(400, "the test script has no more replies")
+                    reply = api._next_reply(body)
                 if self.path != "/v1/chat/completions":
                     reply = error(404, f"no route {self.path}")
                 time.sleep(reply.delay)
@@ -116,3 +120,19 @@ class ScriptedAPI:
     def add(self, *replies: Reply) -> None:
         with self._lock:
             self.script.extend(replies)
+
+    def add_goal(self, goal: str, *replies: Reply) -> None:
+        """Replies for the goal whose text is `goal`, whatever else runs at the same time."""
+        with self._lock:
+            self.goals.setdefault(goal, []).extend(replies)
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        goal = next((m.get("content") for m in body.get("messages", []) if m.get("role") == "user"), None)
+        if goal in self.goals:
+            self.times.append((time.monotonic(), goal))
+            script = self.goals[goal]
+            if not script:
+                return error(400, f"the test script for {goal!r} has no more replies")
+            reply = script.pop(0)
+            return Reply(reply.body, reply.status, reply.headers, reply.delay + self.goal_delay, reply.trickle)
+        return self.script.pop(0) if self.script else error(400, "the test script has no more replies")

@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from nanocode import __version__
+from nanocode.cli.batch import batch
 from nanocode.cli.options import goal_options
 from nanocode.cli.sandbox import sandbox
 from nanocode.display import printable
@@ -47,3 +48,4 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 
 
 cli.add_command(sandbox)
+cli.add_command(batch)

@@ -1,0 +1,500 @@
+"""The batch: goals in a queue, workers per engine, a warm pool ahead of them, budgets over all of them."""
+
+import collections
+import contextlib
+import dataclasses
+import fcntl
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import click
+
+from nanocode.batch import results
+from nanocode.batch.backoff import Backoff
+from nanocode.batch.engines import Slot
+from nanocode.batch.goals import Goal
+from nanocode.batch.ledger import size
+from nanocode.batch.progress import GoalDisplay, Progress
+from nanocode.batch.results import Result
+from nanocode.batch.workspace import CopyWorkspace, remove_tree
+from nanocode.errors import BudgetExceeded, ConfigError, EndpointError, Interrupted, NanocodeError
+from nanocode.interfaces import CommandResult, Executor
+from nanocode.session import Session, Settings, executor_factory
+from nanocode.transcript import Transcript
+
+WORK = ".work"  # under --out: the goals' workspaces while they run
+
+
+@dataclass
+class Budgets:
+    max_cost: float = 0.0  # dollars for the whole batch; 0 is no limit
+    max_time: float = 0.0  # seconds for the whole batch; 0 is no limit
+
+
+@dataclass
+class Planned:
+    """A goal with its settings, ready to be prepared."""
+
+    goal: Goal
+    settings: Settings
+
+
+@dataclass
+class Prepared:
+    """A goal whose workspace exists and whose sandbox is up (with the pool), holding its room."""
+
+    planned: Planned
+    slot: Slot
+    workspace: CopyWorkspace
+    executor: Executor | None = None
+
+
+class GoalTranscript(Transcript):
+    """The goal's transcript, which also keeps the figures of its result and tells the progress table."""
+
+    def __init__(self, path: Path, display: GoalDisplay, spent: Callable[[float], None]):
+        super().__init__(path)
+        self.display = display
+        self.spent = spent
+        self.steps = self.idle_replies = self.prompt_tokens = self.completion_tokens = 0
+        self.cost = self.model_seconds = 0.0
+
+    def record(self, kind: str, **fields: Any) -> None:
+        super().record(kind, **fields)
+        if kind != "response":
+            return
+        self.steps += 1
+        self.idle_replies += not fields["message"].get("tool_calls")
+        self.model_seconds += fields.get("seconds") or 0.0
+        usage = fields.get("usage") or {}
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+        cost = fields.get("cost") or 0.0
+        self.cost += cost
+        self.display.cost = self.cost
+        self.spent(cost)
+
+
+class Guarded:
+    """A goal's executor that refuses new work once the batch stops, so that no sandbox starts again."""
+
+    def __init__(self, inner: Executor, check: Callable[[], None]):
+        self.inner = inner
+        self.check = check
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        self.check()
+        return self.inner.run(command, timeout)
+
+    def read_file(self, path: str) -> str:
+        self.check()
+        return self.inner.read_file(path)
+
+    def write_file(self, path: str, content: str) -> None:
+        self.check()
+        self.inner.write_file(path, content)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Batch:
+    def __init__(
+        self,
+        planned: list[Planned],
+        slots: list[Slot],
+        out: Path,
+        budgets: Budgets,
+        progress: Progress,
+        pool: bool = True,
+    ):
+        self.planned = planned
+        self.slots = slots
+        self.out = out
+        self.budgets = budgets
+        self.progress = progress
+        self.pool = pool
+        self.gate = Backoff()
+        self.queue: collections.deque[Planned] = collections.deque()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.stopping: NanocodeError | None = None
+        self.started = time.monotonic()
+        self.spent = 0.0
+        self.live: set[Executor] = set()
+        self.finished: list[Result] = []
+
+    # The batch's run, in the main thread.
+
+    def run(self, skipped: list[Result]) -> int:
+        self.queue.extend(self.planned)
+        threads = [t for slot in self.slots for t in self._threads(slot)]
+        with _signals_interrupt():
+            try:
+                for thread in threads:
+                    thread.start()
+                while any(t.is_alive() for t in threads):
+                    self._check_budgets()
+                    time.sleep(0.1)
+            except KeyboardInterrupt:
+                with _shielded():
+                    self._interrupt(threads)
+                return self._finish(skipped, interrupted=True)
+        return self._finish(skipped)
+
+    def _threads(self, slot: Slot) -> list[threading.Thread]:
+        ready: queue.Queue[Prepared] = queue.Queue()
+        room = threading.Semaphore(slot.workers)  # goals prepared ahead: as many as are about to start
+        threads = []
+        for _ in range(slot.workers):
+            threads.append(threading.Thread(target=self._runner, args=(slot, ready, room), daemon=True))
+            if self.pool:
+                threads.append(threading.Thread(target=self._preparer, args=(slot, ready, room), daemon=True))
+        return threads
+
+    def _check_budgets(self) -> None:
+        b = self.budgets
+        if b.max_time and time.monotonic() - self.started >= b.max_time:
+            self.halt(BudgetExceeded(f"stopped: the batch ran out of time ({b.max_time:g}s, --batch-max-time)"))
+        if b.max_cost and self.spent >= b.max_cost:
+            self.halt(
+                BudgetExceeded(
+                    f"stopped: the batch cost ${self.spent:.4f}, reaching its limit of ${b.max_cost:g} "
+                    "(--batch-max-cost)"
+                )
+            )
+
+    def halt(self, why: NanocodeError) -> None:
+        """No goal starts from now on, and running goals end at their next step."""
+        with self.lock:
+            if self.stopping is None:
+                self.stopping = why
+                self.stop.set()
+                self.progress.line(f"batch: {why.format_message()}")
+
+    def _interrupt(self, threads: list[threading.Thread]) -> None:
+        self.halt(Interrupted("interrupted: the batch was stopped"))
+        with self.lock:
+            live = list(self.live)
+        for executor in live:
+            with contextlib.suppress(Exception):
+                executor.close()
+        deadline = time.monotonic() + 10
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Removes whatever this batch still has on its engines (containers, socket folders) and its workspaces."""
+        from nanocode.sandbox import channel, container
+
+        for slot in self.slots:
+            if slot.client is None or not slot.alive:
+                continue
+            with contextlib.suppress(Exception):
+                for listed in container.ours(slot.client):
+                    if _mine(listed.labels):
+                        container.remove(slot.client, listed.id)
+                        channel.remove_folders(listed.labels.get("nanocode.goal", "") or listed.name)
+        with contextlib.suppress(OSError):
+            remove_tree(self.out / WORK)
+
+    def _finish(self, skipped: list[Result], interrupted: bool = False) -> int:
+        if not interrupted:
+            self.sweep()
+        done = {r.id: r for r in skipped + self.finished}
+        stopped = isinstance(self.stopping, BudgetExceeded)
+        for planned in self.planned:
+            if planned.goal.id not in done and stopped:
+                done[planned.goal.id] = Result(
+                    planned.goal.id,
+                    planned.goal.text,
+                    str(planned.settings.project),
+                    "stopped",
+                    "not started: " + self.stopping.format_message() if self.stopping else "",
+                )
+        ordered = [done[p.goal.id] for p in self.planned if p.goal.id in done]
+        extra = {"interrupted": interrupted, "backoffs": self.gate.holds, "skipped": [r.id for r in skipped]}
+        summary = results.summary(ordered, time.monotonic() - self.started, extra)
+        (self.out / "summary.json").write_text(_json(summary))
+        click.echo(results.table(ordered))  # the summary on stdout, progress on stderr
+        click_echo(
+            f"batch: {_counts(summary['outcomes'])}, ${summary['cost']:.4f}, {summary['seconds']:.1f}s; "
+            f"results in {self.out}"
+        )
+        if interrupted:
+            raise Interrupted("interrupted: the batch was stopped; what finished is kept, and the next run resumes")
+        return int(summary["exit_code"])
+
+    # The workers, each in a thread of its own.
+
+    def _next(self, slot: Slot) -> Planned | None:
+        with self.lock:
+            if self.stop.is_set() or not slot.alive or not self.queue:
+                return None
+            slot.pending += 1
+            return self.queue.popleft()
+
+    def _preparer(self, slot: Slot, ready: "queue.Queue[Prepared]", room: threading.Semaphore) -> None:
+        while not self.stop.is_set() and slot.alive:
+            if not room.acquire(timeout=0.1):
+                continue
+            planned = self._next(slot)
+            if planned is None:
+                room.release()
+                return
+            try:
+                item = self._prepare(planned, slot, warm=True)
+            except Exception as exc:
+                self._record(self._failed(planned, slot, exc, 0.0))
+                room.release()
+                item = None
+            finally:
+                with self.lock:
+                    slot.pending -= 1
+            if item is not None:
+                ready.put(item)
+
+    def _runner(self, slot: Slot, ready: "queue.Queue[Prepared]", room: threading.Semaphore) -> None:
+        while True:
+            if self.pool:
+                try:
+                    item = ready.get(timeout=0.1)
+                except queue.Empty:
+                    with self.lock:
+                        over = self.stop.is_set() or not slot.alive or (not self.queue and not slot.pending)
+                    if over and ready.empty():
+                        return
+                    continue
+                room.release()
+                if self.stop.is_set() or not slot.alive:
+                    self._discard(item)
+                    continue
+                self._run(item, time.monotonic())
+            else:
+                planned = self._next(slot)
+                if planned is None:
+                    return
+                started = time.monotonic()
+                try:
+                    prepared = self._prepare(planned, slot, warm=False)
+                except Exception as exc:
+                    self._record(self._failed(planned, slot, exc, time.monotonic() - started))
+                    continue
+                finally:
+                    with self.lock:
+                        slot.pending -= 1
+                if prepared is not None:
+                    self._run(prepared, started)
+
+    def _prepare(self, planned: Planned, slot: Slot, warm: bool) -> Prepared | None:
+        """Takes the goal's room, copies its workspace, and (for the pool) starts its sandbox."""
+        s = planned.settings
+        memory, cpus = _needs(s)
+        if not slot.ledger.take(memory, cpus, self.stop):
+            self._put_back(planned)
+            return None
+        try:
+            workspace = CopyWorkspace(s.project, self.out / WORK / planned.goal.id)
+            item = Prepared(planned, slot, workspace)
+            if warm:
+                item.executor = self._open(item, lambda text: None)
+            return item
+        except BaseException:
+            slot.ledger.give(memory, cpus)
+            with contextlib.suppress(Exception):
+                workspace.remove()
+            raise
+
+    def _put_back(self, planned: Planned) -> None:
+        with self.lock:
+            self.queue.appendleft(planned)
+
+    def _open(self, item: Prepared, note: Callable[[str], None]) -> Executor:
+        opener, _ = executor_factory(self._run_settings(item), item.slot.engine, note)
+        executor = opener(note)
+        with self.lock:
+            self.live.add(executor)
+        return executor
+
+    def _run_settings(self, item: Prepared) -> Settings:
+        folder = results.folder(self.out, item.planned.goal.id)
+        return dataclasses.replace(
+            item.planned.settings,
+            project=item.workspace.path,
+            transcript=folder / "transcript.jsonl",
+            limits=dataclasses.replace(item.planned.settings.limits, outer=self._outer),
+        )
+
+    def _outer(self) -> None:
+        with self.lock:
+            why = self.stopping
+        if why is not None:
+            raise type(why)(why.format_message())
+
+    def _run(self, item: Prepared, started: float) -> None:
+        goal = item.planned.goal
+        folder = results.folder(self.out, goal.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        display = GoalDisplay(self.progress, goal.id)
+        self.progress.start(goal.id, item.slot.name if len(self.slots) > 1 else "")
+        settings = self._run_settings(item)
+        transcript = GoalTranscript(folder / "transcript.jsonl", display, self._spend)
+        executor = item.executor
+        result = Result(goal.id, goal.text, str(item.planned.settings.project), "crash", engine=item.slot.name)
+        try:
+            with Session(settings, display, item.slot.engine, self.gate, transcript) as session:
+                if executor is None:
+                    executor = self._open(item, display.note)
+                result.ready_seconds = round(time.monotonic() - started, 4)
+                result.answer = session.run_goal(goal.text, Guarded(executor, self._outer))
+                result.outcome = "complete"
+        except BaseException as exc:  # a goal's failure is its own, whatever it is
+            result.outcome, result.reason = self._outcome(exc, item.slot)
+        finally:
+            if executor is not None:
+                with contextlib.suppress(Exception):
+                    executor.close()
+                with self.lock:
+                    self.live.discard(executor)
+            item.slot.ledger.give(*_needs(item.planned.settings))
+        result.steps, result.cost = transcript.steps, round(transcript.cost, 6)
+        result.continuations = max(0, transcript.idle_replies - (result.outcome == "complete"))
+        result.prompt_tokens, result.completion_tokens = transcript.prompt_tokens, transcript.completion_tokens
+        result.model_seconds = round(transcript.model_seconds, 4)
+        result.seconds = round(time.monotonic() - started, 4)
+        try:
+            result.files_changed = item.workspace.changes(folder / "changes")
+        except OSError as exc:
+            result.reason += f" (the change set could not be kept: {exc})"
+        finally:
+            with contextlib.suppress(OSError):
+                item.workspace.remove()
+        self._record(result)
+
+    def _outcome(self, exc: BaseException, slot: Slot) -> tuple[str, str]:
+        message = exc.format_message() if isinstance(exc, NanocodeError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, BudgetExceeded):
+            return ("stopped" if "the batch" in message else "budget"), message
+        if isinstance(exc, EndpointError):
+            return "endpoint", message
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            return "interrupted", message or "interrupted"
+        if slot.client is not None and not slot.answers():
+            self._lose(slot)
+            return "engine", f"the Docker engine {slot.name} stopped answering ({message})"
+        if isinstance(exc, ConfigError):
+            return "config", message
+        return "crash", message
+
+    def _lose(self, slot: Slot) -> None:
+        with self.lock:
+            if slot.alive:
+                slot.alive = False
+                self.progress.line(f"batch: the engine {slot.name} stopped answering; it gets no more goals")
+
+    def _failed(self, planned: Planned, slot: Slot, exc: BaseException, seconds: float) -> Result:
+        outcome, reason = self._outcome(exc, slot)
+        return Result(
+            planned.goal.id,
+            planned.goal.text,
+            str(planned.settings.project),
+            outcome,
+            reason,
+            seconds=seconds,
+            engine=slot.name,
+        )
+
+    def _discard(self, item: Prepared) -> None:
+        if item.executor is not None:
+            with contextlib.suppress(Exception):
+                item.executor.close()
+            with self.lock:
+                self.live.discard(item.executor)
+        with contextlib.suppress(OSError):
+            item.workspace.remove()
+        item.slot.ledger.give(*_needs(item.planned.settings))
+        self._put_back(item.planned)
+
+    def _spend(self, cost: float) -> None:
+        with self.lock:
+            self.spent += cost
+        self._check_budgets()
+
+    def _record(self, result: Result) -> None:
+        if result.outcome != "interrupted" or not results.is_done(results.read(self.out, result.id), False):
+            results.write(self.out, result)
+        with self.lock:
+            self.finished.append(result)
+        self.progress.end(result)
+
+
+def _needs(settings: Settings) -> tuple[int, float]:
+    return (size(settings.memory), settings.cpus) if settings.sandbox else (0, 0.0)
+
+
+def _mine(labels: dict[str, str]) -> bool:
+    return (
+        labels.get("nanocode.owner.pid") == str(os.getpid())
+        and labels.get("nanocode.owner.host") == socket.gethostname()
+    )
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[IO[str]]:
+    """One batch at a time in an --out folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another batch is running in {out}") from None
+        yield handle
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _counts(outcomes: dict[str, int]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in outcomes.items()) or "no goals"
+
+
+def click_echo(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the batch the way Ctrl-C does."""
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
