@@ -66,7 +66,7 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
             + f"; results in {batch.out}"
         )
         with progress:
-            return Batch(todo, slots, batch.out, batch.budgets, progress, pool=batch.pool).run(skipped)
+            return Batch(planned, slots, batch.out, batch.budgets, progress, pool=batch.pool).run(skipped)
 
 
 def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -> list[Slot]:

@@ -136,7 +136,9 @@ class Batch:
     # The batch's run, in the main thread.
 
     def run(self, skipped: list[Result]) -> int:
-        self.queue.extend(self.planned)
+        """Runs the goals that have no final result in `skipped`; returns the batch's exit code."""
+        done = {r.id for r in skipped}
+        self.queue.extend(p for p in self.planned if p.goal.id not in done)
         threads = [t for slot in self.slots for t in self._threads(slot)]
         with _signals_interrupt():
             try:
@@ -227,7 +229,7 @@ class Batch:
         summary = results.summary(ordered, time.monotonic() - self.started, extra)
         (self.out / "summary.json").write_text(_json(summary))
         click.echo(results.table(ordered))  # the summary on stdout, progress on stderr
-        click_echo(
+        click.echo(
             f"batch: {_counts(summary['outcomes'])}, ${summary['cost']:.4f}, {summary['seconds']:.1f}s; "
             f"results in {self.out}"
         )

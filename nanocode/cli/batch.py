@@ -136,7 +136,10 @@ def _read_goals(ctx: click.Context, path: str | None, texts: list[str]) -> list[
             if name == "project":  # relative to the goals file's folder
                 base = Path.cwd() if path == "-" else Path(path).resolve().parent
                 return str(base / Path(str(value)).expanduser())
-            return params[name].type_cast_value(ctx, value)
+            try:
+                return params[name].type_cast_value(ctx, value)
+            except click.BadParameter as exc:
+                raise ValueError(f"{name}: {exc.message}") from None
 
         found = parsing.unique(found + parsing.parse(text, "stdin" if path == "-" else path, convert), path)
     return found
