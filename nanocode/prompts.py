@@ -30,10 +30,17 @@ SANDBOX = """\
 Commands run in a disposable Linux container (image {image}) as an unprivileged user.
 Only the project directory is shared with the user; anything else you change
 (installed packages, files in your home or /tmp) is gone when the goal ends.
-In the project, .git/config and .git/hooks are read-only (commits work; pass
-identity with `git -c user.name=... -c user.email=...` if git asks), and .env
-files read as empty.
+{git} .env files read as empty.
 Limits: memory {memory}, {cpus:g} CPUs, at most {pids} processes. {network}"""
+
+GIT_BIND = """\
+The project is the user's live folder. Every .git in it is read-only: git status,
+diff and log work, but commits do not (they need nanocode's overlay workspace):
+leave your work uncommitted."""
+GIT_OVERLAY = """\
+Your changes go to a private layer that the user reviews before applying them: use
+git freely (pass identity with `git -c user.name=... -c user.email=...` if git asks);
+your new commits on the current branch become commits for the user."""
 
 NETWORK_NONE = "There is no network: nothing can be downloaded or installed from the internet."
 NETWORK_ON = "The network is available (mode {mode}): you may install what you need (pip install --user, venv)."

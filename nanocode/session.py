@@ -4,9 +4,10 @@ import re
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,6 +46,8 @@ class Settings:
     transcript: Path | None
     replay: Path | None
     quiet: bool
+    workspace: str = "bind"
+    apply_changes: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
@@ -56,6 +59,10 @@ class Settings:
                 f"refusing to share all of {project} with the sandbox: start nanocode in a project folder, "
                 "or name one with --project"
             )
+        if options.get("workspace") == "overlay" and not options["sandbox"]:
+            raise ConfigError("--workspace overlay needs --sandbox")
+        if options.get("apply_changes") and options.get("workspace") != "overlay":
+            raise ConfigError("--apply needs --workspace overlay (bind mode changes the project as the goal runs)")
         if options["network"] == "host" or options["network"].startswith("container:"):
             raise ConfigError(
                 f"--network {options['network']} would share a namespace with the host or another "
@@ -92,32 +99,37 @@ class Engine:
 
 
 def open_engine(settings: Settings, note: Callable[[str], None], client: Any = None) -> Engine:
-    """Connects (unless given a client), removes stale containers, and makes sure of the image."""
+    """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
     from nanocode.sandbox import container, engine, image
+    from nanocode.workspace import workspace
 
     client = client or engine.connect()
     for name in container.prune(client):
         note(f"removed stale sandbox container {name}")
+    workspace.recover(client, note)
     tag = settings.image or image.ensure_image(client, note)
     return Engine(client, tag, engine.is_rootless(client))
 
 
-OpenExecutor = Callable[[Callable[[str], None]], Executor]
+Note = Callable[[str], None]
+OpenExecutor = Callable[[Any, Note], Executor]  # given the goal's workspace, and where to say what it does
+OpenWorkspace = Callable[[str, Note], Any]  # given the goal's id
 
 
 def executor_factory(
-    settings: Settings, engine: Engine | None, note: Callable[[str], None]
-) -> tuple[OpenExecutor, str]:
-    """How to open the executor of a goal (given where it says what it does), and how to describe it to the model."""
+    settings: Settings, engine: Engine | None, note: Note
+) -> tuple[OpenExecutor, OpenWorkspace | None, str]:
+    """How to open the executor and the workspace of a goal, and how to describe them to the model."""
     s = settings
     project = str(s.project)
     if not s.sandbox:
         from nanocode.host import HostExecutor
 
         secrets = [s.api_key] if s.api_key else []
-        return lambda note: HostExecutor(project, s.output_cap, secrets), prompts.HOST
+        return lambda workspace, note: HostExecutor(project, s.output_cap, secrets), None, prompts.HOST
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.workspace import workspace
 
     engine = engine or open_engine(s, note)
     tag = s.image or engine.image
@@ -125,8 +137,17 @@ def executor_factory(
     if engine.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
     network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
-    environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network)
-    return lambda note: SandboxExecutor(engine.client, config, s.output_cap, note), environment
+    git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
+    environment = prompts.SANDBOX.format(image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=network, git=git)
+
+    def open_workspace(goal: str, note: Note) -> Any:
+        return workspace.open_workspace(engine.client, project, s.workspace, goal, note, tag, config.user)
+
+    def open_executor(workspace: Any, note: Note) -> Executor:
+        shared = replace(config, mounts=workspace.mounts)
+        return SandboxExecutor(engine.client, shared, s.output_cap, note)
+
+    return open_executor, open_workspace, environment
 
 
 class Session:
@@ -146,7 +167,9 @@ class Session:
         self.settings = settings
         self.display: Display = display or (QuietDisplay() if settings.quiet else TerminalDisplay())
         self.model = self._model(gate)
-        self._open_executor, environment = executor_factory(settings, engine, self.display.note)
+        self.kept: Any = None  # the change set of the last goal
+        # workspaces opens a goal's workspace, in the sandbox
+        self._open_executor, self.workspaces, environment = executor_factory(settings, engine, self.display.note)
         self.transcript = transcript or Transcript(settings.transcript or default_path())
         self.transcript.record(
             "start",
@@ -185,27 +208,62 @@ class Session:
             gate=gate,
         )
 
-    def open_executor(self) -> Executor:
-        return self._open_executor(self.display.note)
-
     def run_goal(self, goal: str, executor: Executor | None = None) -> str:
-        """Runs one goal in an executor of its own (opened here unless given), closed however the goal ends."""
+        """Runs one goal in an executor of its own, which is closed however the goal ends. An executor
+        given (a batch's, started ahead) comes with its workspace, which the giver finishes."""
         with _signals_interrupt():
+            workspace: Any = None
+            outcome = "error"
+            self.kept = None
             try:
-                executor = executor or self.open_executor()
-                return self.agent.run(goal.strip(), executor)
+                if executor is None:
+                    if self.workspaces is not None:
+                        workspace = self.workspaces(uuid.uuid4().hex[:12], self.display.note)
+                    executor = self._open_executor(workspace, self.display.note)
+                answer = self.agent.run(goal.strip(), executor)
+                outcome = "complete"
+                return answer
             except KeyboardInterrupt as exc:
+                outcome = "interrupted"
                 self.transcript.record("end", outcome="interrupted")
                 stopped = Interrupted("interrupted: the goal was stopped")
                 stopped.terminated = isinstance(exc, _Terminated)
                 raise stopped from None
             except NanocodeError as exc:
+                outcome = type(exc).__name__
                 self.transcript.record("end", outcome=type(exc).__name__, reason=exc.format_message())
                 raise
             finally:
-                if executor is not None:
-                    with _shielded():
+                with _shielded():
+                    if executor is not None:
                         executor.close()
+                    if workspace is not None:
+                        self._finish(workspace, goal.strip(), outcome)
+
+    def _finish(self, workspace: Any, goal: str, outcome: str) -> None:
+        """The goal's change set: summarised, then applied (--apply, on completion) or kept."""
+        from nanocode.workspace import apply
+
+        try:
+            self.kept = workspace.finish(goal, outcome)
+        finally:
+            workspace.close()
+        if self.kept is None:
+            return
+        self.transcript.record("changes", id=self.kept.id, files=len(self.kept.manifest.entries))
+        for line in [*self.kept.notes, *self.kept.summary()]:
+            self.display.note(line)
+        if self.settings.apply_changes and outcome == "complete":
+            apply.apply(self.kept.manifest, self.kept.folder)
+            apply.mark_applied(self.kept.manifest, self.kept.folder)
+            click.echo(f"nanocode: applied change set {self.kept.id}", err=True)
+            self.kept = None
+        else:
+            click.echo(
+                f"nanocode: change set {self.kept.id} kept: nanocode diff {self.kept.id}; "
+                f"nanocode apply {self.kept.id}",
+                err=True,
+            )
 
     def repl(self) -> None:
         self.display.note(
@@ -226,6 +284,31 @@ class Session:
                 if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                     raise
                 exc.show()
+            if self.kept is not None:
+                self._review(self.kept)
+
+    def _review(self, kept: Any) -> None:
+        """After a goal that changed something: apply, discard or keep its change set."""
+        from nanocode.workspace import apply, store
+
+        try:
+            click.echo("apply / discard / keep? [a/d/K] ", err=True, nl=False)
+            answer = (input() if sys.stdin.isatty() else sys.stdin.readline()).strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        try:
+            if answer in ("a", "apply"):
+                apply.apply(kept.manifest, kept.folder)
+                apply.mark_applied(kept.manifest, kept.folder)
+                click.echo(f"applied change set {kept.id}", err=True)
+            elif answer in ("d", "discard"):
+                store.discard(kept.id)
+                click.echo(f"discarded change set {kept.id}", err=True)
+            else:
+                click.echo(f"kept change set {kept.id}", err=True)
+        except NanocodeError as exc:
+            exc.show()
+        self.kept = None
 
 
 def _read_goal() -> str:

@@ -7,6 +7,8 @@ import pytest
 from tests.scripted_api import ScriptedAPI
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+# The `second_engine` fixture: a Docker engine that cannot see the host's paths (tests/second_engine.py).
+pytest_plugins = ["tests.second_engine"]
 
 
 @pytest.fixture
@@ -62,3 +64,16 @@ def no_leftovers(docker_engine, tmp_path):  # type: ignore[no-untyped-def]
     for c in left:
         remove(docker_engine, c.id)
     assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture
+def no_leftover_volumes(docker_engine, tmp_path):  # type: ignore[no-untyped-def]
+    """Fails the test if it leaves a nanocode volume (a workspace's layer) behind for a project of its own."""
+    yield
+    rows = docker_engine.api.volumes(filters={"label": "nanocode"}).get("Volumes") or []
+    left = [r["Name"] for r in rows if (r.get("Labels") or {}).get("nanocode.project", "").startswith(str(tmp_path))]
+    for name in left:
+        docker_engine.api.remove_volume(name, force=True)
+    layers = tmp_path / "state" / "nanocode" / "layers"
+    assert not left, f"volumes left behind: {left}"
+    assert not (layers.is_dir() and any(layers.iterdir())), "a workspace layer was left behind"

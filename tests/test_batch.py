@@ -66,6 +66,10 @@ def owned_by(client: Any, pid: int) -> list[Any]:
     return [c for c in ours(client) if c.labels.get("nanocode.owner.pid") == str(pid)]
 
 
+def volumes_of(client: Any, pid: int) -> list[Any]:
+    return client.volumes.list(filters={"label": f"nanocode.owner.pid={pid}"})  # type: ignore[no-any-return]
+
+
 def wait_for(predicate: Any, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -137,7 +141,7 @@ def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
     assert (project / "shared.txt").read_text() == "written by 3\n" and (project / "own-3.txt").exists()
     conflict = batch(tmp_path, api, "apply", str(out))
     assert conflict.returncode == 6
-    assert "changed in" in conflict.stderr and "shared.txt" in conflict.stderr
+    assert "goal g00: nothing applied" in conflict.stderr and "shared.txt" in conflict.stderr
     assert conflict.stderr.strip().splitlines()[-1].startswith("nanocode: ")
     assert (project / "own-0.txt").exists() is False  # the goal that conflicts applied nothing
 
@@ -185,7 +189,7 @@ def test_resume_after_kill_9_runs_only_what_was_left(
     process.kill()
     process.communicate()
     stale = owned_by(docker_engine, process.pid)
-    assert stale and list((out / ".work").iterdir())  # what the goals in flight left
+    assert stale and volumes_of(docker_engine, process.pid)  # what the goals in flight left
 
     api.goals.clear()
     for n in range(1, 5):
@@ -196,8 +200,8 @@ def test_resume_after_kill_9_runs_only_what_was_left(
     assert "1 done already" in again.stderr
     assert {goal for _, goal in api.times[before:]} == {f"kill test {n}" for n in range(1, 5)}
     assert result(out, "k0")["answer"] == "quick" and result(out, "k3")["answer"] == "second run"
-    assert not owned_by(docker_engine, process.pid)
-    assert not (out / ".work").exists()
+    assert not owned_by(docker_engine, process.pid) and not volumes_of(docker_engine, process.pid)
+    assert not list((tmp_path / "state" / "nanocode" / "layers").iterdir())
     for c in stale:
         assert not glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{c.labels['nanocode.goal']}-*"))
 
@@ -229,18 +233,20 @@ def test_an_interrupt_stops_every_goal_and_leaves_nothing_behind(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert not owned_by(docker_engine, process.pid)
-    assert not (out / ".work").exists()
+    assert not owned_by(docker_engine, process.pid) and not volumes_of(docker_engine, process.pid)
+    assert not list((tmp_path / "state" / "nanocode" / "layers").iterdir())
     for goal in goals:
         assert not glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{goal}-*"))
     assert result(out, "i0")["outcome"] == "complete"  # what finished is kept
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
 
 
-# Batches on the host: what does not need a sandbox.
+# Outcomes, budgets and the endpoint.
 
 
-def test_retry_failed_reruns_endpoint_errors_only(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+def test_retry_failed_reruns_endpoint_errors_only(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
     api.add_goal("fails", error(401, "bad key"))
     api.add_goal("works", message(f"{MARKER} fine"))
     api.add_goal("over budget", *[tools(call("shell", {"command": "true"}))] * 2)
@@ -256,7 +262,6 @@ def test_retry_failed_reruns_endpoint_errors_only(api: ScriptedAPI, project: Pat
         str(out),
         "--project",
         str(project),
-        "--no-sandbox",
         "--retries",
         "0",
     ]
@@ -276,7 +281,9 @@ def test_retry_failed_reruns_endpoint_errors_only(api: ScriptedAPI, project: Pat
     assert result(out, "a")["outcome"] == "complete"
 
 
-def test_a_batch_budget_ends_running_goals_and_starts_no_more(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+def test_a_batch_budget_ends_running_goals_and_starts_no_more(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
     entries = [{"id": f"b{n}", "goal": f"spend {n}"} for n in range(4)]
     for n in range(4):
         api.add_goal(f"spend {n}", *[Reply(tools(call("shell", {"command": "true"}), cost=0.01).body, delay=0.05)] * 50)
@@ -287,11 +294,11 @@ def test_a_batch_budget_ends_running_goals_and_starts_no_more(api: ScriptedAPI, 
         str(out),
         "--project",
         str(project),
-        "--no-sandbox",
         "--workers",
         "2",
         "--batch-max-cost",
         "0.1",
+        *SMALL,
     ]
     done = batch(tmp_path, api, *args)
     assert done.returncode == 5, done.stderr
@@ -307,11 +314,13 @@ def test_a_batch_budget_ends_running_goals_and_starts_no_more(api: ScriptedAPI, 
     assert batch(tmp_path, api, *args).returncode == 0  # stopped goals run again
 
 
-def test_a_429_slows_every_worker_together(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+def test_a_429_slows_every_worker_together(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
     api.add_goal("storm 0", error(429, "slow down", {"Retry-After": "1"}), message(f"{MARKER} 0"))
     for n in range(1, 4):
         api.add_goal(
-            f"storm {n}", Reply(tools(call("shell", {"command": "true"})).body, delay=0.3), message(f"{MARKER} {n}")
+            f"storm {n}", Reply(tools(call("shell", {"command": "true"})).body, delay=0.6), message(f"{MARKER} {n}")
         )
     entries = [{"id": f"s{n}", "goal": f"storm {n}"} for n in range(4)]
     out = tmp_path / "out"
@@ -323,9 +332,9 @@ def test_a_429_slows_every_worker_together(api: ScriptedAPI, project: Path, tmp_
         str(out),
         "--project",
         str(project),
-        "--no-sandbox",
         "--workers",
         "4",
+        *SMALL,
     )
     assert done.returncode == 0, done.stderr
     refused = next(t for t, goal in api.times if goal == "storm 0")
@@ -335,7 +344,9 @@ def test_a_429_slows_every_worker_together(api: ScriptedAPI, project: Path, tmp_
     assert json.loads((out / "summary.json").read_text())["backoffs"] >= 1
 
 
-def test_goals_in_yaml_from_stdin_with_overrides(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+def test_goals_in_yaml_from_stdin_with_overrides(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
     api.add_goal("first", message(f"{MARKER} 1"))
@@ -343,7 +354,7 @@ def test_goals_in_yaml_from_stdin_with_overrides(api: ScriptedAPI, project: Path
     text = f"goals:\n  - first\n  - goal: second\n    id: two\n    model: some/other-model\n    project: {other}\n"
     out = tmp_path / "out"
     done = subprocess.run(
-        _command("-", "--out", str(out), "--project", str(project), "--no-sandbox", "-q"),
+        _command("-", "--out", str(out), "--project", str(project), "-q"),
         input=text,
         env=_env(tmp_path, api),
         capture_output=True,
@@ -373,6 +384,6 @@ def test_goals_in_yaml_from_stdin_with_overrides(api: ScriptedAPI, project: Path
 def test_a_bad_goals_file_is_one_line(api: ScriptedAPI, project: Path, tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "goals.jsonl"
     path.write_text(text)
-    done = batch(tmp_path, api, str(path), "--project", str(project), "--no-sandbox")
+    done = batch(tmp_path, api, str(path), "--project", str(project))
     assert done.returncode == 3, done.stderr
     assert words in done.stderr and done.stderr.count("\n") == 1, done.stderr

@@ -72,9 +72,6 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
 def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -> list[Slot]:
     first = planned[0].settings
     memory, cpus = size(first.memory), first.cpus
-    if not first.sandbox:
-        ledger = Ledger(1 << 62, float("inf"))
-        return [Slot("host", None, ledger, workers=batch.workers or min(goals, 4 * machine_cpus()))]
     specs = batch.engines or [""]
     slots = []
     for spec in specs:
@@ -100,15 +97,13 @@ def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -
 
 def _check_room(todo: list[Planned], slots: list[Slot]) -> None:
     for p in todo:
-        if p.settings.sandbox and not any(size(p.settings.memory) <= s.ledger.memory for s in slots):
+        if not any(size(p.settings.memory) <= s.ledger.memory for s in slots):
             raise ConfigError(
                 f"goal {p.goal.id} needs {p.settings.memory} of memory, more than --max-memory-total allows"
             )
 
 
 def _describe(slot: Slot) -> str:
-    if slot.client is None:
-        return f"{slot.workers} workers on the host"
     return (
         f"{slot.workers} workers on {slot.name} (room for {slot.ledger.memory / (1 << 30):.1f} GiB "
         f"and {slot.ledger.cpus:g} CPUs)"

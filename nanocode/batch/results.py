@@ -41,8 +41,12 @@ class Result:
     ready_seconds: float | None = None  # from the goal's start to its sandbox ready for a tool call
     model_seconds: float = 0.0
     files_changed: list[str] = field(default_factory=list)
+    change_set: str = ""  # its id: `nanocode diff ID`, `nanocode apply ID`
     engine: str = ""
     applied: bool = False
+
+
+CHANGES = "changes"  # a goal's change set, in its results folder
 
 
 def folder(out: Path, goal_id: str) -> Path:

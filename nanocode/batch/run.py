@@ -6,10 +6,12 @@ import dataclasses
 import fcntl
 import os
 import queue
+import shutil
 import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +26,11 @@ from nanocode.batch.engines import Slot
 from nanocode.batch.goals import Goal
 from nanocode.batch.ledger import size
 from nanocode.batch.progress import GoalDisplay, Progress
-from nanocode.batch.results import Result
-from nanocode.batch.workspace import CopyWorkspace, remove_tree
+from nanocode.batch.results import CHANGES, Result
 from nanocode.errors import BudgetExceeded, ConfigError, EndpointError, Interrupted, NanocodeError
 from nanocode.interfaces import CommandResult, Executor
 from nanocode.session import Session, Settings, executor_factory
 from nanocode.transcript import Transcript
-
-WORK = ".work"  # under --out: the goals' workspaces while they run
 
 
 @dataclass
@@ -48,14 +47,15 @@ class Planned:
     settings: Settings
 
 
-@dataclass
+@dataclass(eq=False)
 class Prepared:
     """A goal whose workspace exists and whose sandbox is up (with the pool), holding its room."""
 
     planned: Planned
     slot: Slot
-    workspace: CopyWorkspace
+    workspace: Any  # nanocode.workspace's: an overlay layer of the project, for this goal only
     executor: Executor | None = None
+    released: bool = False
 
 
 class GoalTranscript(Transcript):
@@ -130,7 +130,8 @@ class Batch:
         self.stopping: NanocodeError | None = None
         self.started = time.monotonic()
         self.spent = 0.0
-        self.live: set[Executor] = set()
+        self.items: set[Prepared] = set()  # every goal holding a workspace, a sandbox or room
+        self.unclosed: list[Any] = []  # workspaces whose removal failed, tried again by sweep()
         self.finished: list[Result] = []
 
     # The batch's run, in the main thread.
@@ -184,19 +185,22 @@ class Batch:
                 self.progress.line(f"batch: {why.format_message()}")
 
     def _interrupt(self, threads: list[threading.Thread]) -> None:
+        """Every sandbox is removed at once through the engine, so that each goal ends at its next call
+        and keeps what it did; whatever a goal still holds after a while is removed for it."""
         self.halt(Interrupted("interrupted: the batch was stopped"))
-        with self.lock:
-            live = list(self.live)
-        for executor in live:
-            with contextlib.suppress(Exception):
-                executor.close()
+        self.sweep()
         deadline = time.monotonic() + 10
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            items = list(self.items)
+        for item in items:
+            self._release(item)
         self.sweep()
 
     def sweep(self) -> None:
-        """Removes whatever this batch still has on its engines (containers, socket folders) and its workspaces."""
+        """Removes what this batch still has on its engines: containers with their socket folders, then
+        the workspaces they held."""
         from nanocode.sandbox import channel, container
 
         for slot in self.slots:
@@ -207,8 +211,11 @@ class Batch:
                     if _mine(listed.labels):
                         container.remove(slot.client, listed.id)
                         channel.remove_folders(listed.labels.get("nanocode.goal", "") or listed.name)
-        with contextlib.suppress(OSError):
-            remove_tree(self.out / WORK)
+        with self.lock:
+            unclosed, self.unclosed = self.unclosed, []
+        for workspace in unclosed:  # a workspace cannot go while a container holds it
+            with contextlib.suppress(Exception):
+                workspace.close()
 
     def _finish(self, skipped: list[Result], interrupted: bool = False) -> int:
         if not interrupted:
@@ -305,34 +312,53 @@ class Batch:
         if not slot.ledger.take(memory, cpus, self.stop):
             self._put_back(planned)
             return None
+        item = Prepared(planned, slot, None)
+        with self.lock:
+            self.items.add(item)
         try:
-            workspace = CopyWorkspace(s.project, self.out / WORK / planned.goal.id)
-            item = Prepared(planned, slot, workspace)
-            if warm:
-                item.executor = self._open(item, lambda text: None)
-            return item
+            _, open_workspace, _ = executor_factory(s, slot.engine, _silent)
+            assert open_workspace is not None, "a batch runs its goals in sandboxes"
+            item.workspace = open_workspace(uuid.uuid4().hex[:12], _silent)
+            if warm and not self.stop.is_set():
+                item.executor = self._open(item, _silent)
         except BaseException:
-            slot.ledger.give(memory, cpus)
-            with contextlib.suppress(Exception):
-                workspace.remove()
+            self._release(item)
             raise
+        if self.stop.is_set():
+            self._discard(item)
+            return None
+        return item
 
     def _put_back(self, planned: Planned) -> None:
         with self.lock:
             self.queue.appendleft(planned)
 
     def _open(self, item: Prepared, note: Callable[[str], None]) -> Executor:
-        opener, _ = executor_factory(self._run_settings(item), item.slot.engine, note)
-        executor = opener(note)
+        opener, _, _ = executor_factory(item.planned.settings, item.slot.engine, note)
+        return opener(item.workspace, note)
+
+    def _release(self, item: Prepared) -> None:
+        """Closes the goal's executor and workspace, and gives back its room; once."""
         with self.lock:
-            self.live.add(executor)
-        return executor
+            if item.released:
+                return
+            item.released = True
+            self.items.discard(item)
+        if item.executor is not None:
+            with contextlib.suppress(Exception):
+                item.executor.close()
+        if item.workspace is not None:
+            try:
+                item.workspace.close()
+            except Exception:
+                with self.lock:
+                    self.unclosed.append(item.workspace)
+        item.slot.ledger.give(*_needs(item.planned.settings))
 
     def _run_settings(self, item: Prepared) -> Settings:
         folder = results.folder(self.out, item.planned.goal.id)
         return dataclasses.replace(
             item.planned.settings,
-            project=item.workspace.path,
             transcript=folder / "transcript.jsonl",
             limits=dataclasses.replace(item.planned.settings.limits, outer=self._outer),
         )
@@ -346,45 +372,52 @@ class Batch:
     def _run(self, item: Prepared, started: float) -> None:
         goal = item.planned.goal
         folder = results.folder(self.out, goal.id)
+        shutil.rmtree(folder / CHANGES, ignore_errors=True)  # an earlier run's, of this goal
         folder.mkdir(parents=True, exist_ok=True)
         display = GoalDisplay(self.progress, goal.id)
         self.progress.start(goal.id, item.slot.name if len(self.slots) > 1 else "")
         settings = self._run_settings(item)
         transcript = GoalTranscript(folder / "transcript.jsonl", display, self._spend)
-        executor = item.executor
         result = Result(goal.id, goal.text, str(item.planned.settings.project), "crash", engine=item.slot.name)
         try:
             with Session(settings, display, item.slot.engine, self.gate, transcript) as session:
-                if executor is None:
-                    executor = self._open(item, display.note)
+                if item.executor is None:
+                    item.executor = self._open(item, display.note)
                 result.ready_seconds = round(time.monotonic() - started, 4)
-                result.answer = session.run_goal(goal.text, Guarded(executor, self._outer))
+                result.answer = session.run_goal(goal.text, Guarded(item.executor, self._outer))
                 result.outcome = "complete"
         except BaseException as exc:  # a goal's failure is its own, whatever it is
             result.outcome, result.reason = self._outcome(exc, item.slot)
         finally:
-            if executor is not None:
+            if item.executor is not None:
                 with contextlib.suppress(Exception):
-                    executor.close()
-                with self.lock:
-                    self.live.discard(executor)
-            item.slot.ledger.give(*_needs(item.planned.settings))
+                    item.executor.close()
         result.steps, result.cost = transcript.steps, round(transcript.cost, 6)
         result.continuations = max(0, transcript.idle_replies - (result.outcome == "complete"))
         result.prompt_tokens, result.completion_tokens = transcript.prompt_tokens, transcript.completion_tokens
         result.model_seconds = round(transcript.model_seconds, 4)
-        result.seconds = round(time.monotonic() - started, 4)
         try:
-            result.files_changed = item.workspace.changes(folder / "changes")
-        except OSError as exc:
+            self._keep_changes(item, result, folder)
+        except Exception as exc:
             result.reason += f" (the change set could not be kept: {exc})"
         finally:
-            with contextlib.suppress(OSError):
-                item.workspace.remove()
+            self._release(item)
+        result.seconds = round(time.monotonic() - started, 4)
         self._record(result)
+
+    def _keep_changes(self, item: Prepared, result: Result, folder: Path) -> None:
+        """The goal's change set, kept with the other change sets and copied into its results folder."""
+        kept = _finish_workspace(item.workspace, item.planned.goal.text, result.outcome)
+        if kept is None:
+            return
+        shutil.copytree(kept.folder, folder / CHANGES, symlinks=True, dirs_exist_ok=True)
+        result.change_set = kept.id
+        result.files_changed = [entry.path for entry in kept.manifest.entries]
 
     def _outcome(self, exc: BaseException, slot: Slot) -> tuple[str, str]:
         message = exc.format_message() if isinstance(exc, NanocodeError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(self.stopping, Interrupted):  # whatever failed, it failed because everything was stopped
+            return "interrupted", self.stopping.format_message()
         if isinstance(exc, BudgetExceeded):
             return ("stopped" if "the batch" in message else "budget"), message
         if isinstance(exc, EndpointError):
@@ -417,14 +450,7 @@ class Batch:
         )
 
     def _discard(self, item: Prepared) -> None:
-        if item.executor is not None:
-            with contextlib.suppress(Exception):
-                item.executor.close()
-            with self.lock:
-                self.live.discard(item.executor)
-        with contextlib.suppress(OSError):
-            item.workspace.remove()
-        item.slot.ledger.give(*_needs(item.planned.settings))
+        self._release(item)
         self._put_back(item.planned)
 
     def _spend(self, cost: float) -> None:
@@ -440,8 +466,27 @@ class Batch:
         self.progress.end(result)
 
 
+def _finish_workspace(workspace: Any, goal: str, outcome: str) -> Any:
+    """The goal's change set; an interrupt removes containers through the engine, which may still be
+    at it (the volume busy) when the goal sees its sandbox gone."""
+    from docker.errors import APIError
+
+    for _ in range(50):
+        try:
+            return workspace.finish(goal, outcome)
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+            time.sleep(0.1)
+    return workspace.finish(goal, outcome)
+
+
+def _silent(text: str) -> None:
+    """A sandbox started ahead says nothing: its goal has not started."""
+
+
 def _needs(settings: Settings) -> tuple[int, float]:
-    return (size(settings.memory), settings.cpus) if settings.sandbox else (0, 0.0)
+    return size(settings.memory), settings.cpus
 
 
 def _mine(labels: dict[str, str]) -> bool:

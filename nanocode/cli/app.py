@@ -7,6 +7,7 @@ import click
 
 from nanocode import __version__
 from nanocode.cli.batch import batch
+from nanocode.cli.changes import apply_command, changes, diff, discard
 from nanocode.cli.options import goal_options
 from nanocode.cli.sandbox import sandbox
 from nanocode.display import printable
@@ -48,4 +49,6 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 
 
 cli.add_command(sandbox)
+for command in (changes, diff, apply_command, discard):
+    cli.add_command(command)
 cli.add_command(batch)

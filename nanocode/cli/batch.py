@@ -1,5 +1,6 @@
 """`nanocode batch GOALS`: many goals, unattended, in parallel; `batch apply` and `batch ls` for what they left."""
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,7 @@ def batch_run(ctx: click.Context, /, goals_file: str | None, goal_texts: tuple[s
     from nanocode.batch.run import Budgets
 
     goals = _read_goals(ctx, goals_file, list(goal_texts))
-    if ctx.get_parameter_source("sandbox") == click.core.ParameterSource.DEFAULT:
-        options["sandbox"] = True  # a batch runs unattended: in sandboxes unless told otherwise
+    _each_goal_in_a_sandbox_and_a_layer(ctx, options)
     batch_options = BatchOptions(
         out=Path(options.pop("out") or default_out(goals_file or "goals", goals)).expanduser(),
         workers=options.pop("workers"),
@@ -114,6 +114,18 @@ def batch_run(ctx: click.Context, /, goals_file: str | None, goal_texts: tuple[s
     if batch_options.memory_total is not None:
         size(batch_options.memory_total)  # a bad size is one line before anything starts
     ctx.exit(run(goals, options, batch_options))
+
+
+def _each_goal_in_a_sandbox_and_a_layer(ctx: click.Context, options: dict[str, Any]) -> None:
+    """Goals side by side on one project must not see each other's changes, nor change it while they run."""
+    given = {
+        name
+        for name in ("sandbox", "workspace")
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+    }
+    if ("sandbox" in given and not options["sandbox"]) or ("workspace" in given and options["workspace"] != "overlay"):
+        raise click.UsageError("a batch runs every goal in a sandbox with an overlay workspace of its own")
+    options.update(sandbox=True, workspace="overlay", apply_changes=False)
 
 
 def _read_goals(ctx: click.Context, path: str | None, texts: list[str]) -> list[Any]:
@@ -151,21 +163,30 @@ def _read_goals(ctx: click.Context, path: str | None, texts: list[str]) -> list[
 def batch_apply(out: str, only: str | None) -> None:
     """Apply the change sets of the completed goals in OUT, one after another; stop at the first conflict."""
     from nanocode.batch import results
-    from nanocode.batch.apply import apply
+    from nanocode.errors import ConfigError
+    from nanocode.workspace import apply, store
+    from nanocode.workspace.changeset import Manifest
 
     wanted = {i.strip() for i in only.split(",") if i.strip()} if only else None
     found = results.read_all(Path(out))
-    if wanted is not None:
-        missing = wanted - {r.id for r in found}
-        if missing:
-            raise click.UsageError(f"no results for {', '.join(sorted(missing))} in {out}")
+    missing = (wanted or set()) - {r.id for r in found}
+    if missing:
+        raise click.UsageError(f"no results for {', '.join(sorted(missing))} in {out}")
     for result in found:
-        if (wanted is not None and result.id not in wanted) or result.outcome != "complete" or result.applied:
+        if (wanted is not None and result.id not in wanted) or result.outcome != "complete" or not result.change_set:
             continue
-        count = apply(results.folder(Path(out), result.id) / "changes", Path(result.project))
-        result.applied = True
-        results.write(Path(out), result)
-        click.echo(f"{result.id}: applied {count} changes to {result.project}", err=True)
+        folder = results.folder(Path(out), result.id) / results.CHANGES
+        manifest = Manifest.from_json((folder / store.MANIFEST).read_text(encoding="utf-8"))
+        if manifest.applied:
+            continue
+        try:
+            apply.apply(manifest, folder)
+        except apply.ApplyError as exc:
+            raise apply.ApplyError(f"goal {result.id}: {exc.format_message()}; later goals were not applied") from None
+        apply.mark_applied(manifest, folder)
+        with contextlib.suppress(ConfigError):  # the copy kept with the other change sets, if it still is
+            apply.mark_applied(*store.load(manifest.id))
+        click.echo(f"{result.id}: applied change set {manifest.id} to {manifest.project}", err=True)
 
 
 @batch.command("ls")

@@ -40,6 +40,21 @@ GOAL_OPTIONS = [
         default=False,
         help="Run every tool call in a disposable Docker container.",
     ),
+    _option(
+        "--workspace",
+        envvar="NANOCODE_WORKSPACE",
+        type=click.Choice(["bind", "overlay"]),
+        default="bind",
+        help="How the sandbox shares the project: bind (live, .git read-only) or overlay (a private layer; "
+        "the project changes when its change set is applied).",
+    ),
+    _option(
+        "--apply",
+        "apply_changes",
+        envvar="NANOCODE_APPLY",
+        is_flag=True,
+        help="With -p and --workspace overlay: apply the change set when the goal completes.",
+    ),
     _option("--image", envvar="NANOCODE_IMAGE", help="Sandbox image to use instead of the built-in one."),
     _option("--memory", envvar="NANOCODE_MEMORY", default="2g", help="Sandbox memory limit (swap is the same)."),
     _option("--cpus", envvar="NANOCODE_CPUS", type=click.FloatRange(min=0.01), default=2.0, help="Sandbox CPU limit."),

@@ -38,6 +38,8 @@ class SandboxConfig:
     tmpfs_size: str = "1g"
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
+    # How the project is shared, from its workspace; None: bind-mounted, with protect's mounts.
+    mounts: list[Mount] | None = None
 
 
 def process_start(pid: int) -> str:
@@ -64,8 +66,11 @@ def owner_labels(goal: str, project: str) -> dict[str, str]:
 def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder: str | None = None) -> Container:
     """The goal's container, not started; `folder` is shared with it for the runtime's socket."""
     project = config.project
-    mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
-    mounts += protect.protected_mounts(project, os.getcwd())
+    if config.mounts is not None:
+        mounts = list(config.mounts)
+    else:
+        mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
+        mounts += protect.protected_mounts(project, os.getcwd())
     if folder is not None:
         # Read-only: the runtime connects to a socket there (allowed), and may write nothing to the host.
         mounts.append(Mount(target=channel.CONTAINER_FOLDER, source=folder, type="bind", read_only=True))
@@ -159,4 +164,21 @@ def prune(client: docker.DockerClient) -> list[str]:
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
+    return removed + prune_volumes(client)
+
+
+def prune_volumes(client: docker.DockerClient) -> list[str]:
+    """Removes the volumes (workspace layers) whose owner is gone; returns their names."""
+    removed: list[str] = []
+    try:
+        rows = client.api.volumes(filters={"label": LABEL}).get("Volumes") or []
+    except DockerException:
+        return removed
+    for row in rows:
+        if is_stale(Listed(row["Name"], row["Name"], "", row.get("Labels") or {})):
+            try:
+                client.api.remove_volume(row["Name"], force=True)
+            except DockerException:
+                continue
+            removed.append(row["Name"])
     return removed

@@ -36,7 +36,7 @@ class SandboxExecutor(RuntimeExecutor):
         self.name: str | None = None  # of the current container, known before it exists
         self.container_id: str | None = None
         self.folder: str | None = None  # shared with the container, for the runtime's socket
-        self.watched = protect.watched(config.project)
+        self.watched = protect.watched(config.project) if config.mounts is None else []
         super().__init__()
 
     def _start(self) -> RuntimeClient:

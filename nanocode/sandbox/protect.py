@@ -39,6 +39,21 @@ def protected_mounts(project: str, cwd: str) -> list[Mount]:
     The .git folder is a mount point of its own, so that it cannot be renamed and
     replaced by one whose config the host would then read.
     """
+    mounts = secret_mounts(project, cwd)
+    git = os.path.join(project, ".git")
+    if os.path.isdir(git) and not os.path.islink(git):
+        os.makedirs(os.path.join(git, "hooks"), exist_ok=True)  # as git init would: else the sandbox could
+        mounts.append(Mount(target=git, source=git, type="bind", read_only=False))
+        for name in GIT_READ_ONLY:
+            path = os.path.join(git, name)
+            if os.path.exists(path) and not os.path.islink(path):
+                mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
+    return mounts
+
+
+def secret_mounts(project: str, cwd: str) -> list[Mount]:
+    """An empty read-only file over each secret at the top of the project and in the folders from the
+    current one up to it."""
     folders = {project}
     here = os.path.abspath(cwd)
     while here.startswith(project + os.sep):
@@ -49,14 +64,6 @@ def protected_mounts(project: str, cwd: str) -> list[Mount]:
         for entry in os.scandir(folder):
             if is_secret(entry.name) and entry.is_file():
                 mounts.append(Mount(target=entry.path, source=empty_file(), type="bind", read_only=True))
-    git = os.path.join(project, ".git")
-    if os.path.isdir(git) and not os.path.islink(git):
-        os.makedirs(os.path.join(git, "hooks"), exist_ok=True)  # as git init would: else the sandbox could
-        mounts.append(Mount(target=git, source=git, type="bind", read_only=False))
-        for name in GIT_READ_ONLY:
-            path = os.path.join(git, name)
-            if os.path.exists(path) and not os.path.islink(path):
-                mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
     return mounts
 
 

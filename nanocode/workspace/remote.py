@@ -1,0 +1,211 @@
+"""Engines that cannot see the project (a remote engine, a VM whose paths are not shared).
+
+Whether an engine sees the project is found out, not guessed: a marker file is put in the project
+and a container made (never started) with the project's folder bind-mounted looks for it.
+
+Where it cannot, overlay mode ships the project through the engine's API: a tar stream into a
+volume (masked secrets left out), which becomes the lower folder of an overlay volume on the
+engine, as the project is on a local one. The upper folder comes back the same way when the goal
+ends, with the list of opaque folders from a small helper that reads overlayfs's marks.
+"""
+
+import contextlib
+import os
+import secrets
+import stat
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import Mount
+
+from nanocode.errors import ConfigError
+from nanocode.sandbox import protect
+
+CHUNK = 1 << 20
+_seen: dict[tuple[str, str], bool] = {}
+
+# Run by the helper when the goal ends: the folders overlayfs marked opaque, NUL-separated.
+OPAQUE_LISTER = """
+import os, sys
+top = "/upper/u"
+for folder, dirs, files in os.walk(top):
+    try:
+        if os.getxattr(folder, "user.overlay.opaque", follow_symlinks=False) == b"y":
+            sys.stdout.write(os.path.relpath(folder, top) + "\\0")
+    except OSError:
+        pass
+"""
+
+
+def sees_project(client: docker.DockerClient, project: str, image: str) -> bool:
+    """True when a container on this engine would find the project's files at the project's path."""
+    key = (str(client.api.base_url), project)
+    if key not in _seen:
+        _seen[key] = _probe(client, project, image)
+    return _seen[key]
+
+
+def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
+    marker = os.path.join(project, f".nanocode-probe-{secrets.token_hex(8)}")
+    Path(marker).write_bytes(b"")
+    container_id = None
+    try:
+        mount = Mount(target="/probe", source=project, type="bind", read_only=True)
+        container_id = client.api.create_container(
+            image, command="true", host_config=client.api.create_host_config(mounts=[mount], network_mode="none")
+        )["Id"]
+        stream, _ = client.api.get_archive(container_id, "/probe/" + os.path.basename(marker))
+        for _ in stream:
+            pass
+        return True
+    except (APIError, NotFound):
+        return False
+    finally:
+        os.unlink(marker)
+        if container_id is not None:
+            with contextlib.suppress(DockerException):
+                client.api.remove_container(container_id, force=True, v=True)
+
+
+def project_tar(project: str, out: IO[bytes]) -> None:
+    """The project as a tar stream, members relative to it; secrets and special files left out."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for folder, dirs, files in os.walk(project):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                path = os.path.join(folder, name)
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and protect.is_secret(name):
+                    continue
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    continue
+                tar.add(path, arcname=os.path.relpath(path, project), recursive=False)
+
+
+def streamed(project: str) -> Iterator[bytes]:
+    """The project's tar, made in a thread as it is sent."""
+    read, write = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write, "wb", buffering=CHUNK) as out:
+                project_tar(project, out)
+        except BaseException as exc:  # told after the stream ends
+            failure.append(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    with os.fdopen(read, "rb", buffering=0) as source:
+        while chunk := source.read(CHUNK):
+            yield chunk
+    thread.join()
+    if failure:
+        raise ConfigError(f"cannot send the project to the engine: {failure[0]}")
+
+
+def layer_tar(uid: int, gid: int, mode: int) -> bytes:
+    """The upper and work folders, made on the engine's side, the upper owned like the project."""
+    import io
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, folder_mode in (("u", mode), ("w", 0o700)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, folder_mode, uid, gid
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+class RemoteUpper:
+    """The upper folder brought back: extracted here, with overlayfs's marks kept aside."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.whiteouts: set[str] = set()
+        self.opaque: set[str] = set()
+
+    def is_whiteout(self, path: str, st: os.stat_result) -> bool:
+        return path in self.whiteouts
+
+    def is_opaque(self, path: str) -> bool:
+        return path in self.opaque
+
+    def extract(self, stream: Iterator[bytes], top: str) -> None:
+        """Extracts the archive of `top` (the upper folder); names that leave it are dropped."""
+        reader = _Reader(stream)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                self._one(tar, member, top)
+
+    def _one(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str) -> None:
+        name = member.name.removeprefix("./")
+        name = name[len(top) :].lstrip("/") if name == top or name.startswith(top + "/") else ""
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+            return
+        path = os.path.join(self.root, name)
+        if os.path.islink(os.path.dirname(path)) or not os.path.isdir(os.path.dirname(path)):
+            return
+        if member.isdir():
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, 0o700 | (member.mode & 0o7777))
+        elif member.isfile():
+            source = tar.extractfile(member)
+            assert source is not None
+            with open(path, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+            os.chmod(path, member.mode & 0o7777)
+        elif member.issym():
+            os.symlink(member.linkname, path)
+        elif member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            Path(path).write_bytes(b"")
+            self.whiteouts.add(path)
+
+
+class _Reader:
+    """A file-like object over a stream of chunks, for tarfile's stream mode."""
+
+    def __init__(self, stream: Iterator[bytes]):
+        self.stream = stream
+        self.buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            chunk = next(self.stream, b"")
+            if not chunk:
+                break
+            self.buffer += chunk
+        if size < 0:
+            size = len(self.buffer)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+def helper(client: docker.DockerClient, image: str, user: str, volumes: dict[str, str], labels: dict[str, str]) -> str:
+    """A container (made, not started) with the goal's volumes, to ship files in and out of them."""
+    mounts = [Mount(target=target, source=name, type="volume") for target, name in volumes.items()]
+    config = client.api.create_host_config(
+        mounts=mounts, network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"], read_only=True
+    )
+    created: dict[str, Any] = client.api.create_container(
+        image,
+        command=["python3", "-c", OPAQUE_LISTER],
+        entrypoint="",
+        user=user,
+        labels=labels,
+        host_config=config,
+    )
+    return str(created["Id"])
+
+
+def opaque_folders(client: docker.DockerClient, container_id: str) -> list[str]:
+    client.api.start(container_id)
+    client.api.wait(container_id, timeout=300)
+    out = client.api.logs(container_id, stdout=True, stderr=False)
+    return [name for name in out.decode("utf-8", "surrogateescape").split("\0") if name]

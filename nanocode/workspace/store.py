@@ -1,0 +1,67 @@
+"""The kept change sets: one folder each under the state folder, named by an id; `last` is the newest."""
+
+import os
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from nanocode.errors import ConfigError
+from nanocode.workspace import paths
+from nanocode.workspace.changeset import Manifest
+
+MANIFEST = "manifest.json"
+
+
+def new_id() -> str:
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def new_folder(change_id: str) -> Path:
+    folder = paths.changes_folder() / change_id
+    folder.mkdir(parents=True, mode=0o700)
+    return folder
+
+
+def save(manifest: Manifest, folder: Path) -> None:
+    temporary = folder / (MANIFEST + ".part")
+    temporary.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(temporary, folder / MANIFEST)
+
+
+def listed() -> list[Manifest]:
+    """Every kept change set, newest first."""
+    root = paths.changes_folder()
+    found = []
+    for folder in root.iterdir() if root.is_dir() else []:
+        try:
+            found.append(Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # being written, or not one of ours
+    return sorted(found, key=lambda m: (m.created, m.id), reverse=True)
+
+
+def folder_of(change_id: str) -> Path:
+    if change_id == "last":
+        kept = listed()
+        if not kept:
+            raise ConfigError("there is no kept change set")
+        change_id = kept[0].id
+    folder = paths.changes_folder() / change_id
+    if "/" in change_id or change_id.startswith(".") or not (folder / MANIFEST).is_file():
+        raise ConfigError(f"no change set {change_id!r} (nanocode changes lists them)")
+    return folder
+
+
+def load(change_id: str) -> tuple[Manifest, Path]:
+    folder = folder_of(change_id)
+    try:
+        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8")), folder
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"the change set {change_id} cannot be read: {exc}") from None
+
+
+def discard(change_id: str) -> str:
+    folder = folder_of(change_id)
+    shutil.rmtree(folder)
+    return folder.name

@@ -1,0 +1,224 @@
+"""A goal's workspace: how the project is shared with its container, and what comes back.
+
+ws = open_workspace(client, project, mode, goal, note)   # before the container
+... the container runs with ws.mounts ...
+kept = ws.finish(goal_text, outcome)                      # after it is removed: a change set or None
+ws.close()                                                # always; removes what the workspace made
+"""
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+from docker.types import Mount
+
+from nanocode.errors import ConfigError
+from nanocode.sandbox import container, protect
+from nanocode.workspace import bind, gitseries, journal, overlay, remote, store, view
+from nanocode.workspace.changeset import Builder, Manifest, Upper
+
+MODES = ("bind", "overlay")
+Note = Callable[[str], None]
+
+
+@dataclass
+class Kept:
+    """A change set as kept under the state folder."""
+
+    manifest: Manifest
+    folder: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def summary(self) -> list[str]:
+        return view.summary(self.manifest, self.folder)
+
+
+class Workspace:
+    """Bind mode, and the base of the others: the project itself, its git folders read-only."""
+
+    mode = "bind"
+
+    def __init__(
+        self, client: docker.DockerClient, project: str, goal: str, note: Note, image: str = "", user: str = ""
+    ):
+        self.client = client
+        self.image = image
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
+        self.project = project
+        self.goal = goal
+        self.note = note
+        self.started = time.time()
+        self.mounts: list[Mount] = []
+        self.journal: Path | None = None
+
+    def open(self) -> None:
+        gits = bind.find_gits(self.project)
+        self.journal = journal.write(self.goal, mode="bind", project=self.project, gits=gits)
+        self.gits = gits
+        self.mounts = [Mount(target=self.project, source=self.project, type="bind", read_only=False)]
+        self.mounts += protect.secret_mounts(self.project, os.getcwd())
+        self.mounts += bind.read_only_mounts(self.project, gits)
+
+    def finish(self, goal: str, outcome: str) -> Kept | None:
+        """Moves aside the `.git`s that came into being; never a change set: the project was live."""
+        for path, target in bind.quarantine(bind.planted(self.project, self.gits)):
+            self.note(f"warning: the sandbox made {path}, which host git would read; it was moved to {target}")
+        if self.journal is not None:
+            journal.done(self.journal)
+            self.journal = None
+        return None
+
+    def close(self) -> None:
+        """Nothing to remove; a journal still here (the goal never finished) stays for the next start."""
+
+
+class OverlayWorkspace(Workspace):
+    """The project seen through a private copy-on-write layer; the host's project is not touched."""
+
+    mode = "overlay"
+
+    def open(self) -> None:
+        self.start = gitseries.start_point(self.project)
+        self.volume = f"nanocode-{self.goal}"
+        self.layer = overlay.layer_folder(self.goal)
+        self.journal = journal.write(
+            self.goal, mode="overlay", project=self.project, volume=self.volume, layer=str(self.layer)
+        )
+        self.layer.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._prepare()
+        self.mounts = [overlay.volume_mount(self.volume, self.project)]
+        self.mounts += protect.secret_mounts(self.project, os.getcwd())
+
+    def _prepare(self) -> None:
+        upper, work = overlay.make_layer(self.project, self.goal)
+        options = overlay.overlay_options(self.project, upper, work)
+        overlay.create_volume(self.client, self.volume, options, container.owner_labels(self.goal, self.project))
+
+    def _upper(self) -> Upper:
+        return overlay.HostUpper(str(self.layer / "upper"))
+
+    def finish(self, goal: str, outcome: str) -> Kept | None:
+        """The change set of the goal, kept; None when the goal changed nothing."""
+        overlay.remove_volume(self.client, self.volume)  # unmounted: the layer holds still
+        upper = self._upper()
+        manifest = Manifest(store.new_id(), goal, self.project, self.started, outcome=outcome, git=dict(self.start))
+        folder = store.new_folder(manifest.id)
+        try:
+            Builder(upper, self.project, manifest, folder).build()
+            kept = Kept(manifest, folder)
+            self._commits(upper, kept)
+        except BaseException:
+            store.discard(manifest.id) if (folder / store.MANIFEST).exists() else _remove(folder)
+            raise
+        if not manifest.entries and not manifest.series:
+            _remove(folder)
+            return None
+        store.save(manifest, folder)
+        return kept
+
+    def _commits(self, upper: Upper, kept: Kept) -> None:
+        git_folder = os.path.join(upper.root, ".git")
+        names, problem = gitseries.series(git_folder, self.project, self.start, kept.folder / "series")
+        kept.manifest.series = names
+        if problem:
+            kept.notes.append(problem)
+
+    def close(self) -> None:
+        overlay.remove_volume(self.client, self.volume)
+        overlay.remove_layer(self.layer)
+        if self.journal is not None:
+            journal.done(self.journal)
+            self.journal = None
+
+
+class RemoteWorkspace(OverlayWorkspace):
+    """Overlay mode on an engine that cannot see the project: shipped in, and the layer shipped back."""
+
+    def _prepare(self) -> None:
+        labels = container.owner_labels(self.goal, self.project)
+        self.lower, self.upper_volume = f"{self.volume}-lower", f"{self.volume}-upper"
+        for name in (self.lower, self.upper_volume):
+            self.client.api.create_volume(name=name, driver="local", labels=labels)
+        volumes = {"/lower": self.lower, "/upper": self.upper_volume}
+        self.helper = remote.helper(self.client, self.image, self.user, volumes, labels)
+        st = os.stat(self.project)
+        self.client.api.put_archive(self.helper, "/upper", remote.layer_tar(st.st_uid, st.st_gid, st.st_mode & 0o7777))
+        self.client.api.put_archive(self.helper, "/lower", remote.streamed(self.project))
+        lower = self.client.api.inspect_volume(self.lower)["Mountpoint"]
+        upper = self.client.api.inspect_volume(self.upper_volume)["Mountpoint"]
+        options = overlay.overlay_options(lower, f"{upper}/u", f"{upper}/w")
+        overlay.create_volume(self.client, self.volume, options, labels)
+
+    def open(self) -> None:
+        self.helper = ""
+        super().open()
+        self.mounts = self.mounts[:1]  # the secrets were never shipped: nothing to mask
+
+    def _upper(self) -> Upper:
+        folder = self.layer / "upper"
+        folder.mkdir(parents=True, exist_ok=True)
+        upper = remote.RemoteUpper(str(folder))
+        stream, _ = self.client.api.get_archive(self.helper, "/upper/u")
+        upper.extract(stream, "u")
+        upper.opaque = {os.path.join(str(folder), name) for name in remote.opaque_folders(self.client, self.helper)}
+        return upper
+
+    def close(self) -> None:
+        if self.helper:
+            container.remove(self.client, self.helper)
+        for name in (getattr(self, "lower", ""), getattr(self, "upper_volume", "")):
+            if name:
+                overlay.remove_volume(self.client, name)
+        super().close()
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_workspace(
+    client: docker.DockerClient, project: str, mode: str, goal: str, note: Note, image: str, user: str = ""
+) -> Workspace:
+    """A workspace for one goal, ready: its `mounts` go to the goal's container (made from `image`,
+    run as `user`). On an engine that cannot see the project, overlay ships it; bind refuses."""
+    if mode not in MODES:
+        raise ConfigError(f"--workspace {mode!r} is not one of {', '.join(MODES)}")
+    local = remote.sees_project(client, project, image)
+    if not local and mode == "bind":
+        raise ConfigError(
+            f"the Docker engine cannot see {project} (a remote engine, or a VM whose paths are not shared): "
+            "use --workspace overlay, which sends the project to it"
+        )
+    kind = Workspace if mode == "bind" else OverlayWorkspace if local else RemoteWorkspace
+    workspace = kind(client, project, goal, note, image, user)
+    try:
+        workspace.open()
+    except BaseException:
+        workspace.close()
+        raise
+    return workspace
+
+
+def recover(client: docker.DockerClient, note: Note) -> None:
+    """Finishes the clean-up of goals whose nanocode was killed: git folders planted in bind mode are
+    moved aside; an overlay's volume and layer are removed."""
+    for path, entry in journal.orphans():
+        project = str(entry.get("project", ""))
+        if entry.get("mode") == "bind" and os.path.isdir(project):
+            for planted, target in bind.quarantine(bind.planted(project, dict(entry.get("gits") or {}))):
+                note(f"warning: a killed goal's sandbox made {planted}; it was moved to {target}")
+        elif entry.get("mode") == "overlay":
+            overlay.remove_volume(client, str(entry.get("volume", "")))
+            layer = Path(str(entry.get("layer", "")))
+            if layer.parent == overlay.layer_folder("x").parent:
+                overlay.remove_layer(layer)
+        journal.done(path)

@@ -1,0 +1,142 @@
+"""A second Docker engine that cannot see the host's paths: for tests of remote engines.
+
+    def test_x(second_engine: SecondEngine) -> None:
+        second_engine.url        # "tcp://127.0.0.1:<port>": set DOCKER_HOST to it
+        second_engine.client     # a docker.DockerClient for it
+        second_engine.image      # the sandbox image, loaded into it
+
+`second_engine` (session-scoped, registered in conftest.py) starts `dockerd` in a mount namespace
+of its own whose /tmp is a private tmpfs (pytest's tmp_path is under /tmp: the engine cannot see
+it), with its own socket, data root and exec root, no bridge and no iptables rules (so that it
+leaves the main engine's networking alone), listening on 127.0.0.1 only. The sandbox image is
+copied in with `docker save | docker load`. At the end of the session the engine is stopped and its
+data removed. It needs root, `unshare` and `dockerd`; where they are missing the tests that use it
+skip, or fail under NANOCODE_REQUIRE_DOCKER=1 (as in CI).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import pytest
+
+START_TIMEOUT = 90.0
+
+
+@dataclass
+class SecondEngine:
+    url: str
+    client: Any  # docker.DockerClient
+    image: str
+    process: subprocess.Popen[bytes]
+    root: str  # data root, exec root and log, removed at the end
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("NANOCODE_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"the second Docker engine is required here (NANOCODE_REQUIRE_DOCKER=1): {reason}")
+    pytest.skip(f"no second Docker engine: {reason}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_second_engine(image: str) -> SecondEngine:
+    """Starts the engine, waits for it, and loads `image` into it."""
+    if os.geteuid() != 0:
+        _unavailable("starting dockerd needs root")
+    for tool in ("dockerd", "unshare", "docker"):
+        if shutil.which(tool) is None:
+            _unavailable(f"{tool} is not installed")
+    root = tempfile.mkdtemp(prefix="nanocode-engine-", dir="/var/tmp")  # not under /tmp: the engine has its own
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    config = os.path.join(root, "daemon.json")
+    with open(config, "w") as f:
+        json.dump({}, f)  # not the main engine's daemon.json
+    command = (
+        "mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp && exec dockerd"
+        f" --config-file {config} --data-root {root}/data --exec-root {root}/exec --pidfile {root}/exec/dockerd.pid"
+        f" -H {url} -H unix://{root}/exec/docker.sock --bridge=none --iptables=false --ip-masq=false"
+        " --userland-proxy=false --cgroup-parent=nanocode-second-engine --log-level=warn"
+    )
+    log = open(os.path.join(root, "dockerd.log"), "wb")  # noqa: SIM115 (open while the engine runs)
+    process = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    engine = SecondEngine(url, None, image, process, root)
+    try:
+        engine.client = _wait(engine)
+        _load(image, url)
+    except BaseException:
+        stop_second_engine(engine)
+        raise
+    return engine
+
+
+def _wait(engine: SecondEngine) -> Any:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if engine.process.poll() is not None:
+            break
+        with contextlib.suppress(Exception):
+            client = docker.DockerClient(base_url=engine.url, timeout=120)
+            client.ping()
+            return client
+        time.sleep(0.3)
+    with open(os.path.join(engine.root, "dockerd.log"), errors="replace") as f:
+        tail = f.read()[-2000:]
+    pytest.fail(f"the second dockerd did not start: {tail}")
+
+
+def _load(image: str, url: str) -> None:
+    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+    load = subprocess.run(["docker", "-H", url, "load", "-q"], stdin=save.stdout, capture_output=True, timeout=600)
+    assert save.stdout is not None
+    save.stdout.close()
+    if save.wait(timeout=600) != 0 or load.returncode != 0:
+        pytest.fail(f"could not load {image} into the second engine: {load.stderr.decode(errors='replace')}")
+
+
+def stop_second_engine(engine: SecondEngine) -> None:
+    """Removes its containers and volumes, stops it, and removes its data."""
+    if engine.client is not None:
+        with contextlib.suppress(Exception):
+            for row in engine.client.api.containers(all=True):
+                engine.client.api.remove_container(row["Id"], force=True, v=True)
+            for row in engine.client.api.volumes().get("Volumes") or []:
+                engine.client.api.remove_volume(row["Name"], force=True)
+        engine.client.close()
+    if engine.process.poll() is None:
+        os.killpg(engine.process.pid, signal.SIGTERM)
+        try:
+            engine.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(engine.process.pid, signal.SIGKILL)
+            engine.process.wait(timeout=30)
+    # Its mounts were in its own namespace, gone with it: what is left is plain files.
+    shutil.rmtree(engine.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_engine: Any, sandbox_image: str) -> Iterator[SecondEngine]:
+    engine = start_second_engine(sandbox_image)
+    yield engine
+    stop_second_engine(engine)

@@ -1,0 +1,175 @@
+"""The six ways a sandboxed goal made a later host `git status` run a command it planted, in both modes.
+
+Each attack plants a `core.fsmonitor` command that writes a marker file outside the project; after
+the goal (and after `apply` in overlay mode), host git runs in every folder of the project and the
+marker must not exist.
+"""
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanocode.prompts import MARKER
+from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.workspace_support import env, git, host_git_status_runs_nothing, nanocode, repo
+
+pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
+MODES = ["bind", "overlay"]
+IDENT = "git -c user.name=m -c user.email=m@x"
+
+
+def _evil_repo(folder: str, marker: Path) -> str:
+    """Shell that makes `folder` a git repo whose config runs a command on the host."""
+    return f"git init -q {folder} && git -C {folder} config core.fsmonitor 'touch {marker}; false'"
+
+
+def _tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file() and not path.is_symlink():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, mode: str, script: str) -> Any:
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    return nanocode(tmp_path, api, "--sandbox", "--workspace", mode, "-p", "attack", "--project", str(project))
+
+
+def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: Path | None) -> None:
+    before = _tree_digest(git_folder) if git_folder else ""
+    host_git_status_runs_nothing(project, marker)
+    if mode == "overlay":
+        applied = nanocode(tmp_path, None, "apply", "last")
+        assert "internal error" not in applied.stderr
+        host_git_status_runs_nothing(project, marker)
+        if git_folder:
+            assert _tree_digest(git_folder) == before or applied.returncode == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_1_a_nested_repo_added_as_a_gitlink(
+    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    marker = tmp_path / "pwned"
+    index = (project / ".git" / "index").read_bytes()
+    script = (
+        f"mkdir sub && {_evil_repo('sub', marker)} && {IDENT} -C sub commit -q --allow-empty -m x; "
+        "git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub; true"
+    )
+    done = _goal(tmp_path, api, project, mode, script)
+    assert done.returncode == 0, done.stderr
+    assert (project / ".git" / "index").read_bytes() == index
+    if mode == "bind":
+        assert not (project / "sub" / ".git").exists() and "moved to" in done.stderr
+    _after(tmp_path, project, mode, marker, project / ".git")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_2_commondir_with_its_quarantine_name_taken(
+    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    marker = tmp_path / "pwned"
+    script = (
+        f"{_evil_repo('evil', marker)}; mkdir -p .git/commondir.planted-in-sandbox/x; "
+        f"echo {project}/evil/.git > .git/commondir; true"
+    )
+    done = _goal(tmp_path, api, project, mode, script)
+    assert done.returncode == 0, done.stderr
+    assert "internal error" not in done.stderr
+    assert not (project / ".git" / "commondir").exists()
+    _after(tmp_path, project, mode, marker, project / ".git")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_3_planted_then_killed(
+    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    marker = tmp_path / "pwned"
+    script = (
+        f"{_evil_repo('evil', marker)}; echo {project}/evil/.git > .git/commondir; "
+        f"mkdir -p sub && {_evil_repo('sub', marker)}; touch {project}/planted; sleep 300"
+    )
+    api.add(tools(call("shell", {"command": script})))
+    command = [sys.executable, "-m", "nanocode", "--sandbox", "--workspace", mode, "-p", "g", "--project", str(project)]
+    process = subprocess.Popen(command, env=env(tmp_path, api), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _planted(docker_engine, process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.kill()
+    process.communicate()
+    api.add(message(f"{MARKER} next"))
+    done = nanocode(tmp_path, api, "--sandbox", "-p", "next", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    assert not (project / ".git" / "commondir").exists() and not (project / "sub" / ".git").exists()
+    if mode == "bind":
+        assert "moved to" in done.stderr
+    host_git_status_runs_nothing(project, marker)
+
+
+def _planted(docker_engine: Any, pid: int) -> bool:
+    from nanocode.sandbox.container import ours
+
+    for c in ours(docker_engine):
+        if c.labels.get("nanocode.owner.pid") == str(pid):
+            result = docker_engine.api.exec_create(c.id, "sh -c 'ls -d */planted'")
+            out = docker_engine.api.exec_start(result["Id"])
+            return b"planted" in out
+    return False
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_4_git_init_in_a_project_without_git(
+    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "a.txt").write_text("a\n")
+    marker = tmp_path / "pwned"
+    done = _goal(tmp_path, api, project, mode, f"{_evil_repo('.', marker)} && echo b > b.txt")
+    assert done.returncode == 0, done.stderr
+    assert not (project / ".git").exists()
+    _after(tmp_path, project, mode, marker, None)
+    assert not (project / ".git").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_5_a_project_inside_a_host_repo(
+    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    outer = repo(tmp_path / "outer", {"top.txt": "t\n"})
+    project = outer / "project"
+    project.mkdir()
+    (project / "a.txt").write_text("a\n")
+    marker = tmp_path / "pwned"
+    done = _goal(tmp_path, api, project, mode, _evil_repo(".", marker))
+    assert done.returncode == 0, done.stderr
+    assert not (project / ".git").exists()
+    _after(tmp_path, project, mode, marker, outer / ".git")
+    assert not (project / ".git").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_6_a_linked_worktree_whose_gitfile_is_rewritten(
+    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    main = repo(tmp_path / "main", {"a.txt": "a\n"})
+    project = tmp_path / "p"
+    git(main, "worktree", "add", "-q", str(project))
+    gitfile = (project / ".git").read_text()
+    marker = tmp_path / "pwned"
+    script = f"{_evil_repo('evil', marker)}; echo 'gitdir: {project}/evil/.git' > .git; true"
+    done = _goal(tmp_path, api, project, mode, script)
+    assert done.returncode == 0, done.stderr
+    assert (project / ".git").read_text() == gitfile
+    _after(tmp_path, project, mode, marker, main / ".git")
+    assert (project / ".git").read_text() == gitfile

@@ -1,0 +1,123 @@
+"""Overlay mode against the real engine: the project is untouched until its change set is applied."""
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanocode.prompts import MARKER
+from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.workspace_support import git, nanocode, repo
+
+pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
+
+
+def _shell(*commands: str) -> list[Any]:
+    return [tools(call("shell", {"command": c})) for c in commands]
+
+
+def test_overlay_goal_leaves_the_project_untouched_until_apply_last(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "b.txt": "bee\n", "gone.txt": "bye\n", "run.sh": "echo\n"})
+    before = git(project, "status", "--porcelain")
+    api.add(
+        *_shell(
+            "echo two >> a.txt && rm gone.txt && mkdir -p new/deep && printf 'x\\0y' > new/deep/bin.dat",
+            "mv b.txt c.txt && chmod +x run.sh && ln -s a.txt link && : > empty && echo m > Makefile",
+        ),
+        message(f"{MARKER} done"),
+    )
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "change", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n"
+    assert (project / "a.txt").read_text() == "one\n" and (project / "gone.txt").exists()
+    assert not (project / "new").exists() and git(project, "status", "--porcelain") == before
+    assert "kept" in done.stderr and "Makefile" in done.stderr and "review" in done.stderr
+
+    listed = nanocode(tmp_path, None, "changes")
+    assert listed.returncode == 0 and "change" in listed.stdout and "Makefile" in listed.stdout
+    shown = nanocode(tmp_path, None, "diff", "last")
+    assert "+two" in shown.stdout and "Binary file new/deep/bin.dat" in shown.stdout
+    assert "b.txt" in shown.stdout and "c.txt" in shown.stdout
+
+    applied = nanocode(tmp_path, None, "apply", "last")
+    assert applied.returncode == 0, applied.stderr
+    assert (project / "a.txt").read_text() == "one\ntwo\n"
+    assert not (project / "gone.txt").exists() and not (project / "b.txt").exists()
+    assert (project / "c.txt").read_text() == "bee\n"
+    assert (project / "new/deep/bin.dat").read_bytes() == b"x\0y"
+    assert os.stat(project / "run.sh").st_mode & stat.S_IXUSR
+    assert os.readlink(project / "link") == "a.txt"
+    assert (project / "empty").read_bytes() == b""
+    assert not [p for p in project.iterdir() if p.name.startswith(".nanocode")]
+    again = nanocode(tmp_path, None, "apply", "last")
+    assert again.returncode != 0 and "applied already" in again.stderr
+
+
+def test_commits_in_the_goal_become_commits_on_the_host(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n"})
+    head = git(project, "rev-parse", "HEAD").strip()
+    config = (project / ".git" / "config").read_text()
+    ident = "git -c user.name=m -c user.email=m@x"
+    api.add(
+        *_shell(
+            f"echo two >> a.txt && {ident} commit -qam second && echo three > b.txt && git add b.txt"
+            f" && {ident} commit -qm third && echo wip >> a.txt",
+            "git config core.fsmonitor 'touch /tmp/x' && echo 'echo pwned' > .git/hooks/post-commit",
+        ),
+        message(f"{MARKER} committed"),
+    )
+    done = nanocode(
+        tmp_path, api, "--sandbox", "--workspace", "overlay", "--apply", "-p", "commit", "--project", str(project)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 commits on refs/heads/main" in done.stderr and "applied" in done.stderr
+    assert git(project, "log", "--format=%s").split() == ["third", "second", "start"]
+    assert git(project, "rev-parse", "HEAD~2").strip() == head
+    assert (project / "a.txt").read_text() == "one\ntwo\nwip\n"
+    assert git(project, "status", "--porcelain") == " M a.txt\n"
+    assert (project / ".git" / "config").read_text() == config
+    assert not (project / ".git" / "hooks" / "post-commit").exists()
+
+
+def test_a_conflict_applies_nothing_and_lists_the_paths(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "a.txt").write_text("one\n")
+    (project / "b.txt").write_text("bee\n")
+    api.add(*_shell("echo A > a.txt && echo B > b.txt && echo C > c.txt"), message(f"{MARKER} ok"))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    (project / "b.txt").write_text("edited by the user\n")
+    refused = nanocode(tmp_path, None, "apply", "last")
+    assert refused.returncode == 6 and "b.txt" in refused.stderr and "a.txt" not in refused.stderr
+    assert (project / "a.txt").read_text() == "one\n" and not (project / "c.txt").exists()
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_secrets_stay_masked_and_are_never_applied(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / ".env").write_text("KEY=secret\n")
+    api.add(
+        *_shell("cat .env; echo KEY=evil > sub.env; mkdir d && echo KEY=x > d/.env; echo ok > a"),
+        message(f"{MARKER} ok"),
+    )
+    done = nanocode(
+        tmp_path, api, "--sandbox", "--workspace", "overlay", "--apply", "-p", "x", "--project", str(project)
+    )
+    assert done.returncode == 0, done.stderr
+    results = [m["content"] for m in api.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "KEY=secret" not in json.dumps(results)
+    assert (project / ".env").read_text() == "KEY=secret\n" and not (project / "d" / ".env").exists()
+    assert (project / "a").read_text() == "ok\n"

@@ -1,0 +1,93 @@
+"""An engine that cannot see the project: overlay ships it there and back; bind refuses in one line."""
+
+from pathlib import Path
+from typing import Any
+
+from nanocode.prompts import MARKER
+from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.second_engine import SecondEngine
+from tests.workspace_support import git, nanocode, repo
+
+
+def _leftovers(engine: SecondEngine) -> list[str]:
+    containers = [r["Id"] for r in engine.client.api.containers(all=True, filters={"label": "nanocode"})]
+    volumes = [r["Name"] for r in engine.client.api.volumes(filters={"label": "nanocode"}).get("Volumes") or []]
+    return containers + volumes
+
+
+def test_overlay_ships_the_project_and_brings_the_change_set_back(
+    second_engine: SecondEngine, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "d/x.txt": "x\n", "d/y.txt": "y\n", "old.txt": "old\n"})
+    (project / ".env").write_text("KEY=secret\n")
+    ident = "git -c user.name=m -c user.email=m@x"
+    api.add(
+        tools(call("shell", {"command": "cat .env a.txt; ls -a"})),
+        tools(
+            call(
+                "shell",
+                {
+                    "command": f"echo two >> a.txt && {ident} commit -qam two && rm -rf d && mkdir d && "
+                    "echo z > d/z.txt && rm old.txt && echo KEY=x > .env.local && echo new > new.txt"
+                },
+            )
+        ),
+        message(f"{MARKER} done remotely"),
+    )
+    done = nanocode(
+        tmp_path,
+        api,
+        "--sandbox",
+        "--workspace",
+        "overlay",
+        "--image",
+        second_engine.image,
+        "-p",
+        "remote",
+        "--project",
+        str(project),
+        DOCKER_HOST=second_engine.url,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done remotely\n"
+    seen = next(m["content"] for m in api.requests[1]["messages"] if m["role"] == "tool")
+    assert "one" in seen and "KEY=secret" not in seen and "\n.env\n" not in seen
+    assert (project / "a.txt").read_text() == "one\n" and (project / "d" / "x.txt").exists()
+    assert not _leftovers(second_engine)
+
+    applied = nanocode(tmp_path, None, "apply", "last")
+    assert applied.returncode == 0, applied.stderr
+    assert git(project, "log", "--format=%s").split() == ["two", "start"]
+    assert (project / "a.txt").read_text() == "one\ntwo\n"
+    assert sorted(p.name for p in (project / "d").iterdir()) == ["z.txt"]
+    assert not (project / "old.txt").exists() and (project / "new.txt").read_text() == "new\n"
+    assert not (project / ".env.local").exists() and (project / ".env").read_text() == "KEY=secret\n"
+
+
+def test_bind_refuses_an_engine_that_cannot_see_the_project(
+    second_engine: SecondEngine, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    done = nanocode(
+        tmp_path,
+        api,
+        "--sandbox",
+        "--image",
+        second_engine.image,
+        "-p",
+        "x",
+        "--project",
+        str(project),
+        DOCKER_HOST=second_engine.url,
+    )
+    assert done.returncode == 3
+    assert "--workspace overlay" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert list(project.iterdir()) == [] and not _leftovers(second_engine)
+
+
+def test_the_local_engine_sees_the_project(docker_engine: Any, sandbox_image: str, tmp_path: Path) -> None:
+    from nanocode.workspace import remote
+
+    assert remote.sees_project(docker_engine, str(tmp_path), sandbox_image)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,53 @@
+"""What the workspace tests share: running nanocode as a user would, and host git with a tripwire."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.scripted_api import ScriptedAPI
+
+
+def env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE"))}
+    return clean | {
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "OPENROUTER_API_KEY": "sk-test",
+        "INFERENCE_BASE_URL": api.url,
+        **extra,
+    }
+
+
+def nanocode(tmp_path: Path, api: ScriptedAPI | None, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    environment = env(tmp_path, api, **extra) if api else {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    return subprocess.run(
+        [sys.executable, "-m", "nanocode", *args], env=environment, capture_output=True, text=True, timeout=180
+    )
+
+
+def git(cwd: Path, *args: str) -> str:
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
+    done = subprocess.run(["git", *identity, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q")
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "start")
+    return path
+
+
+def host_git_status_runs_nothing(project: Path, marker: Path) -> None:
+    """Host `git status`, as the user would run it there, must not run what the sandbox planted."""
+    subprocess.run(["git", "status"], cwd=project, capture_output=True, timeout=60)
+    subprocess.run(["git", "status"], cwd=project.parent, capture_output=True, timeout=60)
+    for folder in project.rglob("*"):
+        if folder.is_dir() and ".git" not in folder.parts:
+            subprocess.run(["git", "status"], cwd=folder, capture_output=True, timeout=60)
+    assert not marker.exists(), "host git ran a command the sandbox planted"
