@@ -1,5 +1,6 @@
 """A session: the settings, the model, the transcript and the executor of each goal, put together."""
 
+import contextlib
 import re
 import signal
 import sys
@@ -208,18 +209,30 @@ class Session:
             gate=gate,
         )
 
-    def run_goal(self, goal: str, executor: Executor | None = None) -> str:
+    def prepare(self, note: Note | None = None) -> tuple[Any, Executor]:
+        """A goal's workspace and executor, sandbox up: opened when the goal starts, or ahead of it."""
+        note = note or self.display.note
+        workspace = None
+        try:
+            if self.workspaces is not None:
+                workspace = self.workspaces(uuid.uuid4().hex[:12], note)
+            return workspace, self._open_executor(workspace, note)
+        except BaseException:
+            if workspace is not None:
+                with _shielded():
+                    workspace.close()
+            raise
+
+    def run_goal(self, goal: str, executor: Executor | None = None, workspace: Any = None) -> str:
         """Runs one goal in an executor of its own, which is closed however the goal ends. An executor
-        given (a batch's, started ahead) comes with its workspace, which the giver finishes."""
+        given was started ahead; a workspace given with it is finished here, as one opened here is (a
+        batch gives none: it finishes its goals' workspaces itself)."""
         with _signals_interrupt():
-            workspace: Any = None
             outcome = "error"
             self.kept = None
             try:
                 if executor is None:
-                    if self.workspaces is not None:
-                        workspace = self.workspaces(uuid.uuid4().hex[:12], self.display.note)
-                    executor = self._open_executor(workspace, self.display.note)
+                    workspace, executor = self.prepare()
                 answer = self.agent.run(goal.strip(), executor)
                 outcome = "complete"
                 return answer
@@ -270,22 +283,38 @@ class Session:
             f"nanocode · {self.model.name} · {self.settings.project}{' · sandbox' if self.settings.sandbox else ''}"
         )
         self.display.note("Each line is a goal. An empty line or Ctrl-D quits.")
-        while True:
-            try:
-                line = _read_goal()
-            except (EOFError, KeyboardInterrupt):
-                click.echo("", err=True)
-                return
-            if not line.strip():
-                return
-            try:
-                click.echo(printable(self.run_goal(line)))
-            except NanocodeError as exc:
-                if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
-                    raise
-                exc.show()
-            if self.kept is not None:
-                self._review(self.kept)
+        ahead: _Ahead | None = None
+        try:
+            while True:
+                if self.settings.sandbox and ahead is None:
+                    ahead = _Ahead(self.prepare)  # the next goal's sandbox starts while the person types
+                try:
+                    # With a sandbox waiting, SIGTERM at the prompt must remove it too.
+                    with _signals_interrupt() if ahead else contextlib.nullcontext():
+                        line = _read_goal()
+                except _Terminated:
+                    stopped = Interrupted("interrupted")
+                    stopped.terminated = True
+                    raise stopped from None
+                except (EOFError, KeyboardInterrupt):
+                    click.echo("", err=True)
+                    return
+                if not line.strip():
+                    return
+                taken, ahead = ahead, None
+                try:
+                    workspace, executor = taken.take(self.display.note) if taken else (None, None)
+                    click.echo(printable(self.run_goal(line, executor, workspace)))
+                except NanocodeError as exc:
+                    if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
+                        raise
+                    exc.show()
+                if self.kept is not None:
+                    self._review(self.kept)
+        finally:
+            if ahead is not None:
+                with _shielded():
+                    ahead.discard()
 
     def _review(self, kept: Any) -> None:
         """After a goal that changed something: apply, discard or keep its change set."""
@@ -309,6 +338,41 @@ class Session:
         except NanocodeError as exc:
             exc.show()
         self.kept = None
+
+
+class _Ahead:
+    """A goal's workspace and sandbox, started in a thread before the goal is known; what it says
+    while the person types is told when the goal takes it."""
+
+    def __init__(self, prepare: Callable[[Note], tuple[Any, Executor]]):
+        self._said: list[str] = []
+        self._prepared: tuple[Any, Executor] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(prepare,), daemon=True)
+        self._thread.start()
+
+    def _run(self, prepare: Callable[[Note], tuple[Any, Executor]]) -> None:
+        try:
+            self._prepared = prepare(self._said.append)
+        except BaseException as exc:
+            self._error = exc
+
+    def take(self, note: Note) -> tuple[Any, Executor]:
+        self._thread.join()
+        for line in self._said:
+            note(line)
+        if self._error is not None:
+            raise self._error
+        assert self._prepared is not None
+        return self._prepared
+
+    def discard(self) -> None:
+        self._thread.join()
+        if self._prepared is not None:
+            workspace, executor = self._prepared
+            executor.close()
+            if workspace is not None:
+                workspace.close()
 
 
 def _read_goal() -> str:

@@ -387,3 +387,82 @@ def test_a_bad_goals_file_is_one_line(api: ScriptedAPI, project: Path, tmp_path:
     done = batch(tmp_path, api, str(path), "--project", str(project))
     assert done.returncode == 3, done.stderr
     assert words in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+# More than one engine.
+
+
+def test_goals_spread_over_two_engines_one_that_cannot_see_the_project(
+    docker_engine: Any,
+    sandbox_image: str,
+    second_engine: Any,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    (project / "base.txt").write_text("shipped\n")
+    entries = []
+    for n in range(6):
+        text = f"two engines {n}"
+        api.add_goal(
+            text,
+            Reply(tools(call("shell", {"command": f"cat base.txt && echo {n} > own.txt"})).body, delay=0.3),
+            message(f"{MARKER} {n}"),
+        )
+        entries.append({"id": f"e{n}", "goal": text})
+    out = tmp_path / "out"
+    main = "unix:///var/run/docker.sock"
+    done = batch(
+        tmp_path,
+        api,
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--engine",
+        f"{main}=2",
+        "--engine",
+        f"{second_engine.url}=2",
+        *SMALL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"2 workers on {second_engine.url}" in done.stderr
+    ran = [result(out, f"e{n}") for n in range(6)]
+    assert {r["engine"] for r in ran} == {main, second_engine.url}
+    for n, r in enumerate(ran):
+        assert r["outcome"] == "complete" and r["files_changed"] == ["own.txt"]
+        assert tool_results(out, f"e{n}")[0] == "shipped\n"
+    assert not second_engine.client.containers.list(all=True, filters={"label": "nanocode"})
+    assert not second_engine.client.volumes.list(filters={"label": "nanocode"})
+
+
+# The REPL's warm sandbox.
+
+
+def test_the_repl_starts_the_next_goals_sandbox_while_the_person_types(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
+    api.add(tools(call("shell", {"command": "echo one"})), message(f"{MARKER} first"))
+    api.add(tools(call("shell", {"command": "echo two"})), message(f"{MARKER} second"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanocode", "--sandbox", "--project", str(project)],
+        env=_env(tmp_path, api),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write("goal one\n")
+    process.stdin.flush()
+    assert process.stdout.readline() == "first\n"
+    wait_for(lambda: [c.status for c in owned_by(docker_engine, process.pid)] == ["running"])
+    waiting = owned_by(docker_engine, process.pid)[0]  # started before the next goal is typed
+    stdout, stderr = process.communicate("goal two\n\n", timeout=60)
+    assert process.returncode == 0, stderr
+    assert stdout == "second\n"
+    assert f"sandbox {waiting.name}:" in stderr.split("→ shell")[1]  # the second goal ran in it
+    assert not owned_by(docker_engine, process.pid)  # and the one started for a third goal is gone

@@ -1,5 +1,6 @@
 """From the command line to a running batch: the goals' settings, the engines and their workers, the out folder."""
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -
     first = planned[0].settings
     memory, cpus = size(first.memory), first.cpus
     specs = batch.engines or [""]
-    slots = []
+    slots: list[Slot] = []
     for spec in specs:
         name, count = parse_spec(spec) if spec else ("default", None)
         if spec:
@@ -90,7 +91,9 @@ def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -
         )
         workers = count or batch.workers or default_workers(ledger, memory, cpus, goals)
         slot = Slot(name, client, ledger, workers=workers)
-        slot.engine = open_engine(first, note, client)
+        # One image on every engine: the first engine's (built there if need be), loaded into the others.
+        image = slots[0].engine.image if slots else first.image
+        slot.engine = open_engine(dataclasses.replace(first, image=image), note, client)
         slots.append(slot)
     return slots
 
