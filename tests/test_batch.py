@@ -466,3 +466,37 @@ def test_the_repl_starts_the_next_goals_sandbox_while_the_person_types(
     assert stdout == "second\n"
     assert f"sandbox {waiting.name}:" in stderr.split("→ shell")[1]  # the second goal ran in it
     assert not owned_by(docker_engine, process.pid)  # and the one started for a third goal is gone
+
+
+def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_elsewhere(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
+    from tests.second_engine import start_second_engine, stop_second_engine
+
+    lost = start_second_engine(sandbox_image)
+    try:
+        entries = [{"id": f"d{n}", "goal": f"dying engine {n}"} for n in range(6)]
+        for n in range(6):
+            slow_goal(api, f"dying engine {n}", steps=8, delay=0.25)
+        out = tmp_path / "out"
+        main = "unix:///var/run/docker.sock"
+        args = [str(goals_file(tmp_path, entries)), "--out", str(out), "--project", str(project), *SMALL]
+        process = start(tmp_path, api, *args, "--engine", f"{main}=2", "--engine", f"{lost.url}=2")
+        wait_for(lambda: len(lost.client.containers.list(filters={"label": "nanocode.goal"})) >= 2)
+        lost.process.terminate()  # dockerd stops its containers and exits: it answers no more
+        stdout, stderr = process.communicate(timeout=180)
+        assert process.returncode == 3, stderr
+        assert f"the engine {lost.url} stopped answering" in stderr
+        ran = [result(out, f"d{n}") for n in range(6)]
+        dead = [r for r in ran if r["engine"] == lost.url]
+        assert dead and all(r["outcome"] == "engine" for r in dead)
+        assert all(r["outcome"] == "complete" and r["engine"] == main for r in ran if r not in dead)
+        assert len(dead) < 6
+
+        for r in dead:
+            api.goals[r["goal"]] = [message(f"{MARKER} on the other engine")]
+        again = batch(tmp_path, api, *args, "--retry-failed")
+        assert again.returncode == 0, again.stderr
+        assert all(result(out, r["id"])["outcome"] == "complete" for r in dead)
+    finally:
+        stop_second_engine(lost)

@@ -1,6 +1,7 @@
 """The engines a batch spreads its goals over: each with its client, its room and its workers."""
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +24,18 @@ class Slot:
     engine: Any = None  # the session's Engine: client and image
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answers(self) -> bool:
-        if self.client is None:
-            return True
-        try:
-            self.client.ping()
-        except Exception:
-            return False
-        return True
+    def answers(self, within: float = 3.0) -> bool:
+        """False if the engine fails to answer a ping within a few seconds: one that is shutting down
+        still answers some requests, and fails the others, for a moment before it goes."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                self.client.ping()
+            except Exception:
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.3)
 
 
 def parse_spec(spec: str) -> tuple[str, int | None]:
