@@ -484,7 +484,7 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
         process = start(tmp_path, api, *args, "--engine", f"{main}=2", "--engine", f"{lost.url}=2")
         wait_for(lambda: len(lost.client.containers.list(filters={"label": "nanocode.goal"})) >= 2)
         lost.process.terminate()  # dockerd stops its containers and exits: it answers no more
-        stdout, stderr = process.communicate(timeout=180)
+        _, stderr = process.communicate(timeout=180)
         assert process.returncode == 3, stderr
         assert f"the engine {lost.url} stopped answering" in stderr
         ran = [result(out, f"d{n}") for n in range(6)]
