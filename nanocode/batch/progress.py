@@ -42,11 +42,16 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """The table goes, so that the summary printed next stays on the screen."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         with self._lock:
             self._clear()
+            self.live = False
 
     def line(self, text: str) -> None:
         """An event: its own line (above the table on a terminal)."""
@@ -55,7 +60,7 @@ class Progress:
         with self._lock:
             self._clear()
             print(shorten(text, 200), file=self.stream, flush=True)
-            if self.live:
+            if self.live and not self._stop.is_set():
                 self._draw()
 
     def start(self, goal_id: str, where: str = "") -> None:

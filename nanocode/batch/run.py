@@ -234,6 +234,7 @@ class Batch:
         ordered = [done[p.goal.id] for p in self.planned if p.goal.id in done]
         extra = {"interrupted": interrupted, "backoffs": self.gate.holds, "skipped": [r.id for r in skipped]}
         summary = results.summary(ordered, time.monotonic() - self.started, extra)
+        self.progress.close()
         (self.out / "summary.json").write_text(_json(summary))
         click.echo(results.table(ordered))  # the summary on stdout, progress on stderr
         click.echo(
