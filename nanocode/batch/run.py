@@ -132,6 +132,7 @@ class Batch:
         self.spent = 0.0
         self.items: set[Prepared] = set()  # every goal holding a workspace, a sandbox or room
         self.unclosed: list[Any] = []  # workspaces whose removal failed, tried again by sweep()
+        self.wrapping: list[threading.Thread] = []  # goals ended, their sandbox and change set in hand
         self.finished: list[Result] = []
 
     # The batch's run, in the main thread.
@@ -145,7 +146,7 @@ class Batch:
             try:
                 for thread in threads:
                     thread.start()
-                while any(t.is_alive() for t in threads):
+                while self._busy(threads):
                     self._check_budgets()
                     time.sleep(0.1)
             except KeyboardInterrupt:
@@ -153,6 +154,11 @@ class Batch:
                     self._interrupt(threads)
                 return self._finish(skipped, interrupted=True)
         return self._finish(skipped)
+
+    def _busy(self, threads: list[threading.Thread]) -> bool:
+        with self.lock:
+            wrapping = list(self.wrapping)
+        return any(t.is_alive() for t in threads + wrapping)
 
     def _threads(self, slot: Slot) -> list[threading.Thread]:
         ready: queue.Queue[Prepared] = queue.Queue()
@@ -190,8 +196,8 @@ class Batch:
         self.halt(Interrupted("interrupted: the batch was stopped"))
         self.sweep()
         deadline = time.monotonic() + 10
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        while self._busy(threads) and time.monotonic() < deadline:
+            time.sleep(0.05)
         with self.lock:
             items = list(self.items)
         for item in items:
@@ -389,14 +395,21 @@ class Batch:
                 result.outcome = "complete"
         except BaseException as exc:  # a goal's failure is its own, whatever it is
             result.outcome, result.reason = self._outcome(exc, item.slot)
-        finally:
-            if item.executor is not None:
-                with contextlib.suppress(Exception):
-                    item.executor.close()
         result.steps, result.cost = transcript.steps, round(transcript.cost, 6)
         result.continuations = max(0, transcript.idle_replies - (result.outcome == "complete"))
         result.prompt_tokens, result.completion_tokens = transcript.prompt_tokens, transcript.completion_tokens
         result.model_seconds = round(transcript.model_seconds, 4)
+        # The worker takes its next goal while this one's sandbox goes and its change set is kept;
+        # the goal holds its room until then.
+        wrap = threading.Thread(target=self._wrap_up, args=(item, result, folder, started), daemon=True)
+        with self.lock:
+            self.wrapping.append(wrap)
+        wrap.start()
+
+    def _wrap_up(self, item: Prepared, result: Result, folder: Path, started: float) -> None:
+        if item.executor is not None:
+            with contextlib.suppress(Exception):
+                item.executor.close()
         try:
             self._keep_changes(item, result, folder)
         except Exception as exc:
