@@ -90,6 +90,9 @@ class Settings:
         return cls(**values)
 
 
+Note = Callable[[str], None]
+
+
 @dataclass
 class Engine:
     """What the goals of a run share on one Docker engine: its client and the sandbox image."""
@@ -99,7 +102,7 @@ class Engine:
     rootless: bool
 
 
-def open_engine(settings: Settings, note: Callable[[str], None], client: Any = None) -> Engine:
+def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
     """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
     from nanocode.sandbox import container, engine, image
     from nanocode.workspace import workspace
@@ -112,7 +115,6 @@ def open_engine(settings: Settings, note: Callable[[str], None], client: Any = N
     return Engine(client, tag, engine.is_rootless(client))
 
 
-Note = Callable[[str], None]
 OpenExecutor = Callable[[Any, Note], Executor]  # given the goal's workspace, and where to say what it does
 OpenWorkspace = Callable[[str, Note], Any]  # given the goal's id
 
@@ -169,7 +171,7 @@ class Session:
         self.display: Display = display or (QuietDisplay() if settings.quiet else TerminalDisplay())
         self.model = self._model(gate)
         self.kept: Any = None  # the change set of the last goal
-        # workspaces opens a goal's workspace, in the sandbox
+        # self.workspaces opens a goal's workspace (None without the sandbox)
         self._open_executor, self.workspaces, environment = executor_factory(settings, engine, self.display.note)
         self.transcript = transcript or Transcript(settings.transcript or default_path())
         self.transcript.record(

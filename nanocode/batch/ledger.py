@@ -36,9 +36,6 @@ class Ledger:
         self.used_cpus = 0.0
         self._room = threading.Condition()
 
-    def fits(self, memory: int, cpus: float) -> bool:
-        return memory <= self.memory and min(cpus, self.cpus) <= self.cpus
-
     def take(self, memory: int, cpus: float, stop: threading.Event) -> bool:
         """Waits for room; False when the batch stops first."""
         cpus = min(cpus, self.cpus)  # a CPU limit above the total is a cap, not a reservation

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from nanocode.batch import results
 from nanocode.batch.engines import SHARE, Slot, capacity, connect, default_workers, parse_spec
 from nanocode.batch.goals import Goal
@@ -111,7 +109,3 @@ def _describe(slot: Slot) -> str:
         f"{slot.workers} workers on {slot.name} (room for {slot.ledger.memory / (1 << 30):.1f} GiB "
         f"and {slot.ledger.cpus:g} CPUs)"
     )
-
-
-def echo(text: str) -> None:
-    click.echo(text, err=True)

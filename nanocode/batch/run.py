@@ -23,14 +23,14 @@ import click
 from nanocode.batch import results
 from nanocode.batch.backoff import Backoff
 from nanocode.batch.engines import Slot
+from nanocode.batch.goal import GoalTranscript, Guarded
 from nanocode.batch.goals import Goal
 from nanocode.batch.ledger import size
 from nanocode.batch.progress import GoalDisplay, Progress
 from nanocode.batch.results import CHANGES, Result
 from nanocode.errors import BudgetExceeded, ConfigError, EndpointError, Interrupted, NanocodeError
-from nanocode.interfaces import CommandResult, Executor
+from nanocode.interfaces import Executor
 from nanocode.session import Session, Settings, executor_factory
-from nanocode.transcript import Transcript
 
 
 @dataclass
@@ -56,55 +56,6 @@ class Prepared:
     workspace: Any  # nanocode.workspace's: an overlay layer of the project, for this goal only
     executor: Executor | None = None
     released: bool = False
-
-
-class GoalTranscript(Transcript):
-    """The goal's transcript, which also keeps the figures of its result and tells the progress table."""
-
-    def __init__(self, path: Path, display: GoalDisplay, spent: Callable[[float], None]):
-        super().__init__(path)
-        self.display = display
-        self.spent = spent
-        self.steps = self.idle_replies = self.prompt_tokens = self.completion_tokens = 0
-        self.cost = self.model_seconds = 0.0
-
-    def record(self, kind: str, **fields: Any) -> None:
-        super().record(kind, **fields)
-        if kind != "response":
-            return
-        self.steps += 1
-        self.idle_replies += not fields["message"].get("tool_calls")
-        self.model_seconds += fields.get("seconds") or 0.0
-        usage = fields.get("usage") or {}
-        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.completion_tokens += int(usage.get("completion_tokens") or 0)
-        cost = fields.get("cost") or 0.0
-        self.cost += cost
-        self.display.cost = self.cost
-        self.spent(cost)
-
-
-class Guarded:
-    """A goal's executor that refuses new work once the batch stops, so that no sandbox starts again."""
-
-    def __init__(self, inner: Executor, check: Callable[[], None]):
-        self.inner = inner
-        self.check = check
-
-    def run(self, command: str, timeout: float) -> CommandResult:
-        self.check()
-        return self.inner.run(command, timeout)
-
-    def read_file(self, path: str) -> str:
-        self.check()
-        return self.inner.read_file(path)
-
-    def write_file(self, path: str, content: str) -> None:
-        self.check()
-        self.inner.write_file(path, content)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class Batch:
@@ -530,10 +481,6 @@ def _json(data: Any) -> str:
 
 def _counts(outcomes: dict[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in outcomes.items()) or "no goals"
-
-
-def click_echo(text: str) -> None:
-    click.echo(text, err=True)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
