@@ -78,7 +78,7 @@ from nanocode.transcript import Transcript
 
 # Sections 9 on are modules of their own beside this one, each with a `section(bench)` function;
 # --only names them.
-SECTIONS: dict[str, str] = {"batch": "batch"}
+SECTIONS: dict[str, str] = {"workspace": "workspace", "batch": "batch"}
 
 
 class Bench:

@@ -253,32 +253,13 @@ class Session:
                     if executor is not None:
                         executor.close()
                     if workspace is not None:
-                        self._finish(workspace, goal.strip(), outcome)
+                        from nanocode.workspace import review
 
-    def _finish(self, workspace: Any, goal: str, outcome: str) -> None:
-        """The goal's change set: summarised, then applied (--apply, on completion) or kept."""
-        from nanocode.workspace import apply
-
-        try:
-            self.kept = workspace.finish(goal, outcome)
-        finally:
-            workspace.close()
-        if self.kept is None:
-            return
-        self.transcript.record("changes", id=self.kept.id, files=len(self.kept.manifest.entries))
-        for line in [*self.kept.notes, *self.kept.summary()]:
-            self.display.note(line)
-        if self.settings.apply_changes and outcome == "complete":
-            apply.apply(self.kept.manifest, self.kept.folder)
-            apply.mark_applied(self.kept.manifest, self.kept.folder)
-            click.echo(f"nanocode: applied change set {self.kept.id}", err=True)
-            self.kept = None
-        else:
-            click.echo(
-                f"nanocode: change set {self.kept.id} kept: nanocode diff {self.kept.id}; "
-                f"nanocode apply {self.kept.id}",
-                err=True,
-            )
+                        record = self.transcript.record
+                        apply_now = self.settings.apply_changes
+                        self.kept = review.conclude(
+                            workspace, goal.strip(), outcome, apply_now, self.display.note, record
+                        )
 
     def repl(self) -> None:
         self.display.note(
@@ -312,34 +293,14 @@ class Session:
                         raise
                     exc.show()
                 if self.kept is not None:
-                    self._review(self.kept)
+                    from nanocode.workspace import review
+
+                    review.ask(self.kept)
+                    self.kept = None
         finally:
             if ahead is not None:
                 with _shielded():
                     ahead.discard()
-
-    def _review(self, kept: Any) -> None:
-        """After a goal that changed something: apply, discard or keep its change set."""
-        from nanocode.workspace import apply, store
-
-        try:
-            click.echo("apply / discard / keep? [a/d/K] ", err=True, nl=False)
-            answer = (input() if sys.stdin.isatty() else sys.stdin.readline()).strip().lower()
-        except (EOFError, KeyboardInterrupt):
-            answer = ""
-        try:
-            if answer in ("a", "apply"):
-                apply.apply(kept.manifest, kept.folder)
-                apply.mark_applied(kept.manifest, kept.folder)
-                click.echo(f"applied change set {kept.id}", err=True)
-            elif answer in ("d", "discard"):
-                store.discard(kept.id)
-                click.echo(f"discarded change set {kept.id}", err=True)
-            else:
-                click.echo(f"kept change set {kept.id}", err=True)
-        except NanocodeError as exc:
-            exc.show()
-        self.kept = None
 
 
 class _Ahead:

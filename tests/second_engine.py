@@ -5,13 +5,14 @@
         second_engine.client     # a docker.DockerClient for it
         second_engine.image      # the sandbox image, loaded into it
 
-`second_engine` (session-scoped, registered in conftest.py) starts `dockerd` in a mount namespace
-of its own whose /tmp is a private tmpfs (pytest's tmp_path is under /tmp: the engine cannot see
-it), with its own socket, data root and exec root, no bridge and no iptables rules (so that it
-leaves the main engine's networking alone), listening on 127.0.0.1 only. The sandbox image is
-copied in with `docker save | docker load`. At the end of the session the engine is stopped and its
-data removed. It needs root, `unshare` and `dockerd`; where they are missing the tests that use it
-skip, or fail under NANOCODE_REQUIRE_DOCKER=1 (as in CI).
+`second_engine` (session-scoped, registered in conftest.py) starts `dockerd` in mount and network
+namespaces of its own: its /tmp is a private tmpfs (pytest's tmp_path is under /tmp: the engine
+cannot see it), and whatever it does to networking (its bridge, its iptables rules) stays in its
+own namespace, away from the main engine's. It has its own data and exec roots and listens on a
+unix socket there; the tests reach it over TCP on 127.0.0.1, through a relay in the test process.
+The sandbox image is copied in with `docker save | docker load`. At the end of the session the
+engine is stopped and its data removed. It needs root, `unshare`, `ip` and `dockerd`; where they
+are missing the tests that use it skip, or fail under NANOCODE_REQUIRE_DOCKER=1 (as in CI).
 """
 
 import contextlib
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ class SecondEngine:
     image: str
     process: subprocess.Popen[bytes]
     root: str  # data root, exec root and log, removed at the end
+    relay: "Relay"
 
 
 def _unavailable(reason: str) -> None:
@@ -48,47 +51,90 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no second Docker engine: {reason}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_second_engine(image: str) -> SecondEngine:
     """Starts the engine, waits for it, and loads `image` into it."""
     if os.geteuid() != 0:
         _unavailable("starting dockerd needs root")
-    for tool in ("dockerd", "unshare", "docker"):
+    for tool in ("dockerd", "unshare", "docker", "ip"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} is not installed")
     root = tempfile.mkdtemp(prefix="nanocode-engine-", dir="/var/tmp")  # not under /tmp: the engine has its own
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
     config = os.path.join(root, "daemon.json")
     with open(config, "w") as f:
         json.dump({}, f)  # not the main engine's daemon.json
+    sock = os.path.join(root, "exec", "docker.sock")
     command = (
-        "mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp && exec dockerd"
+        "ip link set lo up && mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp && exec dockerd"
         f" --config-file {config} --data-root {root}/data --exec-root {root}/exec --pidfile {root}/exec/dockerd.pid"
-        f" -H {url} -H unix://{root}/exec/docker.sock --bridge=none --iptables=false --ip-masq=false"
-        " --userland-proxy=false --cgroup-parent=nanocode-second-engine --log-level=warn"
+        f" -H unix://{sock} --iptables=false --ip-masq=false --userland-proxy=false"
+        " --cgroup-parent=nanocode-second-engine --log-level=warn"
     )
     log = open(os.path.join(root, "dockerd.log"), "wb")  # noqa: SIM115 (open while the engine runs)
     process = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+        ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", command],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     log.close()
-    engine = SecondEngine(url, None, image, process, root)
+    relay = Relay(sock)
+    engine = SecondEngine(relay.url, None, image, process, root, relay)
     try:
         engine.client = _wait(engine)
-        _load(image, url)
+        _load(image, f"unix://{sock}")
     except BaseException:
         stop_second_engine(engine)
         raise
     return engine
+
+
+class Relay:
+    """127.0.0.1:<free port> to the engine's unix socket, byte for byte, both ways (attach streams too)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        engine = socket.socket(socket.AF_UNIX)
+        try:
+            engine.connect(self.target)
+        except OSError:
+            client.close()
+            return
+        self.open |= {client, engine}
+        back = threading.Thread(target=_pump, args=(engine, client), daemon=True)
+        back.start()
+        _pump(client, engine)
+        back.join()
+        for end in (client, engine):
+            self.open.discard(end)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for end in list(self.open):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(1 << 16):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 def _wait(engine: SecondEngine) -> Any:
@@ -131,6 +177,7 @@ def stop_second_engine(engine: SecondEngine) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(engine.process.pid, signal.SIGKILL)
             engine.process.wait(timeout=30)
+    engine.relay.close()
     # Its mounts were in its own namespace, gone with it: what is left is plain files.
     shutil.rmtree(engine.root, ignore_errors=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker.errors import DockerException
 
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
@@ -42,15 +43,17 @@ def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, mode: str, script: st
     return nanocode(tmp_path, api, "--sandbox", "--workspace", mode, "-p", "attack", "--project", str(project))
 
 
-def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: Path | None) -> None:
-    before = _tree_digest(git_folder) if git_folder else ""
-    host_git_status_runs_nothing(project, marker)
+def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: Path | None, before: str) -> None:
+    """The host's git folder is as it was after the goal, and after `apply` (overlay mode); then host
+    git runs nothing planted."""
+    if git_folder:
+        assert _tree_digest(git_folder) == before
     if mode == "overlay":
         applied = nanocode(tmp_path, None, "apply", "last")
         assert "internal error" not in applied.stderr
-        host_git_status_runs_nothing(project, marker)
         if git_folder:
-            assert _tree_digest(git_folder) == before or applied.returncode == 0
+            assert _tree_digest(git_folder) == before
+    host_git_status_runs_nothing(project, marker)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -60,6 +63,7 @@ def test_1_a_nested_repo_added_as_a_gitlink(
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
     marker = tmp_path / "pwned"
     index = (project / ".git" / "index").read_bytes()
+    before = _tree_digest(project / ".git")
     script = (
         f"mkdir sub && {_evil_repo('sub', marker)} && {IDENT} -C sub commit -q --allow-empty -m x; "
         "git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub; true"
@@ -69,7 +73,7 @@ def test_1_a_nested_repo_added_as_a_gitlink(
     assert (project / ".git" / "index").read_bytes() == index
     if mode == "bind":
         assert not (project / "sub" / ".git").exists() and "moved to" in done.stderr
-    _after(tmp_path, project, mode, marker, project / ".git")
+    _after(tmp_path, project, mode, marker, project / ".git", before)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -78,6 +82,7 @@ def test_2_commondir_with_its_quarantine_name_taken(
 ) -> None:
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
     marker = tmp_path / "pwned"
+    before = _tree_digest(project / ".git")
     script = (
         f"{_evil_repo('evil', marker)}; mkdir -p .git/commondir.planted-in-sandbox/x; "
         f"echo {project}/evil/.git > .git/commondir; true"
@@ -86,7 +91,7 @@ def test_2_commondir_with_its_quarantine_name_taken(
     assert done.returncode == 0, done.stderr
     assert "internal error" not in done.stderr
     assert not (project / ".git" / "commondir").exists()
-    _after(tmp_path, project, mode, marker, project / ".git")
+    _after(tmp_path, project, mode, marker, project / ".git", before)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -95,6 +100,7 @@ def test_3_planted_then_killed(
 ) -> None:
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
     marker = tmp_path / "pwned"
+    before = _tree_digest(project / ".git")
     script = (
         f"{_evil_repo('evil', marker)}; echo {project}/evil/.git > .git/commondir; "
         f"mkdir -p sub && {_evil_repo('sub', marker)}; touch {project}/planted; sleep 300"
@@ -105,6 +111,7 @@ def test_3_planted_then_killed(
     deadline = time.monotonic() + 60
     while not _planted(docker_engine, process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert process.poll() is None and _planted(docker_engine, process.pid), "the goal did not plant"
     process.kill()
     process.communicate()
     api.add(message(f"{MARKER} next"))
@@ -113,6 +120,7 @@ def test_3_planted_then_killed(
     assert not (project / ".git" / "commondir").exists() and not (project / "sub" / ".git").exists()
     if mode == "bind":
         assert "moved to" in done.stderr
+    assert _tree_digest(project / ".git") == before
     host_git_status_runs_nothing(project, marker)
 
 
@@ -121,9 +129,12 @@ def _planted(docker_engine: Any, pid: int) -> bool:
 
     for c in ours(docker_engine):
         if c.labels.get("nanocode.owner.pid") == str(pid):
-            result = docker_engine.api.exec_create(c.id, "sh -c 'ls -d */planted'")
-            out = docker_engine.api.exec_start(result["Id"])
-            return b"planted" in out
+            try:
+                command = ["sh", "-c", "test -e planted && echo PLANTED"]
+                result = docker_engine.api.exec_create(c.id, command, workdir=c.labels["nanocode.project"])
+                return b"PLANTED" in docker_engine.api.exec_start(result["Id"])
+            except DockerException:
+                return False  # not running yet, or made again
     return False
 
 
@@ -138,7 +149,7 @@ def test_4_git_init_in_a_project_without_git(
     done = _goal(tmp_path, api, project, mode, f"{_evil_repo('.', marker)} && echo b > b.txt")
     assert done.returncode == 0, done.stderr
     assert not (project / ".git").exists()
-    _after(tmp_path, project, mode, marker, None)
+    _after(tmp_path, project, mode, marker, None, "")
     assert not (project / ".git").exists()
 
 
@@ -151,10 +162,11 @@ def test_5_a_project_inside_a_host_repo(
     project.mkdir()
     (project / "a.txt").write_text("a\n")
     marker = tmp_path / "pwned"
+    before = _tree_digest(outer / ".git")
     done = _goal(tmp_path, api, project, mode, _evil_repo(".", marker))
     assert done.returncode == 0, done.stderr
     assert not (project / ".git").exists()
-    _after(tmp_path, project, mode, marker, outer / ".git")
+    _after(tmp_path, project, mode, marker, outer / ".git", before)
     assert not (project / ".git").exists()
 
 
@@ -167,9 +179,10 @@ def test_6_a_linked_worktree_whose_gitfile_is_rewritten(
     git(main, "worktree", "add", "-q", str(project))
     gitfile = (project / ".git").read_text()
     marker = tmp_path / "pwned"
+    before = _tree_digest(main / ".git")
     script = f"{_evil_repo('evil', marker)}; echo 'gitdir: {project}/evil/.git' > .git; true"
     done = _goal(tmp_path, api, project, mode, script)
     assert done.returncode == 0, done.stderr
     assert (project / ".git").read_text() == gitfile
-    _after(tmp_path, project, mode, marker, main / ".git")
+    _after(tmp_path, project, mode, marker, main / ".git", before)
     assert (project / ".git").read_text() == gitfile

@@ -3,6 +3,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
-from tests.workspace_support import git, nanocode, repo
+from tests.workspace_support import env, git, nanocode, repo
 
 pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
 
@@ -121,3 +123,71 @@ def test_secrets_stay_masked_and_are_never_applied(
     assert "KEY=secret" not in json.dumps(results)
     assert (project / ".env").read_text() == "KEY=secret\n" and not (project / "d" / ".env").exists()
     assert (project / "a").read_text() == "ok\n"
+
+
+def test_the_repl_asks_to_apply_discard_or_keep(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    api.add(*_shell("echo 1 > one"), message(f"{MARKER} one"), *_shell("echo 2 > two"), message(f"{MARKER} two"))
+    api.add(*_shell("echo 3 > three"), message(f"{MARKER} three"))
+    done = subprocess.run(
+        [sys.executable, "-m", "nanocode", "--sandbox", "--workspace", "overlay", "--project", str(project)],
+        input="first\na\nsecond\nd\nthird\n\n",
+        env=env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("apply / discard / keep? [a/d/K]") == 3
+    assert sorted(p.name for p in project.iterdir()) == ["one"]
+    kept = nanocode(tmp_path, None, "changes")
+    assert "third" in kept.stdout and "second" not in kept.stdout and "(applied)" in kept.stdout
+
+
+def test_a_goal_stopped_by_its_budget_keeps_its_change_set_even_with_apply(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    api.add(*_shell("echo partial > half.txt"), *_shell("true"))
+    done = nanocode(
+        tmp_path,
+        api,
+        "--sandbox",
+        "--workspace",
+        "overlay",
+        "--apply",
+        "--max-steps",
+        "1",
+        "-p",
+        "x",
+        "--project",
+        str(project),
+    )
+    assert done.returncode == 5, done.stderr
+    assert "kept" in done.stderr and done.stdout == ""
+    assert list(project.iterdir()) == []
+    assert nanocode(tmp_path, None, "apply", "last").returncode == 0
+    assert (project / "half.txt").read_text() == "partial\n"
+
+
+@pytest.mark.parametrize(("mode", "said"), [("bind", "commits do not"), ("overlay", "use\ngit freely")])
+def test_the_system_prompt_tells_what_git_can_do(
+    mode: str, said: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    api.add(message(f"{MARKER} ok"))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", mode, "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    assert said in api.requests[0]["messages"][0]["content"]
+
+
+def test_overlay_needs_the_sandbox_and_apply_needs_overlay(api: ScriptedAPI, tmp_path: Path) -> None:
+    overlay = nanocode(tmp_path, api, "--workspace", "overlay", "-p", "x", "--project", str(tmp_path))
+    assert overlay.returncode == 3 and "needs --sandbox" in overlay.stderr
+    applying = nanocode(tmp_path, api, "--sandbox", "--apply", "-p", "x", "--project", str(tmp_path))
+    assert applying.returncode == 3 and "--apply needs --workspace overlay" in applying.stderr

@@ -11,6 +11,7 @@ from tests.scripted_api import ScriptedAPI
 def env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE"))}
     return clean | {
+        "HOME": str(home(tmp_path)),  # as on a fresh machine: no git identity, no settings
         "XDG_STATE_HOME": str(tmp_path / "state"),
         "OPENROUTER_API_KEY": "sk-test",
         "INFERENCE_BASE_URL": api.url,
@@ -19,10 +20,17 @@ def env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
 
 
 def nanocode(tmp_path: Path, api: ScriptedAPI | None, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    environment = env(tmp_path, api, **extra) if api else {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    state = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home(tmp_path))}
+    environment = env(tmp_path, api, **extra) if api else {**os.environ, **state}
     return subprocess.run(
         [sys.executable, "-m", "nanocode", *args], env=environment, capture_output=True, text=True, timeout=180
     )
+
+
+def home(tmp_path: Path) -> Path:
+    folder = tmp_path / "home"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def git(cwd: Path, *args: str) -> str:

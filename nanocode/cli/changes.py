@@ -35,7 +35,9 @@ def diff(change_id: str) -> None:
     manifest, folder = store.load(change_id)
     color = sys.stdout.isatty()
     for line in view.diff(manifest, folder):
-        click.echo(_colored(printable(line)) if color else printable(line))
+        # Names the sandbox gave may not be valid text: shown escaped, never as terminal controls.
+        text = printable(line).encode("utf-8", "backslashreplace").decode("utf-8")
+        click.echo(_colored(text) if color else text)
 
 
 def _colored(line: str) -> str:

@@ -38,10 +38,13 @@ def sandbox_ls() -> None:
 
 @sandbox.command("prune")
 def sandbox_prune() -> None:
-    """Remove the containers whose nanocode process is gone."""
+    """Remove the containers and workspaces whose nanocode process is gone."""
     from nanocode.sandbox import container, engine
+    from nanocode.workspace import workspace
 
-    removed = container.prune(engine.connect())
+    client = engine.connect()
+    removed = container.prune(client)
+    workspace.recover(client, lambda text: click.echo(text, err=True))
     for name in removed:
         click.echo(name)
     click.echo(f"removed {len(removed)} stale container(s)", err=True)

@@ -30,6 +30,8 @@ def check(manifest: Manifest) -> list[str]:
     """The paths that stop the change set from applying, each with its reason."""
     problems = []
     project = manifest.project
+    # A path deleted and made again as another kind (a file as a folder): its delete checks the base.
+    replaced = {e.path for e in manifest.entries if e.action == "delete"}
     for entry in manifest.entries:
         for path in filter(None, (entry.path, entry.origin)):
             reason = _refused(project, path)
@@ -37,6 +39,8 @@ def check(manifest: Manifest) -> list[str]:
                 problems.append(f"{path}: {reason}")
         if entry.changed_during_goal:
             problems.append(f"{entry.origin or entry.path}: changed on the host while the goal ran")
+            continue
+        if entry.action == "add" and entry.path in replaced:
             continue
         if not _as_expected(project, entry):
             problems.append(f"{entry.origin or entry.path}: changed on the host since the goal started")

@@ -51,9 +51,13 @@ def read_only_mounts(project: str, gits: dict[str, str]) -> list[Mount]:
     """Each `.git` folder or gitfile, read-only as a whole (index included)."""
     mounts = []
     for relative, what in sorted(gits.items()):
-        if what == "dir" or what.startswith("file:"):
-            path = os.path.join(project, relative)
-            mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
+        path = os.path.join(project, relative)
+        if what.startswith("link:"):
+            # A link to a git folder elsewhere in the project: that folder is the one to protect.
+            path = os.path.realpath(path)
+            if not (path.startswith(project + os.sep) and os.path.exists(path)):
+                continue
+        mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
     return mounts
 
 

@@ -28,9 +28,11 @@ SAFE = (
 )  # fmt: skip
 
 
-def git(*args: str, cwd: str | None = None, git_dir: str | None = None) -> subprocess.CompletedProcess[str]:
+def git(
+    *args: str, cwd: str | None = None, git_dir: str | None = None, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env |= {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+    env |= {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", **(extra or {})}
     if git_dir:
         env |= {"GIT_DIR": git_dir, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
     return subprocess.run(["git", *SAFE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -126,7 +128,7 @@ class Applier:
             raise ApplyError(f"nothing applied: the commits are for {branch}, and the project is on another branch")
         self.before = now["start"]
         patches = [str(self.folder / "series" / name) for name in self.manifest.series]
-        done = git("am", "-q", "--no-3way", *patches, cwd=project)
+        done = git("am", "-q", "--no-3way", *patches, cwd=project, extra=_committer(project))
         if done.returncode != 0:
             git("am", "--abort", cwd=project)
             raise ApplyError(f"nothing applied: git am refused the goal's commits: {_first(done.stderr)}")
@@ -134,6 +136,13 @@ class Applier:
     def undo(self) -> list[str]:
         done = git("reset", "-q", "--keep", self.before, cwd=self.manifest.project)
         return [] if done.returncode == 0 else [f"git reset --keep {self.before}: {_first(done.stderr)}"]
+
+
+def _committer(project: str) -> dict[str, str]:
+    """Where the host has no identity for git, the commits are committed by nanocode (authors kept)."""
+    if git("var", "GIT_COMMITTER_IDENT", cwd=project).returncode == 0:
+        return {}
+    return {"GIT_COMMITTER_NAME": "nanocode", "GIT_COMMITTER_EMAIL": "nanocode@localhost"}
 
 
 def _first(text: str) -> str:

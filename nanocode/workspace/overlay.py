@@ -80,7 +80,8 @@ def volume_mount(name: str, project: str) -> Mount:
 
 
 def remove_volume(client: docker.DockerClient, name: str) -> None:
-    with contextlib.suppress(NotFound):
+    """Removes a volume; an engine gone away leaves it to `sandbox prune` (its owner labels say whose)."""
+    with contextlib.suppress(NotFound, DockerException):
         client.api.remove_volume(name, force=True)
 
 

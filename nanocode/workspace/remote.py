@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
 from nanocode.errors import ConfigError
@@ -52,7 +52,10 @@ def sees_project(client: docker.DockerClient, project: str, image: str) -> bool:
 
 def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
     marker = os.path.join(project, f".nanocode-probe-{secrets.token_hex(8)}")
-    Path(marker).write_bytes(b"")
+    try:
+        Path(marker).write_bytes(b"")
+    except OSError:
+        return True  # a project nanocode cannot write to: taken as seen, and a bind mount will say otherwise
     container_id = None
     try:
         mount = Mount(target="/probe", source=project, type="bind", read_only=True)
@@ -63,8 +66,12 @@ def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
         for _ in stream:
             pass
         return True
+    except ImageNotFound:
+        raise ConfigError(f"the sandbox image {image} is not present") from None
     except (APIError, NotFound):
         return False
+    except DockerException as exc:
+        raise ConfigError(f"cannot ask the Docker engine whether it sees {project}: {exc}") from None
     finally:
         os.unlink(marker)
         if container_id is not None:

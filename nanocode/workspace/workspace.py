@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+from docker.errors import DockerException
 from docker.types import Mount
 
 from nanocode.errors import ConfigError
@@ -57,6 +58,7 @@ class Workspace:
         self.started = time.time()
         self.mounts: list[Mount] = []
         self.journal: Path | None = None
+        self.keep = False  # what the goal wrote could not be read: left for the user
 
     def open(self) -> None:
         gits = bind.find_gits(self.project)
@@ -114,8 +116,14 @@ class OverlayWorkspace(Workspace):
             Builder(upper, self.project, manifest, folder).build()
             kept = Kept(manifest, folder)
             self._commits(upper, kept)
+        except OSError as exc:
+            _remove(folder)
+            self.keep = True
+            raise ConfigError(
+                f"the goal's change set could not be computed ({exc}): its layer is kept in {self.layer}"
+            ) from None
         except BaseException:
-            store.discard(manifest.id) if (folder / store.MANIFEST).exists() else _remove(folder)
+            _remove(folder)
             raise
         if not manifest.entries and not manifest.series:
             _remove(folder)
@@ -132,7 +140,8 @@ class OverlayWorkspace(Workspace):
 
     def close(self) -> None:
         overlay.remove_volume(self.client, self.volume)
-        overlay.remove_layer(self.layer)
+        if not self.keep:
+            overlay.remove_layer(self.layer)
         if self.journal is not None:
             journal.done(self.journal)
             self.journal = None
@@ -142,6 +151,12 @@ class RemoteWorkspace(OverlayWorkspace):
     """Overlay mode on an engine that cannot see the project: shipped in, and the layer shipped back."""
 
     def _prepare(self) -> None:
+        try:
+            self._ship()
+        except DockerException as exc:
+            raise ConfigError(f"cannot send the project to the Docker engine: {str(exc).splitlines()[0]}") from None
+
+    def _ship(self) -> None:
         labels = container.owner_labels(self.goal, self.project)
         self.lower, self.upper_volume = f"{self.volume}-lower", f"{self.volume}-upper"
         for name in (self.lower, self.upper_volume):
@@ -165,9 +180,16 @@ class RemoteWorkspace(OverlayWorkspace):
         folder = self.layer / "upper"
         folder.mkdir(parents=True, exist_ok=True)
         upper = remote.RemoteUpper(str(folder))
-        stream, _ = self.client.api.get_archive(self.helper, "/upper/u")
-        upper.extract(stream, "u")
-        upper.opaque = {os.path.join(str(folder), name) for name in remote.opaque_folders(self.client, self.helper)}
+        try:
+            stream, _ = self.client.api.get_archive(self.helper, "/upper/u")
+            upper.extract(stream, "u")
+            opaque = remote.opaque_folders(self.client, self.helper)
+        except DockerException as exc:
+            raise ConfigError(
+                f"cannot bring the goal's changes back from the Docker engine ({str(exc).splitlines()[0]}): "
+                "the project was not changed"
+            ) from None
+        upper.opaque = {os.path.join(str(folder), name) for name in opaque}
         return upper
 
     def close(self) -> None:

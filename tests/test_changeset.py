@@ -1,0 +1,181 @@
+"""Change sets from an overlay upper folder made by hand (whiteouts, opaque folders), and apply."""
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nanocode.workspace import apply, store, view
+from nanocode.workspace.apply import ApplyError
+from nanocode.workspace.changeset import Builder, Manifest
+from nanocode.workspace.overlay import HostUpper
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts are character devices: mknod needs root")
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def _whiteout(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(path, stat.S_IFCHR | 0o000, 0)
+
+
+def _opaque(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.setxattr(path, "user.overlay.opaque", b"y")
+
+
+def _build(tmp_path: Path, project: Path, upper: Path, started: float | None = None) -> tuple[Manifest, Path]:
+    manifest = Manifest(store.new_id(), "goal", str(project), started if started is not None else time.time())
+    folder = store.new_folder(manifest.id)
+    Builder(HostUpper(str(upper)), str(project), manifest, folder).build()
+    store.save(manifest, folder)
+    return manifest, folder
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> tuple[Path, Path]:
+    project, upper = tmp_path / "project", tmp_path / "upper"
+    _write(project, {"keep.txt": "k\n", "mod.txt": "a\n", "del.txt": "d\n", "old/name.txt": "moved\n"})
+    _write(project, {"file_then_dir": "f\n", "dir_then_file/x": "x\n", "redo/a": "a\n", "redo/b": "b\n"})
+    (project / "run.sh").write_text("echo\n")
+    upper.mkdir()
+    return project, upper
+
+
+@needs_root
+def test_every_kind_of_change_is_found_and_applied(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    time.sleep(0.01)
+    started = time.time()
+    _write(upper, {"mod.txt": "a\nb\n", "new/deep.txt": "n\n", "new.name.txt": "moved\n", "file_then_dir/in": "i\n"})
+    _write(upper, {"dir_then_file": "now a file\n", "keep.txt": "k\n", "redo/c": "c\n", "empty": ""})
+    (upper / "bin.dat").write_bytes(b"\x00\x01\x02")
+    (upper / "run.sh").write_text("echo\n")
+    os.chmod(upper / "run.sh", 0o755)
+    os.symlink("keep.txt", upper / "link")
+    _whiteout(upper / "del.txt")
+    _whiteout(upper / "old")
+    _opaque(upper / "redo")
+    manifest, folder = _build(tmp_path, project, upper, started)
+    actions = {(e.action, e.path, e.origin) for e in manifest.entries}
+    assert ("modify", "mod.txt", "") in actions
+    assert ("delete", "del.txt", "") in actions
+    assert ("rename", "new.name.txt", "old/name.txt") in actions
+    assert ("add", "new/deep.txt", "") in actions and ("add", "empty", "") in actions
+    assert ("delete", "file_then_dir", "") in actions and ("add", "file_then_dir/in", "") in actions
+    assert ("delete", "dir_then_file/x", "") in actions and ("add", "dir_then_file", "") in actions
+    assert ("delete", "redo/a", "") in actions and ("delete", "redo/b", "") in actions
+    assert ("mode", "run.sh", "") in actions and ("add", "link", "") in actions
+    assert not [e for e in manifest.entries if e.path == "keep.txt"]
+    lines = view.summary(manifest, folder)
+    assert any("bin.dat" in line and "binary" in line for line in lines)
+    assert any("old/name.txt => new.name.txt" in line for line in lines)
+    assert "Binary file bin.dat" in "\n".join(view.diff(manifest, folder))
+
+    apply.apply(manifest, folder)
+    assert (project / "mod.txt").read_text() == "a\nb\n" and not (project / "del.txt").exists()
+    assert (project / "new.name.txt").read_text() == "moved\n" and not (project / "old").exists()
+    assert (project / "file_then_dir" / "in").read_text() == "i\n"
+    assert (project / "dir_then_file").read_text() == "now a file\n"
+    assert sorted(os.listdir(project / "redo")) == ["c"]
+    assert os.stat(project / "run.sh").st_mode & 0o777 == 0o755
+    assert os.readlink(project / "link") == "keep.txt" and (project / "empty").read_bytes() == b""
+    assert (project / "bin.dat").read_bytes() == b"\x00\x01\x02"
+    assert not [p for p in project.iterdir() if p.name.startswith(".nanocode")]
+
+
+@needs_root
+def test_git_and_secrets_are_never_part_of_a_change_set(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    _write(upper, {".git/config": "[core]\n\tfsmonitor = x\n", "sub/.git": "gitdir: /x\n", ".env": "K=v\n"})
+    _write(upper, {"deep/.env.local": "K=v\n", ".env.example": "K=\n"})
+    manifest, _ = _build(tmp_path, project, upper)
+    assert sorted(e.path for e in manifest.entries if e.new.kind == "file") == [".env.example"]
+    assert {".git", "sub/.git", ".env", "deep/.env.local"} <= set(manifest.ignored)
+
+
+def test_a_thousand_files(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    _write(project, {f"many/{i}.txt": f"{i}\n" for i in range(1000)})
+    _write(upper, {f"many/{i}.txt": f"{i} changed\n" for i in range(1000)})
+    manifest, folder = _build(tmp_path, project, upper)
+    assert len(manifest.entries) == 1000
+    apply.apply(manifest, folder)
+    assert (project / "many" / "999.txt").read_text() == "999 changed\n"
+
+
+def test_a_conflict_applies_nothing(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    _write(upper, {"mod.txt": "goal\n", "brand.new": "n\n"})
+    manifest, folder = _build(tmp_path, project, upper)
+    (project / "mod.txt").write_text("user\n")
+    with pytest.raises(ApplyError, match=r"mod\.txt: changed on the host since the goal started"):
+        apply.apply(manifest, folder)
+    assert not (project / "brand.new").exists()
+
+
+def test_a_file_changed_during_the_goal_is_a_conflict(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    started = time.time() - 5
+    (project / "mod.txt").write_text("the user, while the goal ran\n")
+    _write(upper, {"mod.txt": "goal\n"})
+    manifest, folder = _build(tmp_path, project, upper, started)
+    with pytest.raises(ApplyError, match="changed on the host while the goal ran"):
+        apply.apply(manifest, folder)
+
+
+def test_a_symlink_the_host_made_on_the_way_is_refused(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _write(upper, {"newdir/file": "x\n"})
+    manifest, folder = _build(tmp_path, project, upper)
+    os.symlink(outside, project / "newdir")
+    with pytest.raises(ApplyError, match="symlink"):
+        apply.apply(manifest, folder)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_failure_midway_leaves_the_project_as_it_was(
+    trees: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, upper = trees
+    _write(upper, {"mod.txt": "goal\n", "a/b/new.txt": "n\n", "z.txt": "z\n"})
+    manifest, folder = _build(tmp_path, project, upper)
+    before = {str(p.relative_to(project)): p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    real = os.replace
+    calls = []
+
+    def failing(source: str, target: str) -> None:
+        calls.append(target)
+        if len(calls) == 3:  # after the old mod.txt went aside and one new file was placed
+            raise OSError(28, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(ApplyError, match=r"nothing applied: .*No space left"):
+        apply.apply(manifest, folder)
+    monkeypatch.setattr(os, "replace", real)
+    after = {str(p.relative_to(project)): p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    assert after == before and not (project / "a").exists()
+
+
+def test_hostile_names_are_shown_escaped(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    name = os.fsdecode(b"bad\xff\x1b[31mname")
+    (upper / name).write_text("x\n")
+    _build(tmp_path, project, upper)
+    environment = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    command = [sys.executable, "-m", "nanocode", "diff", "last"]
+    shown = subprocess.run(command, env=environment, capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert b"bad" in shown.stdout and b"\x1b" not in shown.stdout
