@@ -106,6 +106,6 @@ def _check_room(todo: list[Planned], slots: list[Slot]) -> None:
 
 def _describe(slot: Slot) -> str:
     return (
-        f"{slot.workers} workers on {slot.name} (room for {slot.ledger.memory / (1 << 30):.1f} GiB "
-        f"and {slot.ledger.cpus:g} CPUs)"
+        f"{slot.workers} worker{'s' if slot.workers > 1 else ''} on {slot.name} "
+        f"(room for {slot.ledger.memory / (1 << 30):.1f} GiB and {slot.ledger.cpus:g} CPUs)"
     )

@@ -168,6 +168,11 @@ class Batch:
                     if _mine(listed.labels):
                         container.remove(slot.client, listed.id)
                         channel.remove_folders(listed.labels.get("nanocode.goal", "") or listed.name)
+            with contextlib.suppress(Exception):  # a layer whose workspace never closed: the volume at least
+                for volume in slot.client.api.volumes(filters={"label": _OWNER}).get("Volumes") or []:
+                    _wait_unused(slot.client, volume["Name"])
+                    with contextlib.suppress(Exception):
+                        slot.client.api.remove_volume(volume["Name"], force=True)
         with self.lock:
             unclosed, self.unclosed = self.unclosed, []
         for workspace in unclosed:  # a workspace cannot go while a container holds it
@@ -307,6 +312,7 @@ class Batch:
                 item.executor.close()
         if item.workspace is not None:
             try:
+                _wait_unused(item.slot.client, getattr(item.workspace, "volume", ""))
                 item.workspace.close()
             except Exception:
                 with self.lock:
@@ -444,6 +450,18 @@ def _finish_workspace(workspace: Any, goal: str, outcome: str) -> Any:
                 raise
             time.sleep(0.1)
     return workspace.finish(goal, outcome)
+
+
+_OWNER = f"nanocode.owner.pid={os.getpid()}"
+
+
+def _wait_unused(client: Any, volume: str, seconds: float = 10.0) -> None:
+    """Until no container holds the volume: one being removed (an interrupt, a sweep) still does."""
+    deadline = time.monotonic() + seconds
+    while volume and time.monotonic() < deadline:
+        if not client.api.containers(all=True, filters={"volume": volume}):
+            return
+        time.sleep(0.1)
 
 
 def _silent(text: str) -> None:
