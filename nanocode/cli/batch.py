@@ -23,7 +23,8 @@ class BatchGroup(click.Group):
 def batch() -> None:
     """Run many goals unattended, in parallel, each in a sandbox and a workspace of its own.
 
-    nanocode batch GOALS [OPTIONS] runs the goals of a JSON Lines or YAML file ('-' reads stdin).
+    nanocode batch GOALS [OPTIONS] runs the goals of a JSON Lines or YAML file ('-' reads stdin);
+    `nanocode batch run --help` lists its options.
     """
 
 
