@@ -64,7 +64,10 @@ def start_second_engine(image: str) -> SecondEngine:
         json.dump({}, f)  # not the main engine's daemon.json
     sock = os.path.join(root, "exec", "docker.sock")
     command = (
-        "ip link set lo up && mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp && exec dockerd"
+        "ip link set lo up && mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp"
+        # A system containerd (docker.io's) would be shared with the main engine: hidden, so that
+        # dockerd starts one of its own under its exec root.
+        " && { [ ! -d /run/containerd ] || mount -t tmpfs -o size=1m tmpfs /run/containerd; } && exec dockerd"
         f" --config-file {config} --data-root {root}/data --exec-root {root}/exec --pidfile {root}/exec/dockerd.pid"
         f" -H unix://{sock} --iptables=false --ip-masq=false --userland-proxy=false"
         " --cgroup-parent=nanocode-second-engine --log-level=warn"

@@ -34,8 +34,8 @@ def _opaque(path: Path) -> None:
 
 
 def _build(tmp_path: Path, project: Path, upper: Path, started: float | None = None) -> tuple[Manifest, Path]:
-    manifest = Manifest(store.new_id(), "goal", str(project), started if started is not None else time.time())
-    folder = store.new_folder(manifest.id)
+    change_id, folder = store.new_change()
+    manifest = Manifest(change_id, "goal", str(project), started if started is not None else time.time())
     Builder(HostUpper(str(upper)), str(project), manifest, folder).build()
     store.save(manifest, folder)
     return manifest, folder

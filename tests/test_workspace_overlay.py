@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,70 @@ def test_overlay_needs_the_sandbox_and_apply_needs_overlay(api: ScriptedAPI, tmp
     assert overlay.returncode == 3 and "needs --sandbox" in overlay.stderr
     applying = nanocode(tmp_path, api, "--sandbox", "--apply", "-p", "x", "--project", str(tmp_path))
     assert applying.returncode == 3 and "--apply needs --workspace overlay" in applying.stderr
+
+
+def test_an_interrupted_goal_keeps_its_change_set(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    api.add(*_shell("echo before > made.txt", "sleep 300"))
+    command = [sys.executable, "-m", "nanocode", "--sandbox", "--workspace", "overlay", "-p", "x"]
+    process = subprocess.Popen(
+        [*command, "--project", str(project)], env=env(tmp_path, api), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while len(api.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "kept" in stderr and list(project.iterdir()) == []
+    listed = nanocode(tmp_path, None, "changes")
+    assert "interrupted" in listed.stdout
+    assert nanocode(tmp_path, None, "apply", "last").returncode == 0
+    assert (project / "made.txt").read_text() == "before\n"
+
+
+def test_commits_for_a_branch_the_project_left_apply_nothing(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n"})
+    api.add(
+        *_shell("echo two >> a.txt && git -c user.name=m -c user.email=m@x commit -qam two"), message(f"{MARKER} ok")
+    )
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    git(project, "checkout", "-q", "-b", "elsewhere")
+    refused = nanocode(tmp_path, None, "apply", "last")
+    assert refused.returncode == 6 and "refs/heads/main" in refused.stderr
+    assert git(project, "log", "--format=%s").split() == ["start"]
+    assert (project / "a.txt").read_text() == "one\n"
+
+
+def test_a_failure_after_the_commits_undoes_them_too(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanocode.workspace import apply, store
+
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "b.txt": "bee\n"})
+    head = git(project, "rev-parse", "HEAD")
+    commit = "echo two >> a.txt && git -c user.name=m -c user.email=m@x commit -qam two && echo B > b.txt"
+    api.add(*_shell(commit), message(f"{MARKER} ok"))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    manifest, folder = store.load("last")
+    assert manifest.series
+
+    def full(source: str, target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    real = os.replace
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(apply.ApplyError, match="No space left"):
+        apply.apply(manifest, folder)
+    monkeypatch.setattr(os, "replace", real)
+    assert git(project, "rev-parse", "HEAD") == head
+    assert (project / "a.txt").read_text() == "one\n" and (project / "b.txt").read_text() == "bee\n"
+    assert git(project, "status", "--porcelain") == ""

@@ -11,10 +11,11 @@ import secrets
 import shutil
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nanocode.errors import NanocodeError
-from nanocode.workspace import gitseries, paths
+from nanocode.workspace import gitseries, paths, store
 from nanocode.workspace.changeset import Entry, Manifest, State
 
 EXIT_CONFLICT = 6
@@ -158,10 +159,6 @@ def apply(manifest: Manifest, folder: Path) -> None:
 
 
 def mark_applied(manifest: Manifest, folder: Path) -> None:
-    from datetime import UTC, datetime
-
-    from nanocode.workspace import store
-
     manifest.applied = datetime.now(UTC).isoformat(timespec="seconds")
     store.save(manifest, folder)
 

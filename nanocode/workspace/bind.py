@@ -31,7 +31,7 @@ def find_gits(project: str) -> dict[str, str]:
             path = os.path.join(folder, name)
             if name in dirs or name in files:
                 found[os.path.relpath(path, project)] = _what(path)
-        dirs[:] = [d for d in dirs if d != ".git" and not d.startswith(".git.nanocode-")]
+        dirs[:] = [d for d in dirs if d != ".git"]
     return found
 
 

@@ -17,10 +17,17 @@ def new_id() -> str:
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def new_folder(change_id: str) -> Path:
-    folder = paths.changes_folder() / change_id
-    folder.mkdir(parents=True, mode=0o700)
-    return folder
+def new_change() -> tuple[str, Path]:
+    """A fresh id and its folder; goals that end in the same second (a batch) get ids of their own."""
+    paths.changes_folder().mkdir(parents=True, exist_ok=True)
+    while True:
+        change_id = new_id()
+        folder = paths.changes_folder() / change_id
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return change_id, folder
 
 
 def save(manifest: Manifest, folder: Path) -> None:

@@ -16,13 +16,14 @@ def summary(manifest: Manifest, folder: Path) -> list[str]:
     """One line per path, and a total, as `git diff --stat` has it; flagged paths say so."""
     lines = []
     added = removed = 0
-    for entry in manifest.entries:
-        if entry.new.kind == "dir" and entry.action != "mode":
-            continue
+    shown = [e for e in manifest.entries if e.new.kind != "dir" or e.action == "mode"]
+    width = min(max((len(printable(_label(e))) for e in shown), default=0), 60)
+    for entry in shown:
         plus, minus = _counts(entry, manifest, folder)
         added, removed = added + plus, removed + minus
-        lines.append(f" {printable(_label(entry))} | {_what(entry, plus, minus)}{FLAG if entry.flagged else ''}")
-    files = sum(1 for e in manifest.entries if e.new.kind != "dir" or e.action == "mode")
+        label = printable(_label(entry)).ljust(width)
+        lines.append(f" {label} | {_what(entry, plus, minus)}{FLAG if entry.flagged else ''}")
+    files = len(shown)
     total = f" {files} file{'s' if files != 1 else ''} changed, {added} insertions(+), {removed} deletions(-)"
     if manifest.series:
         count = len(manifest.series)

@@ -7,6 +7,7 @@ ws.close()                                                # always; removes what
 """
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,13 +111,13 @@ class OverlayWorkspace(Workspace):
         """The change set of the goal, kept; None when the goal changed nothing."""
         overlay.remove_volume(self.client, self.volume)  # unmounted: the layer holds still
         upper = self._upper()
-        manifest = Manifest(store.new_id(), goal, self.project, self.started, outcome=outcome, git=dict(self.start))
-        folder = store.new_folder(manifest.id)
+        change_id, folder = store.new_change()
+        manifest = Manifest(change_id, goal, self.project, self.started, outcome=outcome, git=dict(self.start))
         try:
             Builder(upper, self.project, manifest, folder).build()
             kept = Kept(manifest, folder)
             self._commits(upper, kept)
-        except OSError as exc:
+        except (OSError, RecursionError) as exc:  # a layer too deep, or a file that cannot be read
             _remove(folder)
             self.keep = True
             raise ConfigError(
@@ -202,8 +203,6 @@ class RemoteWorkspace(OverlayWorkspace):
 
 
 def _remove(folder: Path) -> None:
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
 
 
