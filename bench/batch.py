@@ -85,7 +85,7 @@ def _report(bench: Any, goals: int, runs: dict[tuple[bool, int], dict[str, Any]]
         model = sum(r["model_seconds"] for r in run["results"])
         own[pool] = (run["batch"] - model) / goals * 1000
         per_goal = [(r["seconds"] - r["model_seconds"]) * 1000 for r in run["results"]]
-        label = f"nanocode's own time per goal, 1 worker, {'with' if pool else 'without'} the pool"
+        label = f"a goal's time outside the model, removal included, 1 worker, {'with' if pool else 'without'} the pool"
         report.add(SECTION, label, "ms", per_goal, f"(batch - model) / goals = {own[pool]:.0f} ms")
     ready = {pool: [r["ready_seconds"] * 1000 for r in runs[(pool, 1)]["results"]] for pool in (True, False)}
     ready_pool = report.add(SECTION, "a goal's start to its sandbox ready, with the pool", "ms", ready[True])
