@@ -90,7 +90,13 @@ def slow_goal(api: ScriptedAPI, text: str, steps: int, delay: float) -> None:
 
 
 def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     (project / "shared.txt").write_text("as it was\n")
     api.goal_delay = 0.05
@@ -147,7 +153,13 @@ def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
 
 
 def test_an_out_of_memory_goal_is_its_own(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     hog = "python3 -c 'x = bytearray(400 * 1024 * 1024); print(len(x))'"
     api.add_goal("eat memory", tools(call("shell", {"command": hog})), message(f"{MARKER} it died"))
@@ -245,7 +257,13 @@ def test_an_interrupt_stops_every_goal_and_leaves_nothing_behind(
 
 
 def test_retry_failed_reruns_endpoint_errors_only(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     api.add_goal("fails", error(401, "bad key"))
     api.add_goal("works", message(f"{MARKER} fine"))
@@ -282,7 +300,13 @@ def test_retry_failed_reruns_endpoint_errors_only(
 
 
 def test_a_batch_budget_ends_running_goals_and_starts_no_more(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     entries = [{"id": f"b{n}", "goal": f"spend {n}"} for n in range(4)]
     for n in range(4):
@@ -315,7 +339,13 @@ def test_a_batch_budget_ends_running_goals_and_starts_no_more(
 
 
 def test_a_429_slows_every_worker_together(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     api.add_goal("storm 0", error(429, "slow down", {"Retry-After": "1"}), message(f"{MARKER} 0"))
     for n in range(1, 4):
@@ -345,7 +375,13 @@ def test_a_429_slows_every_worker_together(
 
 
 def test_goals_in_yaml_from_stdin_with_overrides(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     other = tmp_path / "other"
     other.mkdir()
@@ -443,7 +479,13 @@ def test_goals_spread_over_two_engines_one_that_cannot_see_the_project(
 
 
 def test_the_repl_starts_the_next_goals_sandbox_while_the_person_types(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     api.add(tools(call("shell", {"command": "echo one"})), message(f"{MARKER} first"))
     api.add(tools(call("shell", {"command": "echo two"})), message(f"{MARKER} second"))
@@ -469,7 +511,13 @@ def test_the_repl_starts_the_next_goals_sandbox_while_the_person_types(
 
 
 def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_elsewhere(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
 ) -> None:
     from tests.second_engine import start_second_engine, stop_second_engine
 
