@@ -75,6 +75,12 @@ class Progress:
                 row.step += 1
                 row.cost = cost
 
+    def state(self, goal_id: str, state: str) -> None:
+        with self._lock:
+            row = self.rows.get(goal_id)
+            if row is not None:
+                row.state = state
+
     def end(self, result: Result) -> None:
         with self._lock:
             self.rows.pop(result.id, None)

@@ -358,6 +358,7 @@ class Batch:
         result.model_seconds = round(transcript.model_seconds, 4)
         # The worker takes its next goal while this one's sandbox goes and its change set is kept;
         # the goal holds its room until then.
+        self.progress.state(goal.id, "closing")
         wrap = threading.Thread(target=self._wrap_up, args=(item, result, folder, started), daemon=True)
         with self.lock:
             self.wrapping.append(wrap)
