@@ -227,7 +227,7 @@ class Batch:
             try:
                 item = self._prepare(planned, slot, warm=True)
             except Exception as exc:
-                self._record(self._failed(planned, slot, exc, 0.0))
+                self._not_started(planned, slot, exc, 0.0)
                 room.release()
                 item = None
             finally:
@@ -260,7 +260,7 @@ class Batch:
                 try:
                     prepared = self._prepare(planned, slot, warm=False)
                 except Exception as exc:
-                    self._record(self._failed(planned, slot, exc, time.monotonic() - started))
+                    self._not_started(planned, slot, exc, time.monotonic() - started)
                     continue
                 finally:
                     with self.lock:
@@ -269,7 +269,7 @@ class Batch:
                     self._run(prepared, started)
 
     def _prepare(self, planned: Planned, slot: Slot, warm: bool) -> Prepared | None:
-        """Takes the goal's room, copies its workspace, and (for the pool) starts its sandbox."""
+        """Takes the goal's room, opens its workspace, and (for the pool) starts its sandbox."""
         s = planned.settings
         memory, cpus = _needs(s)
         if not slot.ledger.take(memory, cpus, self.stop):
@@ -391,7 +391,8 @@ class Batch:
         if isinstance(self.stopping, Interrupted):  # whatever failed, it failed because everything was stopped
             return "interrupted", self.stopping.format_message()
         if isinstance(exc, BudgetExceeded):
-            return ("stopped" if "the batch" in message else "budget"), message
+            batch = isinstance(self.stopping, BudgetExceeded) and message == self.stopping.format_message()
+            return ("stopped" if batch else "budget"), message
         if isinstance(exc, EndpointError):
             return "endpoint", message
         if isinstance(exc, (Interrupted, KeyboardInterrupt)):
@@ -409,8 +410,15 @@ class Batch:
                 slot.alive = False
                 self.progress.line(f"batch: the engine {slot.name} stopped answering; it gets no more goals")
 
-    def _failed(self, planned: Planned, slot: Slot, exc: BaseException, seconds: float) -> Result:
+    def _not_started(self, planned: Planned, slot: Slot, exc: BaseException, seconds: float) -> None:
+        """A goal whose workspace or sandbox did not start: on an engine gone, it waits for another."""
         outcome, reason = self._outcome(exc, slot)
+        if outcome == "engine":
+            self._put_back(planned)
+        else:
+            self._record(self._failed(planned, slot, outcome, reason, seconds))
+
+    def _failed(self, planned: Planned, slot: Slot, outcome: str, reason: str, seconds: float) -> Result:
         return Result(
             planned.goal.id,
             planned.goal.text,
