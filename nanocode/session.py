@@ -335,7 +335,10 @@ class _Ahead:
             workspace, executor = self._prepared
             executor.close()
             if workspace is not None:
-                workspace.close()
+                try:
+                    workspace.finish("", "unused")  # nothing ran in it: this only settles its journal
+                finally:
+                    workspace.close()
 
 
 def _read_goal() -> str:
