@@ -78,7 +78,12 @@ from nanocode.transcript import Transcript
 
 # Sections 9 on are modules of their own beside this one, each with a `section(bench)` function;
 # --only names them.
-SECTIONS: dict[str, str] = {"workspace": "workspace", "context": "context", "egress": "egress"}
+SECTIONS: dict[str, str] = {
+    "workspace": "workspace",
+    "batch": "batch",
+    "context": "context",
+    "egress": "egress",
+}
 
 
 class Bench:

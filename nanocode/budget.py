@@ -1,6 +1,7 @@
 """The limits of one goal: model calls, continuations, wall-clock time and cost."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nanocode import prompts
@@ -15,6 +16,8 @@ class Limits:
     max_cost: float = 0.0  # dollars; 0 means no limit
     repeat_note: int = 3  # the same call with the same result this many times in a row: the model is told
     max_repeats: int = 6  # ... this many times: the goal ends
+    # A limit from outside the goal (a batch's budgets, its stop), checked before each model call; it raises.
+    outer: Callable[[], None] | None = None
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Budget:
             raise BudgetExceeded(f"stopped: the goal used its {self.limits.max_steps} model calls (--max-steps)")
         self._check_time()
         self._check_cost()
+        if self.limits.outer is not None:
+            self.limits.outer()
         self.steps += 1
 
     def add_cost(self, cost: float | None) -> None:

@@ -1,175 +1,184 @@
-"""A session: the settings, the model, the transcript and the executor of each goal, put together."""
+"""A session: the model, the transcript and the executor of each goal, put together from the settings."""
 
-import re
+import contextlib
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 
 from nanocode import context, instructions, prompts, resume
 from nanocode.agent import Agent
-from nanocode.budget import Limits
 from nanocode.context import Context
 from nanocode.display import QuietDisplay, TerminalDisplay, printable
-from nanocode.egress import allowlist
 from nanocode.errors import ConfigError, Interrupted, NanocodeError
-from nanocode.interfaces import Display, Executor, Model
+from nanocode.interfaces import Display, Executor, Model, Recorder
+from nanocode.settings import Settings
 from nanocode.transcript import Transcript, default_path
 
 if TYPE_CHECKING:
-    import docker
-
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.sandbox.executor import SandboxExecutor
-    from nanocode.sandbox.isolation import Isolation
 
-MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
+Note = Callable[[str], None]
+
+
+class _Unrecorded:
+    def record(self, kind: str, **fields: Any) -> None:
+        pass
 
 
 @dataclass
-class Settings:
-    model: str
-    base_url: str
-    api_key: str | None
-    project: Path
-    sandbox: bool
-    image: str | None
-    memory: str
-    cpus: float
-    pids: int
-    network: str
-    allow_hosts: list[str]
-    host_ca: bool
-    runtime: str | None
-    require_isolation: list[str]
-    command_timeout: float
-    output_cap: int
-    limits: Limits
-    max_tokens: int
-    request_timeout: float
-    retries: int
-    transcript: Path | None
-    replay: Path | None
-    quiet: bool
-    context_window: int | None = None
-    compact_threshold: float = 0.8
-    compact_model: str | None = None
-    prompt_cache: bool = True
-    instructions: bool = True
-    checks: tuple[str, ...] = ()
-    resume: Path | None = None
-    workspace: str = "bind"
-    apply_changes: bool = False
+class Engine:
+    """What the goals of a run share on one Docker engine: its client, what it says of itself, the image."""
 
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "Settings":
-        found = resume.find(options["resume"]) if options["resume"] else None
-        # A resumed goal goes on in its own project unless told otherwise.
-        project = Path(options["project"] or (found and resume.project_of(found)) or Path.cwd()).expanduser()
-        if not project.is_dir():
-            raise ConfigError(f"the project directory {project} does not exist")
-        if options["sandbox"] and not options["project"] and project.resolve() in (Path.home().resolve(), Path("/")):
-            raise ConfigError(
-                f"refusing to share all of {project} with the sandbox: start nanocode in a project folder, "
-                "or name one with --project"
-            )
-        if options.get("workspace") == "overlay" and not options["sandbox"]:
-            raise ConfigError("--workspace overlay needs --sandbox")
-        if options.get("apply_changes") and options.get("workspace") != "overlay":
-            raise ConfigError("--apply needs --workspace overlay (bind mode changes the project as the goal runs)")
-        if options["network"] == "host" or options["network"].startswith("container:"):
-            raise ConfigError(
-                f"--network {options['network']} would share a namespace with the host or another "
-                "container: use none, bridge, or a network of your own"
-            )
-        _check_base_url(options["base_url"])
-        allow_hosts = allowlist.expand(options["allow_hosts"])
-        if allow_hosts and not options["sandbox"]:
-            raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
-        if not MEMORY.match(options["memory"]):
-            raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
-        if not options["api_key"] and not options["replay"]:
-            raise ConfigError(
-                "OPENROUTER_API_KEY is not set: put it in the environment or in a .env file (see .env.example)"
-            )
-        names = {f.name for f in cls.__dataclass_fields__.values()}
-        values = {k: v for k, v in options.items() if k in names}
-        values["project"] = project.resolve()
-        for name in ("transcript", "replay"):
-            values[name] = Path(options[name]) if options[name] else None
-        values["memory"] = options["memory"].lower()
-        values["allow_hosts"] = allow_hosts
-        values["require_isolation"] = sorted(
-            set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
-        )
-        values["limits"] = Limits(
-            max_steps=options["max_steps"],
-            max_continuations=options["max_continuations"],
-            max_seconds=options["max_time"],
-            max_cost=options["max_cost"],
-            repeat_note=options["repeat_note"],
-            max_repeats=options["max_repeats"],
-        )
-        values["checks"] = tuple(check for check in options["checks"] if check.strip())
-        values["resume"] = found
-        return cls(**values)
+    client: Any
+    image: str
+    facts: Any  # nanocode.sandbox.engine.Facts
 
 
-def _check_base_url(url: str) -> None:
-    """A base URL the HTTP client could not use is a setting to fix, found before anything starts."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number, or out of range
-        problem = ""
-        if any(c.isspace() for c in url):
-            problem = "it contains spaces"
-        elif parts.scheme not in ("http", "https"):
-            problem = "it must start with http:// or https://"
-        elif not parts.hostname:
-            problem = "it names no host"
-    except ValueError as exc:
-        problem = str(exc)
-    if problem:
-        raise ConfigError(f"the base URL {url!r} (--base-url, INFERENCE_BASE_URL) is not usable: {problem}")
+def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
+    """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
+    from nanocode.egress.goal import remove_orphan_files
+    from nanocode.sandbox import container, engine, image
+    from nanocode.workspace import workspace
+
+    client = client or engine.connect()
+    facts = engine.facts(client)
+    engine.check_runtime(facts, settings.runtime)
+    for name in container.prune(client, note):
+        note(f"removed stale sandbox container {name}")
+    workspace.recover(client, note)
+    remove_orphan_files(client)
+    tag = settings.image or image.ensure_image(client, note)
+    return Engine(client, tag, facts)
+
+
+OpenExecutor = Callable[[Any, Note], Executor]  # given the goal's workspace, and where to say what it does
+OpenWorkspace = Callable[[str, Note], Any]  # given the goal's id
+
+
+def executor_factory(
+    settings: Settings, engine: Engine | None, note: Note, recorder: Recorder | None = None
+) -> tuple[OpenExecutor, OpenWorkspace | None, str]:
+    """How to open the executor and the workspace of a goal, and how to describe them to the model.
+    `recorder` keeps what the sandbox says of itself (its isolation, its network's connections)."""
+    s = settings
+    project = str(s.project)
+    if not s.sandbox:
+        from nanocode.host import HostExecutor
+
+        secrets = [s.api_key] if s.api_key else []
+        return lambda workspace, note: HostExecutor(project, s.output_cap, secrets), None, prompts.HOST
+    from nanocode.sandbox import engine as engines
+    from nanocode.sandbox.container import SandboxConfig
+    from nanocode.workspace import workspace
+
+    engine = engine or open_engine(s, note)
+    engines.check_runtime(engine.facts, s.runtime)
+    recorder = recorder or _Unrecorded()
+    tag = s.image or engine.image
+    config = SandboxConfig(
+        project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network, runtime=s.runtime
+    )
+    if engine.facts.rootless:
+        config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+    bundle = _trust(s, config, note)
+    start = _sandbox_opener(s, engine, bundle, recorder)
+
+    def open_workspace(goal: str, note: Note) -> Any:
+        return workspace.open_workspace(engine.client, project, s.workspace, goal, note, tag, config.user)
+
+    def open_executor(workspace: Any, note: Note) -> Executor:
+        return start(replace(config, mounts=workspace.mounts), note)
+
+    return open_executor, open_workspace, _environment(s, tag, engine.facts.unenforced)
+
+
+def _environment(s: Settings, image: str, unenforced: list[str]) -> str:
+    """The sandbox as the system prompt describes it: what it holds, and what it lets through."""
+    network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
+    if s.allow_hosts:
+        network = prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts))
+    git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
+    limits = prompts.limits(s.memory, s.cpus, s.pids, unenforced)
+    return prompts.SANDBOX.format(image=image, limits=limits, network=network, git=git)
+
+
+def _trust(s: Settings, config: "SandboxConfig", note: Note) -> str | None:
+    """The host's CA bundle, for a sandbox with a network (and its proxy), unless --no-host-ca."""
+    if not s.host_ca or (s.network == "none" and not s.allow_hosts):
+        return None
+    from nanocode.egress import trust
+
+    bundle = trust.host_bundle()
+    if bundle is None:
+        note("no CA bundle found on the host: the sandbox trusts only its own")
+        return None
+    config.extra_mounts.append(trust.mount(bundle))
+    config.environment.update(trust.environment())
+    return bundle
+
+
+def _sandbox_opener(
+    s: Settings, engine: Engine, bundle: str | None, recorder: Recorder
+) -> Callable[["SandboxConfig", Note], Executor]:
+    """A goal's sandbox; on an allowlist, on a network of its own whose only way out is a proxy to the
+    allowed hosts (--network names the proxy's way out)."""
+    from nanocode.egress.goal import AllowlistedSandbox
+    from nanocode.sandbox.executor import SandboxExecutor
+
+    def sandbox(config: "SandboxConfig", note: Note) -> "SandboxExecutor":
+        def isolation(found: Any) -> None:
+            note(found.line())
+            recorder.record("isolation", **found.record())
+
+        return SandboxExecutor(engine.client, config, s.output_cap, note, engine.facts, s.require_isolation, isolation)
+
+    if not s.allow_hosts:
+        return sandbox
+    outside = "bridge" if s.network == "none" else s.network
+    return lambda config, note: AllowlistedSandbox(
+        engine.client, config, s.allow_hosts, outside, lambda c: sandbox(c, note), recorder, note, bundle
+    )
 
 
 class Session:
-    """Owns what lives as long as nanocode runs; opens and closes an executor per goal."""
+    """Owns what lives as long as nanocode runs; opens and closes an executor per goal.
 
-    def __init__(self, settings: Settings):
+    A batch runs each goal in a session of its own, sharing the engine and the model's gate.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        display: Display | None = None,
+        engine: Engine | None = None,
+        gate: Any = None,
+        transcript: Transcript | None = None,
+    ):
         self.settings = settings
         self.signals = _Signals()
-        self.display: Display = QuietDisplay() if settings.quiet else TerminalDisplay()
+        self.display: Display = display or (QuietDisplay() if settings.quiet else TerminalDisplay())
         self.resumed = resume.rebuild(settings.resume) if settings.resume else None
+        self.gate = gate
         self.model = self._model()
-        self.workspaces: Callable[[str], Any] | None = None  # opens a goal's workspace, in the sandbox
         self.kept: Any = None  # the change set of the last goal
-        self._open_executor, environment = self._executor_factory()
-        system = self._system_prompt(environment)
-        self.transcript = Transcript(self.resumed.path if self.resumed else settings.transcript or default_path())
-        self.context = self._context()
-        self.transcript.record(
-            "start",
-            model=self.model.name,
-            project=str(settings.project),
-            sandbox=settings.sandbox,
-            base_url=settings.base_url,
-            context_window=self.context.window.tokens,
-            context_window_source=self.context.window.source,
-            resumed=bool(self.resumed),
-            system=system,
+        path = self.resumed.path if self.resumed else settings.transcript or default_path()
+        self.transcript = transcript or Transcript(path)
+        # self.workspaces opens a goal's workspace (None without the sandbox)
+        self._open_executor, self.workspaces, environment = executor_factory(
+            settings, engine, self.display.note, self.transcript
         )
-        if self.resumed:
-            cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
-            self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
+        system = self._system_prompt(environment)
+        self.context = self._context()
+        self._start_record(system)
         self.agent = Agent(
             self.model,
             system,
@@ -180,6 +189,23 @@ class Session:
             self.context,
             settings.checks,
         )
+
+    def _start_record(self, system: str) -> None:
+        s = self.settings
+        self.transcript.record(
+            "start",
+            model=self.model.name,
+            project=str(s.project),
+            sandbox=s.sandbox,
+            base_url=s.base_url,
+            context_window=self.context.window.tokens,
+            context_window_source=self.context.window.source,
+            resumed=bool(self.resumed),
+            system=system,
+        )
+        if self.resumed:
+            cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
+            self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
 
     def _system_prompt(self, environment: str) -> str:
         s = self.settings
@@ -216,108 +242,34 @@ class Session:
             timeout=s.request_timeout,
             retries=s.retries,
             prompt_cache=s.prompt_cache,
+            gate=self.gate,
         )
 
-    def _executor_factory(self) -> tuple[Callable[[Any], Executor], str]:
-        """How to open the executor of a goal, and how to describe it to the model."""
-        s = self.settings
-        project = str(s.project)
-        if not s.sandbox:
-            from nanocode.host import HostExecutor
+    def prepare(self, note: Note | None = None) -> tuple[Any, Executor]:
+        """A goal's workspace and executor, sandbox up: opened when the goal starts, or ahead of it."""
+        note = note or self.display.note
+        workspace = None
+        try:
+            if self.workspaces is not None:
+                workspace = self.workspaces(uuid.uuid4().hex[:12], note)
+            return workspace, self._open_executor(workspace, note)
+        except BaseException:
+            if workspace is not None:
+                self.signals.hold()
+                workspace.close()
+            raise
 
-            secrets = [s.api_key] if s.api_key else []
-            return lambda workspace: HostExecutor(project, s.output_cap, secrets), prompts.HOST
-        from nanocode.sandbox import container, engine, image
-        from nanocode.sandbox.container import SandboxConfig
-        from nanocode.sandbox.executor import SandboxExecutor
-        from nanocode.workspace import workspace
-
-        client = engine.connect()
-        facts = engine.facts(client)
-        engine.check_runtime(facts, s.runtime)
-        for name in container.prune(client, self.display.note):
-            self.display.note(f"removed stale sandbox container {name}")
-        workspace.recover(client, self.display.note)
-        from nanocode.egress.goal import remove_orphan_files
-
-        remove_orphan_files(client)
-        tag = s.image or image.ensure_image(client, self.display.note)
-        config = SandboxConfig(
-            project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network, runtime=s.runtime
-        )
-        if facts.rootless:
-            config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
-        self.workspaces = lambda goal: workspace.open_workspace(
-            client, project, s.workspace, goal, self.display.note, tag, config.user
-        )
-        network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
-        bundle = self._trust(config)
-        if s.allow_hosts:
-            network = prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts))
-        git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
-        limits = prompts.limits(s.memory, s.cpus, s.pids, facts.unenforced)
-        environment = prompts.SANDBOX.format(image=tag, limits=limits, network=network, git=git)
-
-        def sandbox(config: SandboxConfig) -> SandboxExecutor:
-            return SandboxExecutor(
-                client, config, s.output_cap, self.display.note, facts, s.require_isolation, self._isolation
-            )
-
-        start = self._allowlisted(client, bundle, sandbox) if s.allow_hosts else sandbox
-
-        def open_executor(workspace: Any) -> Executor:
-            return start(replace(config, mounts=workspace.mounts))
-
-        return open_executor, environment
-
-    def _isolation(self, isolation: "Isolation") -> None:
-        """Said at the start of each sandbox, and kept in the transcript."""
-        self.display.note(isolation.line())
-        self.transcript.record("isolation", **isolation.record())
-
-    def _trust(self, config: "SandboxConfig") -> str | None:
-        """The host's CA bundle, for a sandbox with a network (and its proxy), unless --no-host-ca."""
-        s = self.settings
-        if not s.host_ca or (s.network == "none" and not s.allow_hosts):
-            return None
-        from nanocode.egress import trust
-
-        bundle = trust.host_bundle()
-        if bundle is None:
-            self.display.note("no CA bundle found on the host: the sandbox trusts only its own")
-            return None
-        config.extra_mounts.append(trust.mount(bundle))
-        config.environment.update(trust.environment())
-        return bundle
-
-    def _allowlisted(
-        self,
-        client: "docker.DockerClient",
-        bundle: str | None,
-        sandbox: Callable[["SandboxConfig"], "SandboxExecutor"],
-    ) -> Callable[["SandboxConfig"], Executor]:
-        """Each goal on a network of its own, whose only way out is a proxy to the allowed hosts;
-        --network names the proxy's way out."""
-        from nanocode.egress.goal import AllowlistedSandbox
-
-        s = self.settings
-        outside = "bridge" if s.network == "none" else s.network
-        return lambda config: AllowlistedSandbox(
-            client, config, s.allow_hosts, outside, sandbox, self.transcript, self.display.note, bundle
-        )
-
-    def run_goal(self, goal: str | None) -> str:
-        """Runs one goal (None: the one resumed) in an executor of its own, which is closed however it ends."""
+    def run_goal(self, goal: str | None, executor: Executor | None = None, workspace: Any = None) -> str:
+        """Runs one goal (None: the one resumed) in an executor of its own, which is closed however the
+        goal ends. An executor given was started ahead; a workspace given with it is finished here, as
+        one opened here is (a batch gives none: it finishes its goals' workspaces itself)."""
         with self.signals.goal():
-            executor: Executor | None = None
-            workspace: Any = None
             outcome = "error"
             self.kept = None
             text = (goal or "").strip() if goal is not None or not self.resumed else str(self.resumed.goal["content"])
             try:
-                if self.workspaces is not None:
-                    workspace = self.workspaces(uuid.uuid4().hex[:12])
-                executor = self._open_executor(workspace)
+                if executor is None:
+                    workspace, executor = self.prepare()
                 if goal is None and self.resumed:
                     answer = self.agent.resume(self.resumed.messages, self.resumed.goal, executor)
                 else:
@@ -351,27 +303,87 @@ class Session:
             f" · {self.context.window.describe()}"
         )
         self.display.note("Each line is a goal. An empty line or Ctrl-D quits.")
-        while True:
-            try:
-                line = _read_goal()
-            except (EOFError, KeyboardInterrupt):
-                click.echo("", err=True)
-                return
-            if not line.strip():
-                return
-            try:
-                click.echo(printable(self.run_goal(line)))
-            except NanocodeError as exc:
-                if isinstance(exc, Interrupted) and self.signals.resume():
-                    exc.terminated = True  # a SIGTERM came while the goal stopped
-                if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
-                    raise
-                exc.show()
-            if self.kept is not None:
-                from nanocode.workspace import review
+        ahead: _Ahead | None = None
+        try:
+            while True:
+                if self.settings.sandbox and ahead is None:
+                    ahead = _Ahead(self.prepare)  # the next goal's sandbox starts while the person types
+                line = self._read(ahead is not None)
+                if line is None or not line.strip():
+                    return
+                taken, ahead = ahead, None
+                self._repl_goal(line, taken)
+        finally:
+            if ahead is not None:
+                self.signals.hold()
+                ahead.discard()
 
-                review.ask(self.kept)
-                self.kept = None
+    def _read(self, waiting: bool) -> str | None:
+        """The next goal; None at the end of input. With a sandbox waiting, SIGTERM at the prompt removes it too."""
+        try:
+            with self.signals.goal() if waiting else contextlib.nullcontext():
+                return _read_goal()
+        except _Terminated:
+            stopped = Interrupted("interrupted")
+            stopped.terminated = True
+            raise stopped from None
+        except (EOFError, KeyboardInterrupt):
+            click.echo("", err=True)
+            return None
+
+    def _repl_goal(self, line: str, taken: "_Ahead | None") -> None:
+        try:
+            workspace, executor = taken.take(self.display.note) if taken else (None, None)
+            click.echo(printable(self.run_goal(line, executor, workspace)))
+        except NanocodeError as exc:
+            if isinstance(exc, Interrupted) and self.signals.resume():
+                exc.terminated = True  # a SIGTERM came while the goal stopped
+            if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
+                raise
+            exc.show()
+        if self.kept is not None:
+            from nanocode.workspace import review
+
+            review.ask(self.kept)
+            self.kept = None
+
+
+class _Ahead:
+    """A goal's workspace and sandbox, started in a thread before the goal is known; what it says
+    while the person types is told when the goal takes it."""
+
+    def __init__(self, prepare: Callable[[Note], tuple[Any, Executor]]):
+        self._said: list[str] = []
+        self._prepared: tuple[Any, Executor] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(prepare,), daemon=True)
+        self._thread.start()
+
+    def _run(self, prepare: Callable[[Note], tuple[Any, Executor]]) -> None:
+        try:
+            self._prepared = prepare(self._said.append)
+        except BaseException as exc:
+            self._error = exc
+
+    def take(self, note: Note) -> tuple[Any, Executor]:
+        self._thread.join()
+        for line in self._said:
+            note(line)
+        if self._error is not None:
+            raise self._error
+        assert self._prepared is not None
+        return self._prepared
+
+    def discard(self) -> None:
+        self._thread.join()
+        if self._prepared is not None:
+            workspace, executor = self._prepared
+            executor.close()
+            if workspace is not None:
+                try:
+                    workspace.finish("", "unused")  # nothing ran in it: this only settles its journal
+                finally:
+                    workspace.close()
 
 
 def _read_goal() -> str:
@@ -392,6 +404,11 @@ class _Terminated(KeyboardInterrupt):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def _in_main_thread() -> bool:
+    """Only the main thread may set signal handlers; a batch's workers leave signals to the batch."""
+    return threading.current_thread() is threading.main_thread()
+
+
 class _Signals:
     """How signals act on a goal. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop it, so that its clean-up
     runs; the last two end the REPL too. The first one starts the stop, and from then on the others
@@ -405,6 +422,9 @@ class _Signals:
 
     @contextmanager
     def goal(self) -> Iterator[None]:
+        if not _in_main_thread():
+            yield
+            return
         self.held, self.stopping = [], False
         self.previous = {sig: signal.signal(sig, self._stop) for sig in STOP_SIGNALS}
         try:
@@ -419,8 +439,9 @@ class _Signals:
         raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated
 
     def hold(self) -> None:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._held)
+        if _in_main_thread():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self._held)
 
     def _held(self, signum: int, frame: FrameType | None) -> None:
         self.held.append(signum)
@@ -434,10 +455,11 @@ class _Signals:
     def exiting(self) -> None:
         """Once stopping, nanocode exits ignoring signals: Python's finalization puts back the default
         action of those it handles itself, under which a late signal would change the exit code."""
-        if self.stopping:
+        if self.stopping and _in_main_thread():
             for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
 
     def _restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        if _in_main_thread():
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)

@@ -93,6 +93,10 @@ class ScriptedAPI:
         self.context_limit: int | None = None  # above it (rough_tokens), a 400 context_length_exceeded
         self.summary: str | None = None  # the answer to requests without tools (compaction summaries)
         self.usage: dict[str, Any] = {}  # added to the usage of every reply (cached tokens)
+        # Per goal: replies keyed by the goal's text (the first user message), for goals run in parallel.
+        self.goals: dict[str, list[Reply]] = {}
+        self.goal_delay = 0.0  # added before every reply to a goal's script
+        self.times: list[tuple[float, str]] = []  # when each request came, for which goal
         self._lock = threading.Lock()
         api = self
 
@@ -144,10 +148,8 @@ class ScriptedAPI:
         tokens = rough_tokens(body)
         if self.context_limit is not None and tokens > self.context_limit:
             return context_exceeded(self.context_limit, tokens)
-        if self.summary is not None and "tools" not in body:
-            reply = message(self.summary)
-        else:
-            reply = self.script.pop(0) if self.script else error(400, "the test script has no more replies")
+        summarising = self.summary is not None and "tools" not in body
+        reply = message(self.summary) if summarising else self._next_reply(body)
         usage = reply.body.get("usage") if isinstance(reply.body, dict) else None
         if isinstance(usage, dict) and (self.context_limit is not None or self.usage):
             usage.update({"prompt_tokens": tokens, **self.usage})
@@ -164,3 +166,19 @@ class ScriptedAPI:
     def add(self, *replies: Reply) -> None:
         with self._lock:
             self.script.extend(replies)
+
+    def add_goal(self, goal: str, *replies: Reply) -> None:
+        """Replies for the goal whose text is `goal`, whatever else runs at the same time."""
+        with self._lock:
+            self.goals.setdefault(goal, []).extend(replies)
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        goal = next((text(m) for m in body.get("messages", []) if m.get("role") == "user"), None)
+        if goal in self.goals:
+            self.times.append((time.monotonic(), goal))
+            script = self.goals[goal]
+            if not script:
+                return error(400, f"the test script for {goal!r} has no more replies")
+            reply = script.pop(0)
+            return Reply(reply.body, reply.status, reply.headers, reply.delay + self.goal_delay, reply.trickle)
+        return self.script.pop(0) if self.script else error(400, "the test script has no more replies")

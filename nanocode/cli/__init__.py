@@ -27,7 +27,8 @@ def main() -> None:
     try:
         if not {"-h", "--help", "--version"} & set(sys.argv[1:]):
             _env_file()
-        cli.main(prog_name="nanocode", standalone_mode=False)
+        # Without standalone mode, click hands back the code of a ctx.exit() instead of exiting.
+        code = cli.main(prog_name="nanocode", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("nanocode: interrupted", err=True)
         sys.exit(Interrupted.exit_code)
@@ -46,4 +47,4 @@ def main() -> None:
             f"nanocode: internal error: {type(exc).__name__}: {exc} (NANOCODE_DEBUG=1 shows the traceback)", err=True
         )
         sys.exit(EXIT_INTERNAL)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

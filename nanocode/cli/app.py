@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from nanocode import __version__
+from nanocode.cli.batch import batch
 from nanocode.cli.changes import apply_command, changes, diff, discard
 from nanocode.cli.options import goal_options
 from nanocode.cli.sandbox import sandbox
@@ -31,7 +32,8 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
         ctx.obj = options
         return
     # Imported here, so that --help and the sandbox commands start fast.
-    from nanocode.session import Session, Settings
+    from nanocode.session import Session
+    from nanocode.settings import Settings
 
     goal = options["goal"]
     if goal is not None and options["resume"]:
@@ -52,3 +54,4 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 cli.add_command(sandbox)
 for command in (changes, diff, apply_command, discard):
     cli.add_command(command)
+cli.add_command(batch)

@@ -5,13 +5,22 @@ import json
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import urllib3
 
 from nanocode.errors import EndpointError
 from nanocode.interfaces import Completion, Message
+
+
+class Gate(Protocol):
+    """Passed by every request: a back-off one request asks for holds back all that share the gate."""
+
+    def wait(self) -> None: ...
+
+    def hold(self, seconds: float) -> None: ...
+
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 # How OpenAI (code context_length_exceeded), OpenRouter ("maximum context length is N tokens") and
@@ -36,6 +45,7 @@ class OpenAIModel:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         prompt_cache: bool = True,
+        gate: "Gate | None" = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -45,6 +55,7 @@ class OpenAIModel:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.gate = gate  # shared by the models of a batch, so that one back-off slows them all
         self.session = requests.Session()
         # Proxies and CA bundle are read from the environment once, not on every request.
         self.session.trust_env = False
@@ -77,13 +88,18 @@ class OpenAIModel:
         attempt = 0
         while True:
             attempt += 1
+            if self.gate is not None:
+                self.gate.wait()
             try:
                 return self._once(body)
             except _Retry as retry:
                 if attempt > self.retries:
                     raise EndpointError(f"{retry.reason} (gave up after {attempt} attempts)") from None
                 wait = retry.after if retry.after is not None else self.backoff * 2 ** (attempt - 1)
-                time.sleep(min(wait, self.max_backoff))
+                if self.gate is not None:
+                    self.gate.hold(min(wait, self.max_backoff))
+                else:
+                    time.sleep(min(wait, self.max_backoff))
 
     def _once(self, body: bytes) -> Completion:
         # The timeout is for the whole reply: a server that keeps the connection alive with

@@ -1,0 +1,1 @@
+"""Many goals, unattended, in parallel: each in a sandbox and a workspace of its own (`nanocode batch`)."""

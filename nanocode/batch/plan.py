@@ -1,0 +1,112 @@
+"""From the command line to a running batch: the goals' settings, the engines and their workers, the out folder."""
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanocode.batch import results
+from nanocode.batch.engines import SHARE, Slot, capacity, connect, default_workers, parse_spec
+from nanocode.batch.goals import Goal
+from nanocode.batch.ledger import Ledger, machine_cpus, machine_memory, size
+from nanocode.batch.progress import Progress
+from nanocode.batch.run import Batch, Budgets, Planned, locked
+from nanocode.errors import ConfigError
+from nanocode.session import open_engine
+from nanocode.settings import Settings
+
+
+@dataclass
+class BatchOptions:
+    out: Path
+    workers: int | None
+    retry_failed: bool
+    budgets: Budgets
+    memory_total: str | None
+    cpus_total: float | None
+    engines: list[str]
+    pool: bool
+    quiet: bool
+
+
+def default_out(source: str, goals: list[Goal]) -> Path:
+    """Under the state folder, named after the goals: the same goals run again resume there."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    digest = hashlib.sha256("\n".join(f"{g.id}\t{g.text}" for g in goals).encode()).hexdigest()[:10]
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(source).stem)[:40] or "goals"
+    return Path(state) / "nanocode" / "batches" / f"{stem}-{digest}"
+
+
+def plan(goals: list[Goal], options: dict[str, Any]) -> list[Planned]:
+    """Every goal's settings, checked before anything runs."""
+    planned = []
+    for goal in goals:
+        try:
+            settings = Settings.from_options({**options, **goal.overrides, "transcript": None, "quiet": True})
+        except ConfigError as exc:
+            raise ConfigError(f"goal {goal.id}: {exc.format_message()}") from None
+        planned.append(Planned(goal, settings))
+    return planned
+
+
+def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
+    planned = plan(goals, options)
+    with locked(batch.out):
+        previous = {g.id: results.read(batch.out, g.id) for g in goals}
+        skipped = [r for r in previous.values() if r is not None and results.is_done(r, batch.retry_failed)]
+        todo = [p for p in planned if not results.is_done(previous[p.goal.id], batch.retry_failed)]
+        progress = Progress(len(todo), quiet=batch.quiet)
+        slots = _slots(planned, batch, len(todo), progress.line) if todo else []
+        _check_room(todo, slots)
+        progress.line(
+            f"batch: {len(goals)} goals, {len(skipped)} done already; "
+            + "; ".join(_describe(slot) for slot in slots)
+            + f"; results in {batch.out}"
+        )
+        with progress:
+            return Batch(planned, slots, batch.out, batch.budgets, progress, pool=batch.pool).run(skipped)
+
+
+def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -> list[Slot]:
+    first = planned[0].settings
+    memory, cpus = size(first.memory), first.cpus
+    specs = batch.engines or [""]
+    slots: list[Slot] = []
+    for spec in specs:
+        name, count = parse_spec(spec) if spec else ("default", None)
+        if spec:
+            client = connect(name)
+            total_memory, total_cpus = capacity(client)
+        else:
+            from nanocode.sandbox import engine
+
+            client = engine.connect()
+            total_memory, total_cpus = machine_memory(), float(machine_cpus())
+        ledger = Ledger(
+            size(batch.memory_total) if batch.memory_total else int(total_memory * SHARE),
+            batch.cpus_total or total_cpus * SHARE,
+        )
+        workers = count or batch.workers or default_workers(ledger, memory, cpus, goals)
+        slot = Slot(name, client, ledger, workers=workers)
+        # One image on every engine: the first engine's (built there if need be), loaded into the others.
+        image = slots[0].engine.image if slots else first.image
+        slot.engine = open_engine(dataclasses.replace(first, image=image), note, client)
+        slots.append(slot)
+    return slots
+
+
+def _check_room(todo: list[Planned], slots: list[Slot]) -> None:
+    for p in todo:
+        if not any(size(p.settings.memory) <= s.ledger.memory for s in slots):
+            raise ConfigError(
+                f"goal {p.goal.id} needs {p.settings.memory} of memory, more than --max-memory-total allows"
+            )
+
+
+def _describe(slot: Slot) -> str:
+    return (
+        f"{slot.workers} worker{'s' if slot.workers > 1 else ''} on {slot.name} "
+        f"(room for {slot.ledger.memory / (1 << 30):.1f} GiB and {slot.ledger.cpus:g} CPUs)"
+    )

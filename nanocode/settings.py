@@ -1,0 +1,121 @@
+"""The settings of a run: the command line's options, checked, with the environment's and .env's."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nanocode import resume
+from nanocode.budget import Limits
+from nanocode.egress import allowlist
+from nanocode.errors import ConfigError
+
+MEMORY = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
+
+
+@dataclass
+class Settings:
+    model: str
+    base_url: str
+    api_key: str | None
+    project: Path
+    sandbox: bool
+    image: str | None
+    memory: str
+    cpus: float
+    pids: int
+    network: str
+    allow_hosts: list[str]
+    host_ca: bool
+    runtime: str | None
+    require_isolation: list[str]
+    command_timeout: float
+    output_cap: int
+    limits: Limits
+    max_tokens: int
+    request_timeout: float
+    retries: int
+    transcript: Path | None
+    replay: Path | None
+    quiet: bool
+    context_window: int | None = None
+    compact_threshold: float = 0.8
+    compact_model: str | None = None
+    prompt_cache: bool = True
+    instructions: bool = True
+    checks: tuple[str, ...] = ()
+    resume: Path | None = None
+    workspace: str = "bind"
+    apply_changes: bool = False
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Settings":
+        found = resume.find(options["resume"]) if options["resume"] else None
+        # A resumed goal goes on in its own project unless told otherwise.
+        project = Path(options["project"] or (found and resume.project_of(found)) or Path.cwd()).expanduser()
+        if not project.is_dir():
+            raise ConfigError(f"the project directory {project} does not exist")
+        if options["sandbox"] and not options["project"] and project.resolve() in (Path.home().resolve(), Path("/")):
+            raise ConfigError(
+                f"refusing to share all of {project} with the sandbox: start nanocode in a project folder, "
+                "or name one with --project"
+            )
+        if options.get("workspace") == "overlay" and not options["sandbox"]:
+            raise ConfigError("--workspace overlay needs --sandbox")
+        if options.get("apply_changes") and options.get("workspace") != "overlay":
+            raise ConfigError("--apply needs --workspace overlay (bind mode changes the project as the goal runs)")
+        if options["network"] == "host" or options["network"].startswith("container:"):
+            raise ConfigError(
+                f"--network {options['network']} would share a namespace with the host or another "
+                "container: use none, bridge, or a network of your own"
+            )
+        _check_base_url(options["base_url"])
+        allow_hosts = allowlist.expand(options["allow_hosts"])
+        if allow_hosts and not options["sandbox"]:
+            raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
+        if not MEMORY.match(options["memory"]):
+            raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
+        if not options["api_key"] and not options["replay"]:
+            raise ConfigError(
+                "OPENROUTER_API_KEY is not set: put it in the environment or in a .env file (see .env.example)"
+            )
+        names = {f.name for f in cls.__dataclass_fields__.values()}
+        values = {k: v for k, v in options.items() if k in names}
+        values["project"] = project.resolve()
+        for name in ("transcript", "replay"):
+            values[name] = Path(options[name]) if options[name] else None
+        values["memory"] = options["memory"].lower()
+        values["allow_hosts"] = allow_hosts
+        values["require_isolation"] = sorted(
+            set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
+        )
+        values["limits"] = Limits(
+            max_steps=options["max_steps"],
+            max_continuations=options["max_continuations"],
+            max_seconds=options["max_time"],
+            max_cost=options["max_cost"],
+            repeat_note=options["repeat_note"],
+            max_repeats=options["max_repeats"],
+        )
+        values["checks"] = tuple(check for check in options["checks"] if check.strip())
+        values["resume"] = found
+        return cls(**values)
+
+
+def _check_base_url(url: str) -> None:
+    """A base URL the HTTP client could not use is a setting to fix, found before anything starts."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number, or out of range
+        problem = ""
+        if any(c.isspace() for c in url):
+            problem = "it contains spaces"
+        elif parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it names no host"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"the base URL {url!r} (--base-url, INFERENCE_BASE_URL) is not usable: {problem}")

@@ -1,0 +1,550 @@
+"""`nanocode batch`: many goals in parallel, each in a sandbox and a workspace of its own, against the real
+engine and a scripted endpoint that answers each goal by its own script."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanocode.prompts import MARKER
+from tests.scripted_api import Reply, ScriptedAPI, call, error, message, tools
+
+SMALL = ["--memory", "256m", "--cpus", "0.25"]  # room for many sandboxes at once on a small machine
+
+
+def _env(tmp_path: Path, api: ScriptedAPI) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE", "MODEL"))}
+    if os.environ.get("NANOCODE_REQUIRE_DOCKER"):
+        keep["NANOCODE_REQUIRE_DOCKER"] = os.environ["NANOCODE_REQUIRE_DOCKER"]
+    return keep | {
+        "OPENROUTER_API_KEY": "sk-test",
+        "INFERENCE_BASE_URL": api.url,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nanocode", "batch", *args]
+
+
+def batch(tmp_path: Path, api: ScriptedAPI, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_command(*args), env=_env(tmp_path, api), capture_output=True, text=True, timeout=timeout)
+
+
+def start(tmp_path: Path, api: ScriptedAPI, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _command(*args), env=_env(tmp_path, api), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def goals_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "goals.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return path
+
+
+def result(out: Path, goal_id: str) -> dict[str, Any]:
+    return json.loads((out / goal_id / "result.json").read_text())
+
+
+def tool_results(out: Path, goal_id: str) -> list[str]:
+    lines = (out / goal_id / "transcript.jsonl").read_text().splitlines()
+    return [e["result"] for e in map(json.loads, lines) if e["kind"] == "tool"]
+
+
+def owned_by(client: Any, pid: int) -> list[Any]:
+    from nanocode.sandbox.container import ours
+
+    return [c for c in ours(client) if c.labels.get("nanocode.owner.pid") == str(pid)]
+
+
+def volumes_of(client: Any, pid: int) -> list[Any]:
+    return client.volumes.list(filters={"label": f"nanocode.owner.pid={pid}"})  # type: ignore[no-any-return]
+
+
+def wait_for(predicate: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def slow_goal(api: ScriptedAPI, text: str, steps: int, delay: float) -> None:
+    """A goal that writes its own file, then runs `true` for a while before it completes."""
+    name = text.replace(" ", "-")
+    api.add_goal(text, tools(call("write_file", {"path": f"{name}.txt", "content": text})))
+    for _ in range(steps):
+        api.add_goal(text, Reply(tools(call("shell", {"command": "true"})).body, delay=delay))
+    api.add_goal(text, message(f"{MARKER} {text} done", cost=0.001))
+
+
+# Sandboxed batches.
+
+
+def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    (project / "shared.txt").write_text("as it was\n")
+    api.goal_delay = 0.05
+    entries = []
+    for n in range(12):
+        text = f"goal number {n}"
+        api.add_goal(
+            text,
+            tools(
+                call("write_file", {"path": f"own-{n}.txt", "content": f"{n}\n"}),
+                call("write_file", {"path": "shared.txt", "content": f"written by {n}\n"}),
+            ),
+            tools(call("shell", {"command": "ls; cat shared.txt"})),
+            message(f"{MARKER} {n} done", cost=0.01),
+        )
+        entries.append({"id": f"g{n:02d}", "goal": text})
+    out = tmp_path / "out"
+    done = batch(
+        tmp_path,
+        api,
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--workers",
+        "4",
+        "--project",
+        str(project),
+        *SMALL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 workers on default" in done.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["shared.txt"]  # untouched until applied
+    for n in range(12):
+        r = result(out, f"g{n:02d}")
+        assert (r["outcome"], r["steps"], r["cost"]) == ("complete", 3, 0.01)
+        assert sorted(r["files_changed"]) == [f"own-{n}.txt", "shared.txt"]
+        # It saw its own files and nothing of the other goals'.
+        assert tool_results(out, f"g{n:02d}")[-1].split() == [f"own-{n}.txt", "shared.txt", "written", "by", str(n)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcomes"] == {"complete": 12} and summary["exit_code"] == 0
+    assert "g11" in done.stdout and "complete" in done.stdout
+
+    listing = batch(tmp_path, api, "ls", str(out))
+    assert listing.returncode == 0 and listing.stdout.count("complete") == 12
+
+    applied = batch(tmp_path, api, "apply", str(out), "--only", "g03")
+    assert applied.returncode == 0, applied.stderr
+    assert (project / "shared.txt").read_text() == "written by 3\n" and (project / "own-3.txt").exists()
+    conflict = batch(tmp_path, api, "apply", str(out))
+    assert conflict.returncode == 6
+    assert "goal g00: nothing applied" in conflict.stderr and "shared.txt" in conflict.stderr
+    assert conflict.stderr.strip().splitlines()[-1].startswith("nanocode: ")
+    assert (project / "own-0.txt").exists() is False  # the goal that conflicts applied nothing
+
+
+def test_an_out_of_memory_goal_is_its_own(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    hog = "python3 -c 'x = bytearray(400 * 1024 * 1024); print(len(x))'"
+    api.add_goal("eat memory", tools(call("shell", {"command": hog})), message(f"{MARKER} it died"))
+    entries = [{"id": "hog", "goal": "eat memory", "memory": "64m"}]
+    for n in range(2):
+        api.add_goal(f"calm {n}", tools(call("shell", {"command": "echo calm"})), message(f"{MARKER} ok"))
+        entries.append({"id": f"calm{n}", "goal": f"calm {n}"})
+    out = tmp_path / "out"
+    done = batch(
+        tmp_path,
+        api,
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--workers",
+        "3",
+        *SMALL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "out of memory (limit 64m)" in tool_results(out, "hog")[0]
+    for n in range(2):
+        assert tool_results(out, f"calm{n}") == ["calm\n"]
+        assert result(out, f"calm{n}")["outcome"] == "complete"
+
+
+def test_resume_after_kill_9_runs_only_what_was_left(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    entries = [{"id": f"k{n}", "goal": f"kill test {n}"} for n in range(5)]
+    api.add_goal("kill test 0", message(f"{MARKER} quick"))
+    for n in range(1, 5):
+        slow_goal(api, f"kill test {n}", steps=30, delay=0.5)
+    out = tmp_path / "out"
+    args = [str(goals_file(tmp_path, entries)), "--out", str(out), "--project", str(project), "--workers", "2", *SMALL]
+    process = start(tmp_path, api, *args)
+    wait_for(lambda: (out / "k0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 2)
+    process.kill()
+    process.communicate()
+    stale = owned_by(docker_engine, process.pid)
+    assert stale and volumes_of(docker_engine, process.pid)  # what the goals in flight left
+
+    api.goals.clear()
+    for n in range(1, 5):
+        api.add_goal(f"kill test {n}", message(f"{MARKER} second run"))
+    before = len(api.times)
+    again = batch(tmp_path, api, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 done already" in again.stderr
+    assert {goal for _, goal in api.times[before:]} == {f"kill test {n}" for n in range(1, 5)}
+    assert result(out, "k0")["answer"] == "quick" and result(out, "k3")["answer"] == "second run"
+    assert not owned_by(docker_engine, process.pid) and not volumes_of(docker_engine, process.pid)
+    assert not list((tmp_path / "state" / "nanocode" / "layers").iterdir())
+    for c in stale:
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{c.labels['nanocode.goal']}-*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_stops_every_goal_and_leaves_nothing_behind(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, sig: int
+) -> None:
+    entries = [{"id": f"i{n}", "goal": f"interrupt {n}"} for n in range(4)]
+    api.add_goal("interrupt 0", message(f"{MARKER} finished first"))
+    for n in range(1, 4):
+        slow_goal(api, f"interrupt {n}", steps=30, delay=0.3)
+    out = tmp_path / "out"
+    process = start(
+        tmp_path,
+        api,
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--workers",
+        "2",
+        *SMALL,
+    )
+    wait_for(lambda: (out / "i0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 3)
+    goals = [c.labels["nanocode.goal"] for c in owned_by(docker_engine, process.pid)]
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not owned_by(docker_engine, process.pid) and not volumes_of(docker_engine, process.pid)
+    assert not list((tmp_path / "state" / "nanocode" / "layers").iterdir())
+    for goal in goals:
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{goal}-*"))
+    assert result(out, "i0")["outcome"] == "complete"  # what finished is kept
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+
+
+# Outcomes, budgets and the endpoint.
+
+
+def test_retry_failed_reruns_endpoint_errors_only(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    api.add_goal("fails", error(401, "bad key"))
+    api.add_goal("works", message(f"{MARKER} fine"))
+    api.add_goal("over budget", *[tools(call("shell", {"command": "true"}))] * 2)
+    entries = [
+        {"id": "a", "goal": "fails"},
+        {"id": "b", "goal": "works"},
+        {"id": "c", "goal": "over budget", "max_steps": 2},
+    ]
+    out = tmp_path / "out"
+    args = [
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--retries",
+        "0",
+    ]
+    first = batch(tmp_path, api, *args)
+    assert first.returncode == 4, first.stderr  # an endpoint error is worse than a budget
+    assert [result(out, i)["outcome"] for i in "abc"] == ["endpoint", "complete", "budget"]
+    assert "API key was refused" in result(out, "a")["reason"]
+
+    before = len(api.times)
+    again = batch(tmp_path, api, *args)
+    assert again.returncode == 4 and len(api.times) == before  # final results are not run again
+
+    api.add_goal("fails", message(f"{MARKER} fixed"))
+    retried = batch(tmp_path, api, *args, "--retry-failed")
+    assert retried.returncode == 5, retried.stderr  # the budget stays
+    assert [goal for _, goal in api.times[before:]] == ["fails"]
+    assert result(out, "a")["outcome"] == "complete"
+
+
+def test_a_batch_budget_ends_running_goals_and_starts_no_more(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    entries = [{"id": f"b{n}", "goal": f"spend {n}"} for n in range(4)]
+    for n in range(4):
+        api.add_goal(f"spend {n}", *[Reply(tools(call("shell", {"command": "true"}), cost=0.01).body, delay=0.05)] * 50)
+    out = tmp_path / "out"
+    args = [
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--workers",
+        "2",
+        "--batch-max-cost",
+        "0.1",
+        *SMALL,
+    ]
+    done = batch(tmp_path, api, *args)
+    assert done.returncode == 5, done.stderr
+    ran = [result(out, p.name) for p in sorted(out.iterdir()) if (p / "result.json").exists()]
+    assert [r["outcome"] for r in ran] == ["stopped", "stopped"]  # two at a time: two ran, two never started
+    assert all("--batch-max-cost" in r["reason"] for r in ran)
+    assert 0.1 <= sum(r["cost"] for r in ran) < 0.2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcomes"] == {"stopped": 4}
+
+    for n in range(4):
+        api.goals[f"spend {n}"] = [message(f"{MARKER} done")]
+    assert batch(tmp_path, api, *args).returncode == 0  # stopped goals run again
+
+
+def test_a_429_slows_every_worker_together(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    api.add_goal("storm 0", error(429, "slow down", {"Retry-After": "1"}), message(f"{MARKER} 0"))
+    for n in range(1, 4):
+        api.add_goal(
+            f"storm {n}", Reply(tools(call("shell", {"command": "true"})).body, delay=0.6), message(f"{MARKER} {n}")
+        )
+    entries = [{"id": f"s{n}", "goal": f"storm {n}"} for n in range(4)]
+    out = tmp_path / "out"
+    done = batch(
+        tmp_path,
+        api,
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--workers",
+        "4",
+        *SMALL,
+    )
+    assert done.returncode == 0, done.stderr
+    refused = next(t for t, goal in api.times if goal == "storm 0")
+    seconds = [[t for t, goal in api.times if goal == f"storm {n}"] for n in range(1, 4)]
+    # Each goal's second request waited for the back-off another goal was asked for.
+    assert all(len(times) == 2 and times[1] >= refused + 0.95 for times in seconds), (refused, seconds)
+    assert json.loads((out / "summary.json").read_text())["backoffs"] >= 1
+
+
+def test_goals_in_yaml_from_stdin_with_overrides(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    api.add_goal("first", message(f"{MARKER} 1"))
+    api.add_goal("second", message(f"{MARKER} 2"))
+    text = f"goals:\n  - first\n  - goal: second\n    id: two\n    model: some/other-model\n    project: {other}\n"
+    out = tmp_path / "out"
+    done = subprocess.run(
+        _command("-", "--out", str(out), "--project", str(project), "-q"),
+        input=text,
+        env=_env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and "two" in done.stdout  # -q: only the summary
+    assert result(out, "001")["project"] == str(project)
+    assert result(out, "two")["project"] == str(other)
+    assert {r["model"] for r in api.requests} == {"anthropic/claude-sonnet-4-6", "some/other-model"}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"goal": "a"}\n{"goal": \n', "line 2 is not JSON"),
+        ('{"id": "x"}\n', "has no goal text"),
+        ('{"goal": "a", "api_key": "k"}\n', "api_key cannot be set per goal"),
+        ('{"goal": "a", "max_steps": "many"}\n', "entry 1"),
+        ('{"goal": "a", "id": "../up"}\n', "must be letters"),
+        ('{"goal": "a", "id": "x"}\n{"goal": "b", "id": "x"}\n', "more than one goal"),
+        ("- goal: [unclosed\n", "neither JSON Lines nor YAML"),
+        ('{"goal": "a", "memory": "lots"}\n', "goal 001: --memory 'lots' is not a size"),
+    ],
+)
+def test_a_bad_goals_file_is_one_line(api: ScriptedAPI, project: Path, tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "goals.jsonl"
+    path.write_text(text)
+    done = batch(tmp_path, api, str(path), "--project", str(project))
+    assert done.returncode == 3, done.stderr
+    assert words in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+# More than one engine.
+
+
+def test_goals_spread_over_two_engines_one_that_cannot_see_the_project(
+    docker_engine: Any,
+    sandbox_image: str,
+    second_engine: Any,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    (project / "base.txt").write_text("shipped\n")
+    entries = []
+    for n in range(6):
+        text = f"two engines {n}"
+        api.add_goal(
+            text,
+            Reply(tools(call("shell", {"command": f"cat base.txt && echo {n} > own.txt"})).body, delay=0.3),
+            message(f"{MARKER} {n}"),
+        )
+        entries.append({"id": f"e{n}", "goal": text})
+    out = tmp_path / "out"
+    main = "unix:///var/run/docker.sock"
+    done = batch(
+        tmp_path,
+        api,
+        str(goals_file(tmp_path, entries)),
+        "--out",
+        str(out),
+        "--project",
+        str(project),
+        "--engine",
+        f"{main}=2",
+        "--engine",
+        f"{second_engine.url}=2",
+        *SMALL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"2 workers on {second_engine.url}" in done.stderr
+    ran = [result(out, f"e{n}") for n in range(6)]
+    assert {r["engine"] for r in ran} == {main, second_engine.url}
+    for n, r in enumerate(ran):
+        assert r["outcome"] == "complete" and r["files_changed"] == ["own.txt"]
+        assert tool_results(out, f"e{n}")[0] == "shipped\n"
+    assert not second_engine.client.containers.list(all=True, filters={"label": "nanocode"})
+    assert not second_engine.client.volumes.list(filters={"label": "nanocode"})
+
+
+# The REPL's warm sandbox.
+
+
+def test_the_repl_starts_the_next_goals_sandbox_while_the_person_types(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    api.add(tools(call("shell", {"command": "echo one"})), message(f"{MARKER} first"))
+    api.add(tools(call("shell", {"command": "echo two"})), message(f"{MARKER} second"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanocode", "--sandbox", "--project", str(project)],
+        env=_env(tmp_path, api),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write("goal one\n")
+    process.stdin.flush()
+    assert process.stdout.readline() == "first\n"
+    wait_for(lambda: [c.status for c in owned_by(docker_engine, process.pid)] == ["running"])
+    waiting = owned_by(docker_engine, process.pid)[0]  # started before the next goal is typed
+    stdout, stderr = process.communicate("goal two\n\n", timeout=60)
+    assert process.returncode == 0, stderr
+    assert stdout == "second\n"
+    assert f"sandbox {waiting.name}:" in stderr.split("→ shell")[1]  # the second goal ran in it
+    assert not owned_by(docker_engine, process.pid)  # and the one started for a third goal is gone
+
+
+def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_elsewhere(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    from tests.second_engine import start_second_engine, stop_second_engine
+
+    lost = start_second_engine(sandbox_image)
+    try:
+        entries = [{"id": f"d{n}", "goal": f"dying engine {n}"} for n in range(6)]
+        for n in range(6):
+            slow_goal(api, f"dying engine {n}", steps=8, delay=0.25)
+        out = tmp_path / "out"
+        main = "unix:///var/run/docker.sock"
+        args = [str(goals_file(tmp_path, entries)), "--out", str(out), "--project", str(project), *SMALL]
+        process = start(tmp_path, api, *args, "--engine", f"{main}=2", "--engine", f"{lost.url}=2")
+        wait_for(lambda: len(lost.client.containers.list(filters={"label": "nanocode.goal"})) >= 2)
+        lost.process.terminate()  # dockerd stops its containers and exits: it answers no more
+        _, stderr = process.communicate(timeout=180)
+        assert process.returncode == 3, stderr
+        assert f"the engine {lost.url} stopped answering" in stderr
+        ran = [result(out, f"d{n}") for n in range(6)]
+        dead = [r for r in ran if r["engine"] == lost.url]
+        assert dead and all(r["outcome"] == "engine" for r in dead)
+        assert all(r["outcome"] == "complete" and r["engine"] == main for r in ran if r not in dead)
+        assert len(dead) < 6
+
+        for r in dead:
+            api.goals[r["goal"]] = [message(f"{MARKER} on the other engine")]
+        again = batch(tmp_path, api, *args, "--retry-failed")
+        assert again.returncode == 0, again.stderr
+        assert all(result(out, r["id"])["outcome"] == "complete" for r in dead)
+    finally:
+        stop_second_engine(lost)
