@@ -81,8 +81,8 @@ def slow_goal(api: ScriptedAPI, text: str, steps: int, delay: float) -> None:
     """A goal that writes its own file, then runs `true` for a while before it completes."""
     name = text.replace(" ", "-")
     api.add_goal(text, tools(call("write_file", {"path": f"{name}.txt", "content": text})))
-    for _ in range(steps):
-        api.add_goal(text, Reply(tools(call("shell", {"command": "true"})).body, delay=delay))
+    for step in range(steps):  # each call its own, or the loop breaker would end the goal
+        api.add_goal(text, Reply(tools(call("shell", {"command": f"true {step}"})).body, delay=delay))
     api.add_goal(text, message(f"{MARKER} {text} done", cost=0.001))
 
 
@@ -310,7 +310,8 @@ def test_a_batch_budget_ends_running_goals_and_starts_no_more(
 ) -> None:
     entries = [{"id": f"b{n}", "goal": f"spend {n}"} for n in range(4)]
     for n in range(4):
-        api.add_goal(f"spend {n}", *[Reply(tools(call("shell", {"command": "true"}), cost=0.01).body, delay=0.05)] * 50)
+        calls = [tools(call("shell", {"command": f"true {i}"}), cost=0.01) for i in range(50)]
+        api.add_goal(f"spend {n}", *[Reply(reply.body, delay=0.05) for reply in calls])
     out = tmp_path / "out"
     args = [
         str(goals_file(tmp_path, entries)),
@@ -506,7 +507,7 @@ def test_the_repl_starts_the_next_goals_sandbox_while_the_person_types(
     stdout, stderr = process.communicate("goal two\n\n", timeout=60)
     assert process.returncode == 0, stderr
     assert stdout == "second\n"
-    assert f"sandbox {waiting.name}:" in stderr.split("→ shell")[1]  # the second goal ran in it
+    assert f"sandbox {waiting.name}," in stderr.split("→ shell")[1]  # the second goal ran in it
     assert not owned_by(docker_engine, process.pid)  # and the one started for a third goal is gone
 
 

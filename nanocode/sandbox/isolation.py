@@ -22,6 +22,7 @@ class Isolation:
     unenforced: list[str]
     network: str
     engine: str
+    container: str = ""  # its name
     fallbacks: list[str] = field(default_factory=list)  # what the runtime in it does without (its hello)
 
     def line(self) -> str:
@@ -30,7 +31,7 @@ class Isolation:
         if self.unenforced:
             limits += f" (NOT enforced: {', '.join(self.unenforced)})"
         parts = [
-            f"isolation: {self.engine}, runtime {self.runtime} ({kernel})",
+            f"isolation: sandbox {self.container}, {self.engine}, runtime {self.runtime} ({kernel})",
             "rootless" if self.rootless else "rootful",
             f"user namespace {self.userns}",
             f"seccomp {self.seccomp}",
@@ -64,6 +65,7 @@ def observe(facts: Facts, inspected: dict[str, Any], limits: str, fallbacks: lis
         unenforced=list(facts.unenforced),
         network=str(host.get("NetworkMode") or "default"),
         engine=facts.product,
+        container=str(inspected.get("Name") or "").lstrip("/"),
         fallbacks=list(fallbacks),
     )
 
