@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from nanocode.batch.results import Result
-from nanocode.display import shorten
+from nanocode.display import QuietDisplay, shorten
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Progress:
             self._drawn = 0
 
 
-class GoalDisplay:
+class GoalDisplay(QuietDisplay):
     """The Display of one goal of a batch: steps and cost go to the table, notes to a line."""
 
     def __init__(self, progress: Progress, goal_id: str):
@@ -133,12 +133,6 @@ class GoalDisplay:
     def waiting(self) -> Iterator[None]:
         self.progress.step(self.goal_id, self.cost)
         yield
-
-    def tool(self, name: str, arguments: str, result: str) -> None:
-        pass
-
-    def say(self, text: str) -> None:
-        pass
 
     def note(self, text: str) -> None:
         self.progress.line(f"[{self.goal_id}] {text}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from nanocode.cli.options import PATH, goal_options
+from nanocode.cli.options import PATH, env_option, goal_options
 
 
 class BatchGroup(click.Group):
@@ -33,13 +33,13 @@ def batch() -> None:
 @click.option(
     "--goal", "goal_texts", multiple=True, metavar="TEXT", help="A goal (repeatable), with or without a file."
 )
-@click.option(
+@env_option(
     "--workers",
     envvar="NANOCODE_WORKERS",
     type=click.IntRange(min=1),
     help="Goals at once on each engine.  [default: what the engine has room for]",
 )
-@click.option(
+@env_option(
     "--out",
     envvar="NANOCODE_BATCH_OUT",
     type=PATH,
@@ -50,28 +50,26 @@ def batch() -> None:
     is_flag=True,
     help="Run again the goals that ended in an endpoint error, an engine error or a crash.",
 )
-@click.option(
+@env_option(
     "--batch-max-cost",
     envvar="NANOCODE_BATCH_MAX_COST",
     type=click.FloatRange(min=0),
     default=0.0,
-    show_default=True,
     help="Dollars for the whole batch (0: no limit).",
 )
-@click.option(
+@env_option(
     "--batch-max-time",
     envvar="NANOCODE_BATCH_MAX_TIME",
     type=click.FloatRange(min=0),
     default=0.0,
-    show_default=True,
     help="Wall-clock seconds for the whole batch (0: no limit).",
 )
-@click.option(
+@env_option(
     "--max-memory-total",
     envvar="NANOCODE_MAX_MEMORY_TOTAL",
     help="Memory of all running sandboxes together.  [default: 75% of the engine's]",
 )
-@click.option(
+@env_option(
     "--max-cpus-total",
     envvar="NANOCODE_MAX_CPUS_TOTAL",
     type=click.FloatRange(min=0.01),
@@ -84,11 +82,10 @@ def batch() -> None:
     metavar="URL|CONTEXT[=N]",
     help="A Docker engine to spread goals over, with its worker count (repeatable).",
 )
-@click.option(
+@env_option(
     "--pool/--no-pool",
     envvar="NANOCODE_POOL",
     default=True,
-    show_default=True,
     help="Start each goal's sandbox ahead of it.",
 )
 @goal_options

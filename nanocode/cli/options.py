@@ -8,7 +8,7 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _option(*names: str, envvar: str, **kwargs: Any) -> Callable[[F], F]:
+def env_option(*names: str, envvar: str, **kwargs: Any) -> Callable[[F], F]:
     """Every option can be set by an environment variable; --help shows both, and the default."""
     kwargs.setdefault("show_default", "default" in kwargs)
     return click.option(*names, envvar=envvar, show_envvar=True, **kwargs)
@@ -27,27 +27,27 @@ FILE = click.Path(dir_okay=False)
 
 # In the order --help lists them.
 GOAL_OPTIONS = [
-    _option("--model", envvar="MODEL_NAME", default="anthropic/claude-sonnet-4-6", help="Model name."),
-    _option(
+    env_option("--model", envvar="MODEL_NAME", default="anthropic/claude-sonnet-4-6", help="Model name."),
+    env_option(
         "--base-url",
         envvar="INFERENCE_BASE_URL",
         default="https://openrouter.ai/api/v1",
         help="OpenAI-compatible API base URL.",
     ),
-    _option("--api-key", envvar="OPENROUTER_API_KEY", help="API key (required unless --replay)."),
-    _option(
+    env_option("--api-key", envvar="OPENROUTER_API_KEY", help="API key (required unless --replay)."),
+    env_option(
         "--project",
         envvar="NANOCODE_PROJECT",
         type=PATH,
         help="Project directory the tools work in.  [default: current directory]",
     ),
-    _option(
+    env_option(
         "--sandbox/--no-sandbox",
         envvar="NANOCODE_SANDBOX",
         default=False,
         help="Run every tool call in a disposable Docker container.",
     ),
-    _option(
+    env_option(
         "--workspace",
         envvar="NANOCODE_WORKSPACE",
         type=click.Choice(["bind", "overlay"]),
@@ -55,24 +55,28 @@ GOAL_OPTIONS = [
         help="How the sandbox shares the project: bind (live, .git read-only) or overlay (a private layer; "
         "the project changes when its change set is applied).",
     ),
-    _option(
+    env_option(
         "--apply",
         "apply_changes",
         envvar="NANOCODE_APPLY",
         is_flag=True,
         help="With -p and --workspace overlay: apply the change set when the goal completes.",
     ),
-    _option("--image", envvar="NANOCODE_IMAGE", help="Sandbox image to use instead of the built-in one."),
-    _option("--memory", envvar="NANOCODE_MEMORY", default="2g", help="Sandbox memory limit (swap is the same)."),
-    _option("--cpus", envvar="NANOCODE_CPUS", type=click.FloatRange(min=0.01), default=2.0, help="Sandbox CPU limit."),
-    _option("--pids", envvar="NANOCODE_PIDS", type=click.IntRange(min=16), default=512, help="Sandbox process limit."),
-    _option(
+    env_option("--image", envvar="NANOCODE_IMAGE", help="Sandbox image to use instead of the built-in one."),
+    env_option("--memory", envvar="NANOCODE_MEMORY", default="2g", help="Sandbox memory limit (swap is the same)."),
+    env_option(
+        "--cpus", envvar="NANOCODE_CPUS", type=click.FloatRange(min=0.01), default=2.0, help="Sandbox CPU limit."
+    ),
+    env_option(
+        "--pids", envvar="NANOCODE_PIDS", type=click.IntRange(min=16), default=512, help="Sandbox process limit."
+    ),
+    env_option(
         "--network",
         envvar="NANOCODE_NETWORK",
         default="none",
         help="Sandbox network: none, bridge, or a Docker network name (with --allow-host: the proxy's way out).",
     ),
-    _option(
+    env_option(
         "--allow-host",
         "allow_hosts",
         envvar="NANOCODE_ALLOW_HOSTS",
@@ -81,137 +85,137 @@ GOAL_OPTIONS = [
         help="Let the sandbox reach only this host, through a proxy: a name, *.domain, host:port, or a preset "
         "(@python, @npm, @debian, @github). Repeatable; the variable takes a comma-separated list.",
     ),
-    _option(
+    env_option(
         "--host-ca/--no-host-ca",
         envvar="NANOCODE_HOST_CA",
         default=True,
         help="Trust the host's CA bundle inside a sandbox with a network.",
     ),
-    _option(
+    env_option(
         "--runtime",
         envvar="NANOCODE_RUNTIME",
         help="The engine's OCI runtime for the sandbox (runsc for gVisor).  [default: the engine's]",
     ),
-    _option(
+    env_option(
         "--require-isolation",
         envvar="NANOCODE_REQUIRE_ISOLATION",
         type=click.Choice(["gvisor", "rootless", "limits"]),
         multiple=True,
         help="Refuse a goal whose sandbox is not this (repeatable): gvisor, rootless, limits enforced.",
     ),
-    _option(
+    env_option(
         "--require-limits",
         envvar="NANOCODE_REQUIRE_LIMITS",
         is_flag=True,
         help="Refuse an engine that would not enforce the memory, CPU and process limits.",
     ),
-    _option(
+    env_option(
         "--command-timeout",
         envvar="NANOCODE_COMMAND_TIMEOUT",
         type=click.FloatRange(min=0.1),
         default=120.0,
         help="Seconds before a command, and everything it started, is killed.",
     ),
-    _option(
+    env_option(
         "--output-cap",
         envvar="NANOCODE_OUTPUT_CAP",
         type=click.IntRange(min=1000),
         default=50000,
         help="Bytes of output kept per stream (head and tail).",
     ),
-    _option(
+    env_option(
         "--max-steps",
         envvar="NANOCODE_MAX_STEPS",
         type=click.IntRange(min=1),
         default=100,
         help="Model calls per goal.",
     ),
-    _option(
+    env_option(
         "--max-continuations",
         envvar="NANOCODE_MAX_CONTINUATIONS",
         type=click.IntRange(min=0),
         default=10,
         help="Re-prompts per goal when the model stops before the goal is complete.",
     ),
-    _option(
+    env_option(
         "--max-time",
         envvar="NANOCODE_MAX_TIME",
         type=click.FloatRange(min=1),
         default=3600.0,
         help="Wall-clock seconds per goal.",
     ),
-    _option(
+    env_option(
         "--max-cost",
         envvar="NANOCODE_MAX_COST",
         type=click.FloatRange(min=0),
         default=5.0,
         help="Dollars per goal, summed from usage.cost where the endpoint reports it (0: no limit).",
     ),
-    _option(
+    env_option(
         "--max-tokens",
         envvar="NANOCODE_MAX_TOKENS",
         type=click.IntRange(min=1),
         default=8192,
         help="max_tokens of each model reply.",
     ),
-    _option(
+    env_option(
         "--request-timeout",
         envvar="NANOCODE_REQUEST_TIMEOUT",
         type=click.FloatRange(min=1),
         default=300.0,
         help="Seconds to wait for one model reply.",
     ),
-    _option(
+    env_option(
         "--retries",
         envvar="NANOCODE_RETRIES",
         type=click.IntRange(min=0),
         default=5,
         help="Retries of a failed model request (connection errors, timeouts, 408, 429, 5xx).",
     ),
-    _option(
+    env_option(
         "--transcript",
         envvar="NANOCODE_TRANSCRIPT",
         type=FILE,
         help="JSON Lines transcript.  [default: ~/.local/state/nanocode/runs/]",
     ),
-    _option(
+    env_option(
         "--replay",
         envvar="NANOCODE_REPLAY",
         type=click.Path(dir_okay=False, exists=True),
         help="Answer with the model replies recorded in a transcript (no key needed).",
     ),
-    _option("-q", "--quiet", envvar="NANOCODE_QUIET", is_flag=True, help="Print only the final answer."),
-    _option(
+    env_option("-q", "--quiet", envvar="NANOCODE_QUIET", is_flag=True, help="Print only the final answer."),
+    env_option(
         "--context-window",
         envvar="NANOCODE_CONTEXT_WINDOW",
         type=click.IntRange(min=1000),
         help="The model's context window in tokens.  [default: from the endpoint's model listing, else 128000]",
     ),
-    _option(
+    env_option(
         "--compact-threshold",
         envvar="NANOCODE_COMPACT_THRESHOLD",
         type=click.FloatRange(min=0.1, max=1.0),
         default=0.8,
         help="Compact the conversation when it is estimated past this fraction of the window.",
     ),
-    _option(
+    env_option(
         "--compact-model",
         envvar="NANOCODE_COMPACT_MODEL",
         help="Model that writes the summary when the conversation is compacted.  [default: --model]",
     ),
-    _option(
+    env_option(
         "--prompt-cache/--no-prompt-cache",
         envvar="NANOCODE_PROMPT_CACHE",
         default=True,
         help="Mark the system prompt and the newest message for the prompt cache (Anthropic's models).",
     ),
-    _option(
+    env_option(
         "--instructions/--no-instructions",
         envvar="NANOCODE_INSTRUCTIONS",
         default=True,
         help="Put the project's AGENTS.md files in the system prompt.",
     ),
-    _option(
+    env_option(
         "--check",
         "checks",
         envvar="NANOCODE_CHECK",
@@ -219,21 +223,21 @@ GOAL_OPTIONS = [
         multiple=True,
         help="A command that must exit 0 before the goal is complete; repeatable (one a line in the variable).",
     ),
-    _option(
+    env_option(
         "--repeat-note",
         envvar="NANOCODE_REPEAT_NOTE",
         type=click.IntRange(min=2),
         default=3,
         help="Tell the model when it made the same tool call with the same result this many times in a row.",
     ),
-    _option(
+    env_option(
         "--max-repeats",
         envvar="NANOCODE_MAX_REPEATS",
         type=click.IntRange(min=2),
         default=6,
         help="End the goal (no progress) when the same tool call gives the same result this many times in a row.",
     ),
-    _option(
+    env_option(
         "--resume",
         envvar="NANOCODE_RESUME",
         is_flag=False,
