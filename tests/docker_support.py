@@ -20,14 +20,6 @@ def docker_client():  # type: ignore[no-untyped-def]
         pytest.skip(f"{REASON}: {exc}")
 
 
-def skip_on_podman(client, reason: str) -> None:  # type: ignore[no-untyped-def]
-    """Marks, with its reason, what Podman 4.3 cannot be put through (a skip shown in the summary)."""
-    from nanocode.sandbox import engine
-
-    if engine.libpod_info(client):
-        pytest.skip(f"Podman 4.3: {reason}")
-
-
 def gvisor_runtime(client) -> str:  # type: ignore[no-untyped-def]
     """runsc, where the engine has it registered as the README says (CI sets NANOCODE_TEST_GVISOR=1)."""
     from nanocode.sandbox import engine

@@ -25,7 +25,6 @@ from nanocode.sandbox.channel import DirectTransport, SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 from nanocode.tools import format_command
-from tests.docker_support import skip_on_podman
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
@@ -308,8 +307,8 @@ def test_an_engine_that_cannot_see_the_socket_folder_still_runs_the_sandbox(
     docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As with an engine in a VM or on another machine: the bind source does not exist where it runs.
-    skip_on_podman(docker_engine, "it creates a missing bind source on the host, so it always sees the folder")
-    monkeypatch.setattr(channel, "make_folder", lambda goal: f"/nonexistent/nanocode-{goal}-abcdefgh")
+    # Under /proc, where no engine can make it (Podman makes a missing bind source elsewhere).
+    monkeypatch.setattr(channel, "make_folder", lambda goal: f"/proc/self/nanocode-{goal}-abcdefgh")
     executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
     try:
         assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
