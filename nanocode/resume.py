@@ -26,7 +26,8 @@ def find(run: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"--resume {run}: no such transcript")
         return path
-    runs = [path for path in runs_folder().glob("*.jsonl") if path.is_file()]
+    # A run that stopped before it wrote anything (Docker not answering, say) has nothing to resume.
+    runs = [path for path in runs_folder().glob("*.jsonl") if path.is_file() and path.stat().st_size]
     if not runs:
         raise ConfigError(f"--resume last: no run to resume in {runs_folder()}")
     return max(runs, key=lambda path: path.stat().st_mtime)

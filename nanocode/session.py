@@ -51,7 +51,6 @@ def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
 
     client = client or engine.connect()
     facts = engine.facts(client)
-    engine.check_runtime(facts, settings.runtime)
     for name in container.prune(client, note):
         note(f"removed stale sandbox container {name}")
     workspace.recover(client, note)
@@ -81,7 +80,7 @@ def executor_factory(
     from nanocode.workspace import workspace
 
     engine = engine or open_engine(s, note)
-    engines.check_runtime(engine.facts, s.runtime)
+    engines.check_runtime(engine.facts, s.runtime, networked=s.network != "none" or bool(s.allow_hosts))
     recorder = recorder or _Unrecorded()
     tag = s.image or engine.image
     config = SandboxConfig(
@@ -172,10 +171,14 @@ class Session:
         self.kept: Any = None  # the change set of the last goal
         path = self.resumed.path if self.resumed else settings.transcript or default_path()
         self.transcript = transcript or Transcript(path)
-        # self.workspaces opens a goal's workspace (None without the sandbox)
-        self._open_executor, self.workspaces, environment = executor_factory(
-            settings, engine, self.display.note, self.transcript
-        )
+        try:
+            # self.workspaces opens a goal's workspace (None without the sandbox)
+            self._open_executor, self.workspaces, environment = executor_factory(
+                settings, engine, self.display.note, self.transcript
+            )
+        except BaseException:
+            self.transcript.close()
+            raise
         system = self._system_prompt(environment)
         self.context = self._context()
         self._start_record(system)
@@ -318,6 +321,18 @@ class Session:
                 self.signals.hold()
                 ahead.discard()
 
+    def _take(self, taken: "_Ahead") -> tuple[Any, Executor]:
+        """The sandbox started while the person typed; a signal while it finishes starting removes it."""
+        try:
+            with self.signals.goal():
+                return taken.take(self.display.note)
+        except KeyboardInterrupt as exc:
+            self.signals.hold()
+            taken.discard()
+            stopped = Interrupted("interrupted: the goal was stopped")
+            stopped.terminated = isinstance(exc, _Terminated)
+            raise stopped from None
+
     def _read(self, waiting: bool) -> str | None:
         """The next goal; None at the end of input. With a sandbox waiting, SIGTERM at the prompt removes it too."""
         try:
@@ -333,7 +348,7 @@ class Session:
 
     def _repl_goal(self, line: str, taken: "_Ahead | None") -> None:
         try:
-            workspace, executor = taken.take(self.display.note) if taken else (None, None)
+            workspace, executor = self._take(taken) if taken else (None, None)
             click.echo(printable(self.run_goal(line, executor, workspace)))
         except NanocodeError as exc:
             if isinstance(exc, Interrupted) and self.signals.resume():
@@ -354,6 +369,7 @@ class _Ahead:
 
     def __init__(self, prepare: Callable[[Note], tuple[Any, Executor]]):
         self._said: list[str] = []
+        self._note: Note = self._said.append  # the sandbox and workspace say things for as long as they live
         self._prepared: tuple[Any, Executor] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(prepare,), daemon=True)
@@ -361,12 +377,13 @@ class _Ahead:
 
     def _run(self, prepare: Callable[[Note], tuple[Any, Executor]]) -> None:
         try:
-            self._prepared = prepare(self._said.append)
+            self._prepared = prepare(lambda text: self._note(text))
         except BaseException as exc:
             self._error = exc
 
     def take(self, note: Note) -> tuple[Any, Executor]:
         self._thread.join()
+        self._note = note
         for line in self._said:
             note(line)
         if self._error is not None:
@@ -432,6 +449,10 @@ class _Signals:
         finally:
             if not self.stopping:
                 self._restore()
+        if not self.stopping and any(sig != signal.SIGINT for sig in self.held):
+            # A SIGTERM that came while a goal that ended by itself was cleaning up: it still ends nanocode.
+            self.stopping = True
+            raise _Terminated
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

@@ -74,6 +74,16 @@ class Settings:
         allow_hosts = allowlist.expand(options["allow_hosts"])
         if allow_hosts and not options["sandbox"]:
             raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
+        sandboxed = ("--runtime", options["runtime"]), ("--require-isolation", options["require_isolation"])
+        for name, given in (*sandboxed, ("--require-limits", options["require_limits"])):
+            if given and not options["sandbox"]:
+                # Fail-closed: without the sandbox, commands would run on the host with no isolation at all.
+                raise ConfigError(f"{name} applies to the sandbox: add --sandbox")
+        if found and options.get("workspace") == "overlay":
+            raise ConfigError(
+                "--resume cannot carry an overlay goal's layer into a new one: apply or discard its change set "
+                "(nanocode changes), then resume with --workspace bind"
+            )
         if not MEMORY.match(options["memory"]):
             raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
         if not options["api_key"] and not options["replay"]:

@@ -85,6 +85,7 @@ class Facts:
     security: list[str]  # SecurityOptions: seccomp, apparmor, selinux, userns, rootless
     cgroup: str  # "v1 cgroupfs"
     unenforced: list[str] = field(default_factory=list)  # of LIMITS
+    runtime_args: dict[str, list[str]] = field(default_factory=dict)  # as the engine registered them
 
     @property
     def runtimes(self) -> list[str]:
@@ -109,6 +110,10 @@ def facts(client: docker.DockerClient) -> Facts:
         security=[str(option) for option in info.get("SecurityOptions") or []],
         cgroup=f"v{info.get('CgroupVersion') or '1'} {info.get('CgroupDriver') or 'cgroupfs'}",
         unenforced=unenforced_limits(info, libpod, rootless),
+        runtime_args={
+            str(name): [str(arg) for arg in (spec or {}).get("runtimeArgs") or []]
+            for name, spec in (info.get("Runtimes") or {}).items()
+        },
     )
 
 
@@ -154,10 +159,17 @@ def unenforced_limits(info: dict[str, Any], libpod: dict[str, Any], rootless: bo
     return [name for name in LIMITS if name in missing]
 
 
-def check_runtime(facts: Facts, runtime: str | None) -> None:
+def check_runtime(facts: Facts, runtime: str | None, networked: bool = False) -> None:
+    """A runtime the engine has; one registered without a network (runsc --network=none, as the README
+    registers it) cannot give a sandbox that was promised one."""
     if runtime and runtime not in facts.runtimes:
         known = ", ".join(facts.runtimes) or "none"
         raise ConfigError(f"the engine ({facts.product}) has no OCI runtime {runtime!r}: it has {known}")
+    if runtime and networked and "--network=none" in facts.runtime_args.get(runtime, []):
+        raise ConfigError(
+            f"the OCI runtime {runtime} is registered with --network=none: its sandboxes have no network, "
+            "so --network and --allow-host cannot work with it"
+        )
 
 
 def first_line(exc: BaseException) -> str:
