@@ -523,6 +523,7 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
     from tests.second_engine import start_second_engine, stop_second_engine
 
     lost = start_second_engine(sandbox_image)
+    process = None
     try:
         entries = [{"id": f"d{n}", "goal": f"dying engine {n}"} for n in range(6)]
         for n in range(6):
@@ -548,4 +549,7 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
         assert again.returncode == 0, again.stderr
         assert all(result(out, r["id"])["outcome"] == "complete" for r in dead)
     finally:
+        if process is not None and process.poll() is None:  # a batch that hung outlives no test
+            process.kill()
+            process.communicate()
         stop_second_engine(lost)
