@@ -128,6 +128,7 @@ def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
     )
     assert done.returncode == 0, done.stderr
     assert "4 workers on default" in done.stderr
+    assert all(f"[g{n:02d}] preparing" in done.stderr for n in range(12))  # each goal's states, a line each
     assert sorted(p.name for p in project.iterdir()) == ["shared.txt"]  # untouched until applied
     for n in range(12):
         r = result(out, f"g{n:02d}")

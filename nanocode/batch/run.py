@@ -94,6 +94,8 @@ class Batch:
         """Runs the goals that have no final result in `skipped`; returns the batch's exit code."""
         done = {r.id for r in skipped}
         self.queue.extend(p for p in self.planned if p.goal.id not in done)
+        for planned in self.queue:
+            self.progress.queued(planned.goal.id)
         threads = [t for slot in self.slots for t in self._threads(slot)]
         with _signals_interrupt():
             try:
@@ -251,6 +253,7 @@ class Batch:
                 with self.lock:
                     slot.pending -= 1
             if item is not None:
+                self.progress.state(planned.goal.id, "ready")
                 ready.put(item)
 
     def _runner(self, slot: Slot, ready: "queue.Queue[Prepared]", room: threading.Semaphore) -> None:
@@ -294,6 +297,7 @@ class Batch:
         if not slot.ledger.take(memory, cpus, self.stop):
             self._put_back(planned)
             return None
+        self.progress.preparing(planned.goal.id, slot.name if len(self.slots) > 1 else "")
         item = Prepared(planned, slot, None)
         with self.lock:
             self.items.add(item)
@@ -311,7 +315,8 @@ class Batch:
             return None
         return item
 
-    def _put_back(self, planned: Planned) -> None:
+    def _put_back(self, planned: Planned, why: str = "") -> None:
+        self.progress.queued(planned.goal.id, why)  # before a worker can take it again
         with self.lock:
             self.queue.appendleft(planned)
             self.taken.discard(planned.goal.id)
@@ -435,7 +440,7 @@ class Batch:
         """A goal whose workspace or sandbox did not start: on an engine gone, it waits for another."""
         outcome, reason = self._outcome(exc, slot)
         if outcome == "engine":
-            self._put_back(planned)
+            self._put_back(planned, reason)
         else:
             self._record(self._failed(planned, slot, outcome, reason, seconds))
             self._settled(planned)
@@ -453,7 +458,8 @@ class Batch:
 
     def _discard(self, item: Prepared) -> None:
         self._release(item)
-        self._put_back(item.planned)
+        gone = "" if item.slot.alive else f"the engine {item.slot.name} stopped answering"
+        self._put_back(item.planned, gone)
 
     def _spend(self, cost: float) -> None:
         with self.lock:
