@@ -128,6 +128,7 @@ def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
     )
     assert done.returncode == 0, done.stderr
     assert "4 workers on default" in done.stderr
+    assert all(f"[g{n:02d}] preparing" in done.stderr for n in range(12))  # each goal's states, a line each
     assert sorted(p.name for p in project.iterdir()) == ["shared.txt"]  # untouched until applied
     for n in range(12):
         r = result(out, f"g{n:02d}")
@@ -523,6 +524,7 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
     from tests.second_engine import start_second_engine, stop_second_engine
 
     lost = start_second_engine(sandbox_image)
+    process = None
     try:
         entries = [{"id": f"d{n}", "goal": f"dying engine {n}"} for n in range(6)]
         for n in range(6):
@@ -548,4 +550,7 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
         assert again.returncode == 0, again.stderr
         assert all(result(out, r["id"])["outcome"] == "complete" for r in dead)
     finally:
+        if process is not None and process.poll() is None:  # a batch that hung outlives no test
+            process.kill()
+            process.communicate()
         stop_second_engine(lost)

@@ -5,11 +5,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 from nanocode.batch.results import Result
 from nanocode.display import QuietDisplay, shorten
+
+# A goal's states, in the table's order: waiting for room, its workspace and sandbox being made,
+# made and waiting for a worker (the warm pool), running, its sandbox going and its change set kept.
+STATES = ("running", "closing", "ready", "preparing", "queued")
+ROWS = 20  # the table's height at most; the totals count them all
 
 
 @dataclass
@@ -18,7 +23,7 @@ class Row:
     state: str = "queued"
     step: int = 0
     cost: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # when it left the queue
 
 
 class Progress:
@@ -63,9 +68,23 @@ class Progress:
             if self.live and not self._stop.is_set():
                 self._draw()
 
+    def queued(self, goal_id: str, why: str = "") -> None:
+        """A goal waiting for room and a worker; `why` it came back to the queue, if it did."""
+        with self._lock:
+            self.rows[goal_id] = Row(goal_id)
+        if why:
+            self.line(f"[{goal_id}] queued again: {why}")
+
+    def preparing(self, goal_id: str, where: str = "") -> None:
+        with self._lock:
+            self.rows[goal_id] = Row(goal_id, "preparing", started=time.monotonic())
+        self.line(f"[{goal_id}] preparing{' on ' + where if where else ''}")
+
     def start(self, goal_id: str, where: str = "") -> None:
         with self._lock:
-            self.rows[goal_id] = Row(goal_id, "running")
+            row = self.rows.setdefault(goal_id, Row(goal_id))
+            row.state = "running"
+            row.started = row.started or time.monotonic()
         self.line(f"[{goal_id}] started{' on ' + where if where else ''}")
 
     def step(self, goal_id: str, cost: float) -> None:
@@ -97,7 +116,9 @@ class Progress:
         cost = sum(r.cost for r in self.done) + sum(r.cost for r in self.rows.values())
         left = self.total - finished
         eta = f", about {elapsed / finished * left:.0f}s left" if finished and left else ""
-        return f"{finished}/{self.total} done, {len(self.rows)} running, ${cost:.4f}, {elapsed:.0f}s{eta}"
+        states = [row.state for row in self.rows.values()]
+        counts = "".join(f", {states.count(state)} {state}" for state in STATES if state in states)
+        return f"{finished}/{self.total} done{counts}, ${cost:.4f}, {elapsed:.0f}s{eta}"
 
     def _redraw_loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -106,10 +127,11 @@ class Progress:
                 self._draw()
 
     def _draw(self) -> None:
-        now = time.monotonic()
-        lines = [f"{'id':<16} {'state':<8} {'step':>4} {'cost':>9} {'elapsed':>8}"]
-        for row in list(self.rows.values())[:20]:
-            lines.append(f"{row.id[:16]:<16} {row.state:<8} {row.step:>4} {row.cost:>9.4f} {now - row.started:>7.0f}s")
+        lines = [f"{'id':<16} {'state':<9} {'step':>4} {'cost':>9} {'elapsed':>8}"]
+        rows = sorted(self.rows.values(), key=lambda row: STATES.index(row.state))
+        lines += [_row(row, time.monotonic()) for row in rows[:ROWS]]
+        if len(rows) > ROWS:
+            lines.append(f"... and {len(rows) - ROWS} more")
         lines.append(self.totals())
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
@@ -119,6 +141,11 @@ class Progress:
         if self._drawn:
             self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
             self._drawn = 0
+
+
+def _row(row: Row, now: float) -> str:
+    elapsed = f"{now - row.started:>7.0f}s" if row.started is not None else f"{'-':>8}"
+    return f"{row.id[:16]:<16} {row.state:<9} {row.step:>4} {row.cost:>9.4f} {elapsed}"
 
 
 class GoalDisplay(QuietDisplay):

@@ -77,6 +77,7 @@ class Batch:
         self.pool = pool
         self.gate = Backoff()
         self.queue: collections.deque[Planned] = collections.deque()
+        self.taken: set[str] = set()  # goals out of the queue, neither started nor recorded: they may come back
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.stopping: NanocodeError | None = None
@@ -93,6 +94,8 @@ class Batch:
         """Runs the goals that have no final result in `skipped`; returns the batch's exit code."""
         done = {r.id for r in skipped}
         self.queue.extend(p for p in self.planned if p.goal.id not in done)
+        for planned in self.queue:
+            self.progress.queued(planned.goal.id)
         threads = [t for slot in self.slots for t in self._threads(slot)]
         with _signals_interrupt():
             try:
@@ -215,7 +218,19 @@ class Batch:
             if self.stop.is_set() or not slot.alive or not self.queue:
                 return None
             slot.pending += 1
-            return self.queue.popleft()
+            planned = self.queue.popleft()
+            self.taken.add(planned.goal.id)
+            return planned
+
+    def _drained(self) -> bool:
+        """No goal is left to start: an empty queue alone is not that, as a goal being prepared on an
+        engine that goes away comes back to it for another engine's workers."""
+        with self.lock:
+            return not self.queue and not self.taken
+
+    def _settled(self, planned: Planned) -> None:
+        with self.lock:
+            self.taken.discard(planned.goal.id)
 
     def _preparer(self, slot: Slot, ready: "queue.Queue[Prepared]", room: threading.Semaphore) -> None:
         while not self.stop.is_set() and slot.alive:
@@ -224,7 +239,10 @@ class Batch:
             planned = self._next(slot)
             if planned is None:
                 room.release()
-                return
+                if self._drained():
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 item = self._prepare(planned, slot, warm=True)
             except Exception as exc:
@@ -235,6 +253,7 @@ class Batch:
                 with self.lock:
                     slot.pending -= 1
             if item is not None:
+                self.progress.state(planned.goal.id, "ready")
                 ready.put(item)
 
     def _runner(self, slot: Slot, ready: "queue.Queue[Prepared]", room: threading.Semaphore) -> None:
@@ -243,8 +262,7 @@ class Batch:
                 try:
                     item = ready.get(timeout=0.1)
                 except queue.Empty:
-                    with self.lock:
-                        over = self.stop.is_set() or not slot.alive or (not self.queue and not slot.pending)
+                    over = self.stop.is_set() or not slot.alive or self._drained()
                     if over and ready.empty():
                         return
                     continue
@@ -256,7 +274,10 @@ class Batch:
             else:
                 planned = self._next(slot)
                 if planned is None:
-                    return
+                    if self.stop.is_set() or not slot.alive or self._drained():
+                        return
+                    time.sleep(0.1)
+                    continue
                 started = time.monotonic()
                 try:
                     prepared = self._prepare(planned, slot, warm=False)
@@ -276,6 +297,7 @@ class Batch:
         if not slot.ledger.take(memory, cpus, self.stop):
             self._put_back(planned)
             return None
+        self.progress.preparing(planned.goal.id, slot.name if len(self.slots) > 1 else "")
         item = Prepared(planned, slot, None)
         with self.lock:
             self.items.add(item)
@@ -293,9 +315,11 @@ class Batch:
             return None
         return item
 
-    def _put_back(self, planned: Planned) -> None:
+    def _put_back(self, planned: Planned, why: str = "") -> None:
+        self.progress.queued(planned.goal.id, why)  # before a worker can take it again
         with self.lock:
             self.queue.appendleft(planned)
+            self.taken.discard(planned.goal.id)
 
     def _open(self, item: Prepared, note: Callable[[str], None]) -> Executor:
         opener, _, _ = executor_factory(item.planned.settings, item.slot.engine, note)
@@ -336,6 +360,7 @@ class Batch:
 
     def _run(self, item: Prepared, started: float) -> None:
         goal = item.planned.goal
+        self._settled(item.planned)  # from now on its outcome is recorded, whatever happens
         folder = results.folder(self.out, goal.id)
         shutil.rmtree(folder / CHANGES, ignore_errors=True)  # an earlier run's, of this goal
         folder.mkdir(parents=True, exist_ok=True)
@@ -415,9 +440,10 @@ class Batch:
         """A goal whose workspace or sandbox did not start: on an engine gone, it waits for another."""
         outcome, reason = self._outcome(exc, slot)
         if outcome == "engine":
-            self._put_back(planned)
+            self._put_back(planned, reason)
         else:
             self._record(self._failed(planned, slot, outcome, reason, seconds))
+            self._settled(planned)
 
     def _failed(self, planned: Planned, slot: Slot, outcome: str, reason: str, seconds: float) -> Result:
         return Result(
@@ -432,7 +458,8 @@ class Batch:
 
     def _discard(self, item: Prepared) -> None:
         self._release(item)
-        self._put_back(item.planned)
+        gone = "" if item.slot.alive else f"the engine {item.slot.name} stopped answering"
+        self._put_back(item.planned, gone)
 
     def _spend(self, cost: float) -> None:
         with self.lock:
@@ -466,10 +493,16 @@ _OWNER = f"nanocode.owner.pid={os.getpid()}"
 
 
 def _wait_unused(client: Any, volume: str, seconds: float = 10.0) -> None:
-    """Until no container holds the volume: one being removed (an interrupt, a sweep) still does."""
+    """Until no container holds the volume: one being removed (an interrupt, a sweep) still does. An
+    engine that does not answer holds nothing that can be waited for: the workspace closes what it can."""
+    from requests import RequestException
+
     deadline = time.monotonic() + seconds
     while volume and time.monotonic() < deadline:
-        if not client.api.containers(all=True, filters={"volume": volume}):
+        try:
+            if not client.api.containers(all=True, filters={"volume": volume}):
+                return
+        except RequestException:
             return
         time.sleep(0.1)
 

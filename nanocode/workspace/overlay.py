@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException, NotFound
 from docker.types import Mount
+from requests import RequestException
 
 from nanocode.errors import ConfigError
 from nanocode.workspace import paths
@@ -80,8 +81,9 @@ def volume_mount(name: str, project: str) -> Mount:
 
 
 def remove_volume(client: docker.DockerClient, name: str) -> None:
-    """Removes a volume; an engine gone away leaves it to `sandbox prune` (its owner labels say whose)."""
-    with contextlib.suppress(NotFound, DockerException):
+    """Removes a volume; an engine gone away (its client fails to connect rather than raise a Docker
+    error) leaves it to `sandbox prune` (its owner labels say whose)."""
+    with contextlib.suppress(NotFound, DockerException, RequestException):
         client.api.remove_volume(name, force=True)
 
 

@@ -6,6 +6,7 @@ kept = ws.finish(goal_text, outcome)                      # after it is removed:
 ws.close()                                                # always; removes what the workspace made
 """
 
+import contextlib
 import os
 import shutil
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 from docker.types import Mount
+from requests import RequestException
+from urllib3.exceptions import HTTPError
 
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
@@ -185,7 +188,7 @@ class RemoteWorkspace(OverlayWorkspace):
             stream, _ = self.client.api.get_archive(self.helper, "/upper/u")
             upper.extract(stream, "u")
             opaque = remote.opaque_folders(self.client, self.helper)
-        except DockerException as exc:
+        except (DockerException, RequestException, HTTPError) as exc:  # HTTPError: a stream cut off
             raise ConfigError(
                 f"cannot bring the goal's changes back from the Docker engine ({str(exc).splitlines()[0]}): "
                 "the project was not changed"
@@ -194,8 +197,10 @@ class RemoteWorkspace(OverlayWorkspace):
         return upper
 
     def close(self) -> None:
-        if self.helper:
-            container.remove(self.client, self.helper)
+        # An engine gone away keeps what is on it (for `sandbox prune`); what is on this machine still goes.
+        with contextlib.suppress(RequestException):
+            if self.helper:
+                container.remove(self.client, self.helper)
         for name in (getattr(self, "lower", ""), getattr(self, "upper_volume", "")):
             if name:
                 overlay.remove_volume(self.client, name)
