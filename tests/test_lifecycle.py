@@ -218,9 +218,12 @@ def _hostile(kind: str, request: pytest.FixtureRequest, project: Path) -> Any:
         return type("HostileHost", (HostExecutor,), {"source": HOSTILE_SOURCE})(str(project), 20000, [])
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.sandbox.protect import project_mounts
 
     hostile = type("HostileSandbox", (SandboxExecutor,), {"source": HOSTILE_SOURCE})
-    config = SandboxConfig(project=str(project), image=request.getfixturevalue("sandbox_image"))
+    config = SandboxConfig(
+        project=str(project), image=request.getfixturevalue("sandbox_image"), mounts=project_mounts(str(project))
+    )
     return hostile(request.getfixturevalue("docker_engine"), config, 20000)
 
 
@@ -277,10 +280,13 @@ def test_out_of_memory_is_told_only_when_it_happened_during_the_call(
 ) -> None:
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.sandbox.protect import project_mounts
     from nanocode.tools import format_command
 
     executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image, memory="64m"), 20000
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, memory="64m", mounts=project_mounts(str(project))),
+        20000,
     )
     try:
         killed = format_command(executor.run(HOG, 60), 60)

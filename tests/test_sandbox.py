@@ -24,6 +24,7 @@ from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import DirectTransport, SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
+from nanocode.sandbox.protect import project_mounts
 from nanocode.tools import format_command
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
@@ -32,7 +33,11 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 @pytest.fixture
 def sandbox(docker_engine: Any, sandbox_image: str, project: Path) -> Iterator[SandboxExecutor]:
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     yield executor
     executor.close()
 
@@ -115,7 +120,9 @@ def test_network_none(sandbox: SandboxExecutor) -> None:
 
 
 def test_out_of_memory_is_reported(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, memory="128m")
+    config = SandboxConfig(
+        project=str(project), image=sandbox_image, memory="128m", mounts=project_mounts(str(project))
+    )
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         hog = "python3 -c \"a = []\nwhile True: a.append(b'x' * 10**7)\""
@@ -128,7 +135,7 @@ def test_out_of_memory_is_reported(docker_engine: Any, sandbox_image: str, proje
 
 
 def test_fork_bomb_is_stopped_by_the_pids_limit(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, pids=64)
+    config = SandboxConfig(project=str(project), image=sandbox_image, pids=64, mounts=project_mounts(str(project)))
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         started = time.monotonic()
@@ -167,7 +174,9 @@ def test_files_belong_to_the_user(docker_engine: Any, sandbox_image: str, projec
     else:
         user = f"{os.getuid()}:{os.getgid()}"
     executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image, user=user), 20000
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, user=user, mounts=project_mounts(str(project))),
+        20000,
     )
     try:
         assert (
@@ -208,7 +217,11 @@ def test_planted_symlink_never_reaches_outside_the_project_on_the_host(
 
 def test_dotenv_is_masked_inside(sandbox_image: str, docker_engine: Any, project: Path) -> None:
     (project / ".env").write_text("OPENROUTER_API_KEY=sk-very-secret\n")
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         assert executor.run("cat .env; wc -c < .env", 10).stdout == "0\n"
         assert executor.read_file(".env") == ""
@@ -309,7 +322,11 @@ def test_an_engine_that_cannot_see_the_socket_folder_still_runs_the_sandbox(
     # As with an engine in a VM or on another machine: the bind source does not exist where it runs.
     # Under /proc, where no engine can make it (Podman makes a missing bind source elsewhere).
     monkeypatch.setattr(channel, "make_folder", lambda goal: f"/proc/self/nanocode-{goal}-abcdefgh")
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
         assert executor.run("echo over the attach stream", 10).stdout == "over the attach stream\n"
@@ -332,7 +349,11 @@ def test_an_engine_that_refuses_the_socket_folder_at_start_still_runs_the_sandbo
         return container
 
     monkeypatch.setattr(lifecycle, "create", create_then_lose_the_folder)
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
         assert executor.run("echo started again", 10).stdout == "started again\n"
@@ -449,7 +470,11 @@ def test_git_hooks_and_config_cannot_be_planted(docker_engine: Any, sandbox_imag
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     config_before = (project / ".git" / "config").read_text()
     hooks_before = sorted(p.name for p in (project / ".git" / "hooks").iterdir())
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         planted = executor.run("echo 'touch /tmp/pwned' > .git/hooks/post-checkout", 10)
         assert planted.exit_code != 0 and "Read-only" in planted.stderr
@@ -475,7 +500,11 @@ def test_every_dotenv_up_to_the_project_reads_empty(
     for path in (project / ".env.production", app / ".env", project / ".env.example"):
         path.write_text(f"SECRET={path.name}\n")
     monkeypatch.chdir(app)
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         shown = executor.run("cat .env.production app/.env .env.example", 10).stdout
     finally:
@@ -495,7 +524,7 @@ def test_home_and_tmp_allow_programs(sandbox: SandboxExecutor) -> None:
 def test_a_full_process_limit_frees_what_earlier_commands_left(
     docker_engine: Any, sandbox_image: str, project: Path
 ) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, pids=24)
+    config = SandboxConfig(project=str(project), image=sandbox_image, pids=24, mounts=project_mounts(str(project)))
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         assert executor.run("for i in $(seq 16); do sleep 300 > /dev/null 2>&1 & done; echo ok", 10).stdout == "ok\n"
@@ -515,7 +544,9 @@ def test_an_image_with_its_own_entrypoint(
     tag = f"nanocode-test-entrypoint:{os.getpid()}"
     docker_engine.images.build(path=str(tmp_path / "ctx"), tag=tag, rm=True)
     try:
-        executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=tag), 20000)
+        executor = SandboxExecutor(
+            docker_engine, SandboxConfig(project=str(project), image=tag, mounts=project_mounts(str(project))), 20000
+        )
         try:
             assert executor.run("echo runs", 10).stdout == "runs\n"
         finally:
@@ -543,7 +574,10 @@ def test_git_folder_cannot_be_swapped_or_redirected(
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     notes: list[str] = []
     executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000, notes.append
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+        notes.append,
     )
     try:
         swapped = executor.run("mv .git .git_old", 10)
