@@ -215,25 +215,6 @@ def test_planted_symlink_never_reaches_outside_the_project_on_the_host(
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
 
 
-def test_dotenv_is_masked_inside(sandbox_image: str, docker_engine: Any, project: Path) -> None:
-    (project / ".env").write_text("OPENROUTER_API_KEY=sk-very-secret\n")
-    executor = SandboxExecutor(
-        docker_engine,
-        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
-        20000,
-    )
-    try:
-        assert executor.run("cat .env; wc -c < .env", 10).stdout == "0\n"
-        assert executor.read_file(".env") == ""
-        with pytest.raises(FileOpError):
-            executor.write_file(".env", "OPENROUTER_API_KEY=replaced")
-        assert executor.run("echo OPENROUTER_API_KEY=replaced > .env", 10).exit_code != 0
-        assert executor.run("cat .env", 10).stdout == ""
-    finally:
-        executor.close()
-    assert (project / ".env").read_text() == "OPENROUTER_API_KEY=sk-very-secret\n"
-
-
 def test_cli_goal_runs_in_the_container_and_leaves_nothing(
     docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
@@ -466,52 +447,6 @@ def _wait_for(condition: Any, seconds: float = 60) -> None:
     raise AssertionError("timed out waiting")
 
 
-def test_git_hooks_and_config_cannot_be_planted(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    subprocess.run(["git", "init", "-q", str(project)], check=True)
-    config_before = (project / ".git" / "config").read_text()
-    hooks_before = sorted(p.name for p in (project / ".git" / "hooks").iterdir())
-    executor = SandboxExecutor(
-        docker_engine,
-        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
-        20000,
-    )
-    try:
-        planted = executor.run("echo 'touch /tmp/pwned' > .git/hooks/post-checkout", 10)
-        assert planted.exit_code != 0 and "Read-only" in planted.stderr
-        assert executor.run("git config core.fsmonitor 'touch /tmp/pwned'", 10).exit_code != 0
-        with pytest.raises(FileOpError):
-            executor.write_file(".git/hooks/pre-commit", "#!/bin/sh\ntouch /tmp/pwned\n")
-        work = executor.run(
-            "echo hi > a.txt && git add a.txt && git -c user.name=n -c user.email=n@x commit -qm one",
-            20,
-        )
-        assert work.exit_code == 0, work.stderr
-    finally:
-        executor.close()
-    assert sorted(p.name for p in (project / ".git" / "hooks").iterdir()) == hooks_before
-    assert (project / ".git" / "config").read_text() == config_before
-
-
-def test_every_dotenv_up_to_the_project_reads_empty(
-    docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = project / "app"
-    app.mkdir()
-    for path in (project / ".env.production", app / ".env", project / ".env.example"):
-        path.write_text(f"SECRET={path.name}\n")
-    monkeypatch.chdir(app)
-    executor = SandboxExecutor(
-        docker_engine,
-        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
-        20000,
-    )
-    try:
-        shown = executor.run("cat .env.production app/.env .env.example", 10).stdout
-    finally:
-        executor.close()
-    assert shown == "SECRET=.env.example\n"
-
-
 def test_home_and_tmp_allow_programs(sandbox: SandboxExecutor) -> None:
     result = sandbox.run(
         "python3 -m venv /tmp/v && /tmp/v/bin/python -c 'print(1)' && "
@@ -566,27 +501,3 @@ def test_an_interrupt_while_the_sandbox_starts_leaves_nothing(
         _, stderr = process.communicate(timeout=60)
         assert "Traceback" not in stderr
         assert not _owned_by(docker_engine, process.pid), f"left behind after an interrupt at {delay}s"
-
-
-def test_git_folder_cannot_be_swapped_or_redirected(
-    docker_engine: Any, sandbox_image: str, project: Path, tmp_path: Path
-) -> None:
-    subprocess.run(["git", "init", "-q", str(project)], check=True)
-    notes: list[str] = []
-    executor = SandboxExecutor(
-        docker_engine,
-        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
-        20000,
-        notes.append,
-    )
-    try:
-        swapped = executor.run("mv .git .git_old", 10)
-        assert swapped.exit_code != 0, swapped.stdout
-        assert executor.run("mkdir -p ../evil && echo ../evil > .git/commondir", 10).exit_code == 0
-    finally:
-        executor.close()
-    assert not (project / ".git" / "commondir").exists()
-    assert (project / ".git" / "commondir.planted-in-sandbox").read_text() == "../evil\n"
-    assert any("commondir" in note and "warning" in note for note in notes)
-    done = subprocess.run(["git", "status", "--short"], cwd=project, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
