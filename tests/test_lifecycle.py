@@ -146,7 +146,7 @@ def test_a_socket_folder_whose_owner_is_gone_is_removed_at_the_next_start(
     left = [tmp_path / f"nanocode-ba9876543210-{dead.pid}-1234", tmp_path / f"nanocode-ba9876543211-{os.getpid()}-1"]
     for path in left:
         path.mkdir(mode=0o700)
-    lifecycle.prune(docker_engine)
+    lifecycle.prune_containers(docker_engine)
     assert [path.exists() for path in (mine, *left)] == [True, False, False]
     mine.rmdir()
 

@@ -1,8 +1,10 @@
 """The Docker sandbox against the real engine: lifecycle, limits, isolation, cleanup."""
 
+import contextlib
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from stat import S_IMODE
 from typing import Any
 
 import pytest
+from docker.errors import NotFound
 
 from nanocode.errors import FileOpError
 from nanocode.prompts import MARKER
@@ -386,6 +389,10 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
     alive = lifecycle.owner_labels("alive", str(project))  # this process's, which must stay
     orphan = docker_engine.containers.create(sandbox_image, ["true"], labels=labels, name=f"nanocode-o-{dead.pid}")
     kept = docker_engine.containers.create(sandbox_image, ["true"], labels=alive, name=f"nanocode-k-{dead.pid}")
+    network = docker_engine.networks.create(f"nanocode-net-o{dead.pid}", labels=labels)
+    volume = docker_engine.volumes.create(f"nanocode-vol-o{dead.pid}", labels=labels)
+    hosts = Path(tempfile.gettempdir(), f"nanocode-hosts-o{dead.pid}-x")  # its network's /etc/hosts
+    hosts.write_text("")
     # Socket folders: one left by a nanocode killed before its container existed, one of a goal
     # starting right now, and a folder of someone else's with a like name.
     left = Path(tempfile.mkdtemp(prefix="nanocode-0123456789ab-"))
@@ -406,6 +413,11 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
         )
         assert pruned.returncode == 0
         assert orphan.name in pruned.stdout and kept.name not in pruned.stdout
+        assert network.name in pruned.stdout and volume.name in pruned.stdout
+        assert re.search(r"^removed \d+ containers?, \d+ networks? and \d+ volumes? of goals", pruned.stderr, re.M)
+        assert not hosts.exists()
+        assert not docker_engine.api.networks(names=[network.name])
+        assert volume.name not in [v.name for v in docker_engine.volumes.list(filters={"label": "nanocode"})]
         assert [c.id for c in lifecycle.ours(docker_engine) if c.id in (orphan.id, kept.id)] == [kept.id]
         assert (left.exists(), starting.exists(), other.exists()) == (False, True, True)
         assert (pointed / channel.SOCKET_NAME).exists()
@@ -418,6 +430,11 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
                 path.rmdir()
         for item in (orphan, kept):
             lifecycle.remove(docker_engine, item.id)
+        hosts.unlink(missing_ok=True)
+        with contextlib.suppress(NotFound):
+            network.remove()
+        with contextlib.suppress(NotFound):
+            volume.remove(force=True)
 
 
 def test_transcript_of_a_sandboxed_goal(

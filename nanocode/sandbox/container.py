@@ -167,6 +167,12 @@ def is_stale(container: Listed) -> bool:
 def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
     """Removes the containers whose owner is gone, then their networks and volumes; returns their names,
     and warns of those that stay."""
+    return prune_containers(client, warn) + prune_networks(client) + prune_volumes(client)
+
+
+def prune_containers(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
+    """Removes the containers whose owner is gone, with their socket folders; returns their names, and
+    warns of those that stay."""
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
@@ -179,7 +185,7 @@ def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
-    return removed + prune_networks(client) + prune_volumes(client)
+    return removed
 
 
 def prune_volumes(client: docker.DockerClient) -> list[str]:
