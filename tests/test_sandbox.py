@@ -413,8 +413,12 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
         )
         assert pruned.returncode == 0
         assert orphan.name in pruned.stdout and kept.name not in pruned.stdout
-        assert network.name in pruned.stdout and volume.name in pruned.stdout
-        assert re.search(r"^removed \d+ containers?, \d+ networks? and \d+ volumes? of goals", pruned.stderr, re.M)
+        # Any nanocode starting on this engine meanwhile may remove the network or volume first: that
+        # they are gone is what holds, and that the summary counts what was named.
+        summary = re.search(
+            r"^removed (\d+) containers?, (\d+) networks? and (\d+) volumes? of goals", pruned.stderr, re.M
+        )
+        assert summary and sum(map(int, summary.groups())) == len(pruned.stdout.split()), pruned.stderr
         assert not hosts.exists()
         assert not docker_engine.api.networks(names=[network.name])
         assert volume.name not in [v.name for v in docker_engine.volumes.list(filters={"label": "nanocode"})]
