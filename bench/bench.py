@@ -74,6 +74,7 @@ from nanocode.sandbox import engine
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 from nanocode.sandbox.image import ensure_image
+from nanocode.sandbox.protect import project_mounts
 from nanocode.transcript import Transcript
 
 # Sections 9 on are modules of their own beside this one, each with a `section(bench)` function;
@@ -97,7 +98,7 @@ class Bench:
         self.project = tempfile.mkdtemp(prefix="nanocode-bench-")
         self.cleanup.push(lambda: shutil.rmtree(self.project, ignore_errors=True))
         self.image = ensure_image(client, lambda line: print(line, file=sys.stderr))
-        self.config = SandboxConfig(project=self.project, image=self.image)
+        self.config = SandboxConfig(project=self.project, image=self.image, mounts=project_mounts(self.project))
         self.report.settings["image"] = self.image
         for name in ("a.txt", "b.txt", "c.py"):
             Path(self.project, name).write_text(name + "\n")

@@ -21,6 +21,7 @@ from nanocode.sandbox import engine, image
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 from nanocode.sandbox.isolation import Isolation
+from nanocode.sandbox.protect import project_mounts
 from tests.docker_support import gvisor_runtime
 from tests.scripted_api import ScriptedAPI, call, message, tools
 
@@ -145,7 +146,9 @@ def test_a_start_refused_by_the_engine_says_why_and_is_not_retried_without_the_f
         return real_create(client, config, goal, folder)
 
     monkeypatch.setattr(lifecycle, "create", counted)
-    config = SandboxConfig(project=str(project), image=sandbox_image, user="nosuchuser")
+    config = SandboxConfig(
+        project=str(project), image=sandbox_image, user="nosuchuser", mounts=project_mounts(str(project))
+    )
     with pytest.raises(ConfigError) as refused:
         SandboxExecutor(docker_engine, config, 20000)
     message = refused.value.format_message()
@@ -163,7 +166,7 @@ def test_a_container_that_exits_as_it_is_removed_is_still_removed(
     notes: list[str] = []
     made = []
     for _ in range(8):
-        config = SandboxConfig(project=str(project), image=sandbox_image)
+        config = SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project)))
         executor = SandboxExecutor(docker_engine, config, 20000, notes.append)
         made.append(executor.container_id)
         assert executor.run("true", 10).exit_code == 0
@@ -176,7 +179,10 @@ def test_a_container_that_exits_as_it_is_removed_is_still_removed(
 def test_a_failed_removal_is_said_in_one_line(docker_engine: Any, sandbox_image: str, project: Path) -> None:
     notes: list[str] = []
     executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000, notes.append
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+        notes.append,
     )
     target = executor.container_id
     assert target is not None
@@ -258,7 +264,7 @@ def test_require_limits_refuses_an_engine_that_would_not_enforce_them(
     # The engine under test enforces its limits; the facts are those a rootless cgroup v1 engine reports.
     facts = engine.facts(docker_engine)
     facts.unenforced = engine.unenforced_limits(PODMAN_ROOTLESS_INFO, PODMAN_ROOTLESS_LIBPOD, True)
-    config = SandboxConfig(project=str(project), image=sandbox_image)
+    config = SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project)))
     with pytest.raises(ConfigError, match="does not enforce memory, CPU, processes"):
         SandboxExecutor(docker_engine, config, 20000, facts=facts, required=["limits"])
     seen: list[Isolation] = []
@@ -339,7 +345,12 @@ def test_a_goal_under_gvisor_completes_commands_and_says_so(
 
 @pytest.mark.usefixtures("no_leftovers")
 def test_ls_l_of_the_project_under_gvisor(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, runtime=gvisor_runtime(docker_engine))
+    config = SandboxConfig(
+        project=str(project),
+        image=sandbox_image,
+        runtime=gvisor_runtime(docker_engine),
+        mounts=project_mounts(str(project)),
+    )
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         (project / "a.txt").write_text("a")

@@ -23,11 +23,16 @@ def executor(request: pytest.FixtureRequest, project: Path) -> Iterator[Executor
     else:
         from nanocode.sandbox.container import SandboxConfig
         from nanocode.sandbox.executor import SandboxExecutor
+        from nanocode.sandbox.protect import project_mounts
 
         client = request.getfixturevalue("docker_engine")
         image = request.getfixturevalue("sandbox_image")
         runtime = gvisor_runtime(client) if request.param == "gvisor" else None
-        ex = SandboxExecutor(client, SandboxConfig(project=str(project), image=image, runtime=runtime), CAP)
+        ex = SandboxExecutor(
+            client,
+            SandboxConfig(project=str(project), image=image, runtime=runtime, mounts=project_mounts(str(project))),
+            CAP,
+        )
     yield ex
     ex.close()
 

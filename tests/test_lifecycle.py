@@ -146,7 +146,7 @@ def test_a_socket_folder_whose_owner_is_gone_is_removed_at_the_next_start(
     left = [tmp_path / f"nanocode-ba9876543210-{dead.pid}-1234", tmp_path / f"nanocode-ba9876543211-{os.getpid()}-1"]
     for path in left:
         path.mkdir(mode=0o700)
-    lifecycle.prune(docker_engine)
+    lifecycle.prune_containers(docker_engine)
     assert [path.exists() for path in (mine, *left)] == [True, False, False]
     mine.rmdir()
 
@@ -218,9 +218,12 @@ def _hostile(kind: str, request: pytest.FixtureRequest, project: Path) -> Any:
         return type("HostileHost", (HostExecutor,), {"source": HOSTILE_SOURCE})(str(project), 20000, [])
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.sandbox.protect import project_mounts
 
     hostile = type("HostileSandbox", (SandboxExecutor,), {"source": HOSTILE_SOURCE})
-    config = SandboxConfig(project=str(project), image=request.getfixturevalue("sandbox_image"))
+    config = SandboxConfig(
+        project=str(project), image=request.getfixturevalue("sandbox_image"), mounts=project_mounts(str(project))
+    )
     return hostile(request.getfixturevalue("docker_engine"), config, 20000)
 
 
@@ -277,10 +280,13 @@ def test_out_of_memory_is_told_only_when_it_happened_during_the_call(
 ) -> None:
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.sandbox.protect import project_mounts
     from nanocode.tools import format_command
 
     executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image, memory="64m"), 20000
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, memory="64m", mounts=project_mounts(str(project))),
+        20000,
     )
     try:
         killed = format_command(executor.run(HOG, 60), 60)

@@ -1,8 +1,10 @@
 """The Docker sandbox against the real engine: lifecycle, limits, isolation, cleanup."""
 
+import contextlib
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from stat import S_IMODE
 from typing import Any
 
 import pytest
+from docker.errors import NotFound
 
 from nanocode.errors import FileOpError
 from nanocode.prompts import MARKER
@@ -24,6 +27,7 @@ from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import DirectTransport, SocketTransport
 from nanocode.sandbox.container import SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
+from nanocode.sandbox.protect import project_mounts
 from nanocode.tools import format_command
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
@@ -32,7 +36,11 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 @pytest.fixture
 def sandbox(docker_engine: Any, sandbox_image: str, project: Path) -> Iterator[SandboxExecutor]:
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     yield executor
     executor.close()
 
@@ -115,7 +123,9 @@ def test_network_none(sandbox: SandboxExecutor) -> None:
 
 
 def test_out_of_memory_is_reported(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, memory="128m")
+    config = SandboxConfig(
+        project=str(project), image=sandbox_image, memory="128m", mounts=project_mounts(str(project))
+    )
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         hog = "python3 -c \"a = []\nwhile True: a.append(b'x' * 10**7)\""
@@ -128,7 +138,7 @@ def test_out_of_memory_is_reported(docker_engine: Any, sandbox_image: str, proje
 
 
 def test_fork_bomb_is_stopped_by_the_pids_limit(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, pids=64)
+    config = SandboxConfig(project=str(project), image=sandbox_image, pids=64, mounts=project_mounts(str(project)))
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         started = time.monotonic()
@@ -167,7 +177,9 @@ def test_files_belong_to_the_user(docker_engine: Any, sandbox_image: str, projec
     else:
         user = f"{os.getuid()}:{os.getgid()}"
     executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image, user=user), 20000
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, user=user, mounts=project_mounts(str(project))),
+        20000,
     )
     try:
         assert (
@@ -204,21 +216,6 @@ def test_planted_symlink_never_reaches_outside_the_project_on_the_host(
             sandbox.write_file(path, "overwritten")
     assert secret.read_text() == "host secret"
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
-
-
-def test_dotenv_is_masked_inside(sandbox_image: str, docker_engine: Any, project: Path) -> None:
-    (project / ".env").write_text("OPENROUTER_API_KEY=sk-very-secret\n")
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
-    try:
-        assert executor.run("cat .env; wc -c < .env", 10).stdout == "0\n"
-        assert executor.read_file(".env") == ""
-        with pytest.raises(FileOpError):
-            executor.write_file(".env", "OPENROUTER_API_KEY=replaced")
-        assert executor.run("echo OPENROUTER_API_KEY=replaced > .env", 10).exit_code != 0
-        assert executor.run("cat .env", 10).stdout == ""
-    finally:
-        executor.close()
-    assert (project / ".env").read_text() == "OPENROUTER_API_KEY=sk-very-secret\n"
 
 
 def test_cli_goal_runs_in_the_container_and_leaves_nothing(
@@ -309,7 +306,11 @@ def test_an_engine_that_cannot_see_the_socket_folder_still_runs_the_sandbox(
     # As with an engine in a VM or on another machine: the bind source does not exist where it runs.
     # Under /proc, where no engine can make it (Podman makes a missing bind source elsewhere).
     monkeypatch.setattr(channel, "make_folder", lambda goal: f"/proc/self/nanocode-{goal}-abcdefgh")
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
         assert executor.run("echo over the attach stream", 10).stdout == "over the attach stream\n"
@@ -332,7 +333,11 @@ def test_an_engine_that_refuses_the_socket_folder_at_start_still_runs_the_sandbo
         return container
 
     monkeypatch.setattr(lifecycle, "create", create_then_lose_the_folder)
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
+    executor = SandboxExecutor(
+        docker_engine,
+        SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project))),
+        20000,
+    )
     try:
         assert executor.runtime is not None and isinstance(executor.runtime.transport, SocketTransport)
         assert executor.run("echo started again", 10).stdout == "started again\n"
@@ -384,6 +389,10 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
     alive = lifecycle.owner_labels("alive", str(project))  # this process's, which must stay
     orphan = docker_engine.containers.create(sandbox_image, ["true"], labels=labels, name=f"nanocode-o-{dead.pid}")
     kept = docker_engine.containers.create(sandbox_image, ["true"], labels=alive, name=f"nanocode-k-{dead.pid}")
+    network = docker_engine.networks.create(f"nanocode-net-o{dead.pid}", labels=labels)
+    volume = docker_engine.volumes.create(f"nanocode-vol-o{dead.pid}", labels=labels)
+    hosts = Path(tempfile.gettempdir(), f"nanocode-hosts-o{dead.pid}-x")  # its network's /etc/hosts
+    hosts.write_text("")
     # Socket folders: one left by a nanocode killed before its container existed, one of a goal
     # starting right now, and a folder of someone else's with a like name.
     left = Path(tempfile.mkdtemp(prefix="nanocode-0123456789ab-"))
@@ -404,6 +413,15 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
         )
         assert pruned.returncode == 0
         assert orphan.name in pruned.stdout and kept.name not in pruned.stdout
+        # Any nanocode starting on this engine meanwhile may remove the network or volume first: that
+        # they are gone is what holds, and that the summary counts what was named.
+        summary = re.search(
+            r"^removed (\d+) containers?, (\d+) networks? and (\d+) volumes? of goals", pruned.stderr, re.M
+        )
+        assert summary and sum(map(int, summary.groups())) == len(pruned.stdout.split()), pruned.stderr
+        assert not hosts.exists()
+        assert not docker_engine.api.networks(names=[network.name])
+        assert volume.name not in [v.name for v in docker_engine.volumes.list(filters={"label": "nanocode"})]
         assert [c.id for c in lifecycle.ours(docker_engine) if c.id in (orphan.id, kept.id)] == [kept.id]
         assert (left.exists(), starting.exists(), other.exists()) == (False, True, True)
         assert (pointed / channel.SOCKET_NAME).exists()
@@ -416,6 +434,11 @@ def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: 
                 path.rmdir()
         for item in (orphan, kept):
             lifecycle.remove(docker_engine, item.id)
+        hosts.unlink(missing_ok=True)
+        with contextlib.suppress(NotFound):
+            network.remove()
+        with contextlib.suppress(NotFound):
+            volume.remove(force=True)
 
 
 def test_transcript_of_a_sandboxed_goal(
@@ -445,44 +468,6 @@ def _wait_for(condition: Any, seconds: float = 60) -> None:
     raise AssertionError("timed out waiting")
 
 
-def test_git_hooks_and_config_cannot_be_planted(docker_engine: Any, sandbox_image: str, project: Path) -> None:
-    subprocess.run(["git", "init", "-q", str(project)], check=True)
-    config_before = (project / ".git" / "config").read_text()
-    hooks_before = sorted(p.name for p in (project / ".git" / "hooks").iterdir())
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
-    try:
-        planted = executor.run("echo 'touch /tmp/pwned' > .git/hooks/post-checkout", 10)
-        assert planted.exit_code != 0 and "Read-only" in planted.stderr
-        assert executor.run("git config core.fsmonitor 'touch /tmp/pwned'", 10).exit_code != 0
-        with pytest.raises(FileOpError):
-            executor.write_file(".git/hooks/pre-commit", "#!/bin/sh\ntouch /tmp/pwned\n")
-        work = executor.run(
-            "echo hi > a.txt && git add a.txt && git -c user.name=n -c user.email=n@x commit -qm one",
-            20,
-        )
-        assert work.exit_code == 0, work.stderr
-    finally:
-        executor.close()
-    assert sorted(p.name for p in (project / ".git" / "hooks").iterdir()) == hooks_before
-    assert (project / ".git" / "config").read_text() == config_before
-
-
-def test_every_dotenv_up_to_the_project_reads_empty(
-    docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = project / "app"
-    app.mkdir()
-    for path in (project / ".env.production", app / ".env", project / ".env.example"):
-        path.write_text(f"SECRET={path.name}\n")
-    monkeypatch.chdir(app)
-    executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000)
-    try:
-        shown = executor.run("cat .env.production app/.env .env.example", 10).stdout
-    finally:
-        executor.close()
-    assert shown == "SECRET=.env.example\n"
-
-
 def test_home_and_tmp_allow_programs(sandbox: SandboxExecutor) -> None:
     result = sandbox.run(
         "python3 -m venv /tmp/v && /tmp/v/bin/python -c 'print(1)' && "
@@ -495,7 +480,7 @@ def test_home_and_tmp_allow_programs(sandbox: SandboxExecutor) -> None:
 def test_a_full_process_limit_frees_what_earlier_commands_left(
     docker_engine: Any, sandbox_image: str, project: Path
 ) -> None:
-    config = SandboxConfig(project=str(project), image=sandbox_image, pids=24)
+    config = SandboxConfig(project=str(project), image=sandbox_image, pids=24, mounts=project_mounts(str(project)))
     executor = SandboxExecutor(docker_engine, config, 20000)
     try:
         assert executor.run("for i in $(seq 16); do sleep 300 > /dev/null 2>&1 & done; echo ok", 10).stdout == "ok\n"
@@ -515,7 +500,9 @@ def test_an_image_with_its_own_entrypoint(
     tag = f"nanocode-test-entrypoint:{os.getpid()}"
     docker_engine.images.build(path=str(tmp_path / "ctx"), tag=tag, rm=True)
     try:
-        executor = SandboxExecutor(docker_engine, SandboxConfig(project=str(project), image=tag), 20000)
+        executor = SandboxExecutor(
+            docker_engine, SandboxConfig(project=str(project), image=tag, mounts=project_mounts(str(project))), 20000
+        )
         try:
             assert executor.run("echo runs", 10).stdout == "runs\n"
         finally:
@@ -535,24 +522,3 @@ def test_an_interrupt_while_the_sandbox_starts_leaves_nothing(
         _, stderr = process.communicate(timeout=60)
         assert "Traceback" not in stderr
         assert not _owned_by(docker_engine, process.pid), f"left behind after an interrupt at {delay}s"
-
-
-def test_git_folder_cannot_be_swapped_or_redirected(
-    docker_engine: Any, sandbox_image: str, project: Path, tmp_path: Path
-) -> None:
-    subprocess.run(["git", "init", "-q", str(project)], check=True)
-    notes: list[str] = []
-    executor = SandboxExecutor(
-        docker_engine, SandboxConfig(project=str(project), image=sandbox_image), 20000, notes.append
-    )
-    try:
-        swapped = executor.run("mv .git .git_old", 10)
-        assert swapped.exit_code != 0, swapped.stdout
-        assert executor.run("mkdir -p ../evil && echo ../evil > .git/commondir", 10).exit_code == 0
-    finally:
-        executor.close()
-    assert not (project / ".git" / "commondir").exists()
-    assert (project / ".git" / "commondir.planted-in-sandbox").read_text() == "../evil\n"
-    assert any("commondir" in note and "warning" in note for note in notes)
-    done = subprocess.run(["git", "status", "--short"], cwd=project, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr

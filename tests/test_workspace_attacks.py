@@ -77,16 +77,13 @@ def test_1_a_nested_repo_added_as_a_gitlink(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_2_commondir_with_its_quarantine_name_taken(
+def test_2_a_planted_commondir(
     mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
 ) -> None:
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
     marker = tmp_path / "pwned"
     before = _tree_digest(project / ".git")
-    script = (
-        f"{_evil_repo('evil', marker)}; mkdir -p .git/commondir.planted-in-sandbox/x; "
-        f"echo {project}/evil/.git > .git/commondir; true"
-    )
+    script = f"{_evil_repo('evil', marker)}; echo {project}/evil/.git > .git/commondir; true"
     done = _goal(tmp_path, api, project, mode, script)
     assert done.returncode == 0, done.stderr
     assert "internal error" not in done.stderr

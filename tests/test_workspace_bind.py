@@ -1,11 +1,21 @@
-"""Bind mode's git folders, without an engine: what is found, protected and moved aside."""
+"""Bind mode: its git folders (what is found, protected and moved aside), then a sandbox on its mounts,
+as a goal's container gets them: git's files and the project's secrets out of the sandbox's reach."""
 
+import contextlib
 import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nanocode.workspace import bind
+from nanocode.errors import FileOpError
+from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.executor import SandboxExecutor
+from nanocode.workspace import bind, workspace
 from nanocode.workspace.bind import QuarantineFailed
 
 
@@ -50,3 +60,83 @@ def test_a_move_that_fails_is_one_line_and_its_own_exit_code(tmp_path: Path, mon
     assert caught.value.exit_code == 6
     assert "could not be moved aside (Permission denied)" in caught.value.format_message()
     assert "\n" not in caught.value.format_message()
+
+
+@contextlib.contextmanager
+def _bound(docker_engine: Any, image: str, project: Path, notes: list[str]) -> Iterator[SandboxExecutor]:
+    """A sandbox sharing the project through a bind workspace, opened and finished as a goal does."""
+    ws = workspace.open_workspace(docker_engine, str(project), "bind", uuid.uuid4().hex[:12], notes.append, image)
+    config = SandboxConfig(project=str(project), image=image, mounts=ws.mounts)
+    executor = SandboxExecutor(docker_engine, config, 20000, notes.append)
+    try:
+        yield executor
+    finally:
+        executor.close()
+        ws.finish("test", "done")
+        ws.close()
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_git_hooks_and_config_cannot_be_planted(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    config_before = (project / ".git" / "config").read_text()
+    hooks_before = sorted(p.name for p in (project / ".git" / "hooks").iterdir())
+    with _bound(docker_engine, sandbox_image, project, []) as executor:
+        planted = executor.run("echo 'touch /tmp/pwned' > .git/hooks/post-checkout", 10)
+        assert planted.exit_code != 0 and "Read-only" in planted.stderr
+        assert executor.run("git config core.fsmonitor 'touch /tmp/pwned'", 10).exit_code != 0
+        with pytest.raises(FileOpError):
+            executor.write_file(".git/hooks/pre-commit", "#!/bin/sh\ntouch /tmp/pwned\n")
+        assert executor.run("echo hi > a.txt && git add a.txt", 20).exit_code != 0  # the index is git's too
+        assert executor.run("git status --short", 20).stdout == "?? a.txt\n"
+    assert (project / "a.txt").read_text() == "hi\n"
+    assert sorted(p.name for p in (project / ".git" / "hooks").iterdir()) == hooks_before
+    assert (project / ".git" / "config").read_text() == config_before
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_git_folder_cannot_be_swapped_or_redirected(docker_engine: Any, sandbox_image: str, project: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    notes: list[str] = []
+    with _bound(docker_engine, sandbox_image, project, notes) as executor:
+        swapped = executor.run("mv .git .git_old", 10)
+        assert swapped.exit_code != 0, swapped.stdout
+        assert executor.run("git init -q evil", 10).exit_code == 0
+        assert executor.run("echo $PWD/evil/.git > .git/commondir", 10).exit_code != 0
+        assert executor.run("echo '[core]' > .git/config.worktree", 10).exit_code != 0
+    assert sorted(p.name for p in project.iterdir()) == [".git", "evil"]
+    assert not (project / ".git" / "commondir").exists() and not (project / ".git" / "config.worktree").exists()
+    # The repo it made is moved aside, under a name the sandbox could not know.
+    assert not (project / "evil" / ".git").exists()
+    aside = [p.name for p in (project / "evil").iterdir()]
+    assert len(aside) == 1 and re.fullmatch(r"\.git\.nanocode-quarantine-[0-9a-f]{16}", aside[0]), aside
+    assert any("warning" in note and str(project / "evil" / ".git") in note for note in notes)
+    done = subprocess.run(["git", "status", "--short"], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_dotenv_is_masked_inside(sandbox_image: str, docker_engine: Any, project: Path) -> None:
+    (project / ".env").write_text("OPENROUTER_API_KEY=sk-very-secret\n")
+    with _bound(docker_engine, sandbox_image, project, []) as executor:
+        assert executor.run("cat .env; wc -c < .env", 10).stdout == "0\n"
+        assert executor.read_file(".env") == ""
+        with pytest.raises(FileOpError):
+            executor.write_file(".env", "OPENROUTER_API_KEY=replaced")
+        assert executor.run("echo OPENROUTER_API_KEY=replaced > .env", 10).exit_code != 0
+        assert executor.run("cat .env", 10).stdout == ""
+    assert (project / ".env").read_text() == "OPENROUTER_API_KEY=sk-very-secret\n"
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_every_dotenv_up_to_the_project_reads_empty(
+    docker_engine: Any, sandbox_image: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = project / "app"
+    app.mkdir()
+    for path in (project / ".env.production", app / ".env", project / ".env.example"):
+        path.write_text(f"SECRET={path.name}\n")
+    monkeypatch.chdir(app)
+    with _bound(docker_engine, sandbox_image, project, []) as executor:
+        shown = executor.run("cat .env.production app/.env .env.example", 10).stdout
+    assert shown == "SECRET=.env.example\n"

@@ -38,13 +38,11 @@ def sandbox_ls() -> None:
 
 @sandbox.command("prune")
 def sandbox_prune() -> None:
-    """Remove the containers and workspaces whose nanocode process is gone."""
-    from nanocode.sandbox import container, engine
-    from nanocode.workspace import workspace
+    """Remove the containers, networks, volumes and workspaces whose nanocode process is gone."""
+    from nanocode import cleanup
+    from nanocode.sandbox import engine
 
-    client = engine.connect()
-    removed = container.prune(client, lambda line: click.echo(line, err=True))
-    workspace.recover(client, lambda text: click.echo(text, err=True))
-    for name in removed:
+    removed = cleanup.remove_leftovers(engine.connect(), lambda line: click.echo(line, err=True))
+    for name in removed.names():
         click.echo(name)
-    click.echo(f"removed {len(removed)} stale container(s)", err=True)
+    click.echo(removed.summary(), err=True)

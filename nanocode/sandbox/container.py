@@ -14,7 +14,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
-from nanocode.sandbox import channel, protect
+from nanocode.sandbox import channel
 from nanocode.sandbox.channel import owner_gone, process_start
 from nanocode.sandbox.engine import first_line
 
@@ -48,8 +48,8 @@ class SandboxConfig:
     runtime: str | None = None  # the engine's OCI runtime by name (runc, runsc); None: its default
     # The host user's, so that files made in the project belong to them.
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
-    # How the project is shared, from its workspace; None: bind-mounted, with protect's mounts.
-    mounts: list[Mount] | None = None
+    # How the project is shared: its workspace's mounts (nanocode.workspace), or protect.project_mounts.
+    mounts: list[Mount] = field(default_factory=list)
 
 
 def owner_labels(goal: str, project: str) -> dict[str, str]:
@@ -68,12 +68,7 @@ def owner_labels(goal: str, project: str) -> dict[str, str]:
 def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder: str | None = None) -> Container:
     """The goal's container, not started; `folder` is shared with it for the runtime's socket."""
     project = config.project
-    if config.mounts is not None:
-        mounts = list(config.mounts)
-    else:
-        mounts = [Mount(target=project, source=project, type="bind", read_only=False)]
-        mounts += protect.protected_mounts(project, os.getcwd())
-    mounts += config.extra_mounts
+    mounts = config.mounts + config.extra_mounts
     if folder is not None:
         # Read-only: the runtime connects to a socket there (allowed), and may write nothing to the host.
         mounts.append(Mount(target=channel.CONTAINER_FOLDER, source=folder, type="bind", read_only=True))
@@ -172,6 +167,12 @@ def is_stale(container: Listed) -> bool:
 def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
     """Removes the containers whose owner is gone, then their networks and volumes; returns their names,
     and warns of those that stay."""
+    return prune_containers(client, warn) + prune_networks(client) + prune_volumes(client)
+
+
+def prune_containers(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
+    """Removes the containers whose owner is gone, with their socket folders; returns their names, and
+    warns of those that stay."""
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
@@ -184,7 +185,7 @@ def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
             removed.append(container.name)
-    return removed + prune_networks(client) + prune_volumes(client)
+    return removed
 
 
 def prune_volumes(client: docker.DockerClient) -> list[str]:

@@ -15,7 +15,7 @@ from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
 from nanocode.runtime.client import ChannelClosed, MalformedReply, RuntimeClient, RuntimeExited
 from nanocode.runtime.executor import RuntimeExecutor
-from nanocode.sandbox import channel, engine, isolation, protect
+from nanocode.sandbox import channel, engine, isolation
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import SocketTransport
 from nanocode.sandbox.container import SandboxConfig
@@ -53,7 +53,6 @@ class SandboxExecutor(RuntimeExecutor):
         self.folder: str | None = None  # shared with the container, for the runtime's socket
         self.oom_reported: tuple[str | None, float] = (None, 0.0)  # the container, and when
         self.cut_off = False  # a create was cut off before the engine answered
-        self.watched = protect.watched(config.project) if config.mounts is None else []
         super().__init__()
 
     def _start(self) -> RuntimeClient:
@@ -170,19 +169,11 @@ class SandboxExecutor(RuntimeExecutor):
             time.sleep(0.05)
 
     def _stop(self) -> None:
-        started = self.name is not None
         self._remove_container()
         self.name = None
         folder, self.folder = self.folder, None
         if folder is not None:
             channel.remove_folder(folder)
-        if not started:
-            return
-        for path in protect.quarantine(self.watched):
-            self.note(
-                f"warning: the sandbox made {path.removesuffix(protect.QUARANTINE)}, which host git would "
-                f"have read; it was moved to {path}"
-            )
 
     def _obituary(self, exc: ChannelClosed) -> str:
         if isinstance(exc, MalformedReply):

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,10 +243,3 @@ class Builder:
             entry.action, entry.origin = "rename", gone.path
             entry.base = gone.base
             entry.changed_during_goal = entry.changed_during_goal or gone.changed_during_goal
-
-
-def walk_files(root: str) -> Iterator[str]:
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            yield os.path.join(folder, name)

@@ -68,8 +68,7 @@ class Workspace:
         gits = bind.find_gits(self.project)
         self.journal = journal.write(self.goal, mode="bind", project=self.project, gits=gits)
         self.gits = gits
-        self.mounts = [Mount(target=self.project, source=self.project, type="bind", read_only=False)]
-        self.mounts += protect.secret_mounts(self.project, os.getcwd())
+        self.mounts = protect.project_mounts(self.project, os.getcwd())
         self.mounts += bind.read_only_mounts(self.project, gits)
 
     def finish(self, goal: str, outcome: str) -> Kept | None:
