@@ -45,16 +45,13 @@ class Engine:
 
 def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
     """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
-    from nanocode.egress.goal import remove_orphan_files
-    from nanocode.sandbox import container, engine, image
-    from nanocode.workspace import workspace
+    from nanocode import cleanup
+    from nanocode.sandbox import engine, image
 
     client = client or engine.connect()
     facts = engine.facts(client)
-    for name in container.prune(client, note):
-        note(f"removed stale sandbox container {name}")
-    workspace.recover(client, note)
-    remove_orphan_files(client)
+    for line in cleanup.remove_leftovers(client, note).lines():
+        note(line)
     tag = settings.image or image.ensure_image(client, note)
     return Engine(client, tag, facts)
 

@@ -164,12 +164,6 @@ def is_stale(container: Listed) -> bool:
     return owner_gone(pid, labels.get(f"{LABEL}.owner.start", ""))
 
 
-def prune(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
-    """Removes the containers whose owner is gone, then their networks and volumes; returns their names,
-    and warns of those that stay."""
-    return prune_containers(client, warn) + prune_networks(client) + prune_volumes(client)
-
-
 def prune_containers(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
     """Removes the containers whose owner is gone, with their socket folders; returns their names, and
     warns of those that stay."""
