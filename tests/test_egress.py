@@ -384,7 +384,7 @@ def test_kill_9_leaves_what_the_next_start_removes(
     assert done.returncode == 0, done.stderr
     # Only the network is sure to be left for this start: on a shared engine, another nanocode's
     # start may have removed the stale containers first.
-    assert f"removed stale sandbox container {networks[0]}" in done.stderr
+    assert f"removed stale network {networks[0]}" in done.stderr
     assert not glob.glob(hosts)
     assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], [])
 
