@@ -1,6 +1,7 @@
 """The allowlist against the real engine: a goal's sandbox on a network of its own, the egress proxy
 its only way out, local HTTP(S) servers with a test CA as the outside world."""
 
+import base64
 import glob
 import hashlib
 import io
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -136,6 +138,30 @@ def _wheel(folder: Path) -> None:
     )
 
 
+def _npm_registry(folder: Path) -> None:
+    """An npm registry with one tiny package: its metadata at /npm/tiny, its tarball beside."""
+    manifest = json.dumps({"name": "tiny", "version": "1.0.0", "main": "index.js"}).encode()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as archive:
+        for name, content in (("package/package.json", manifest), ("package/index.js", b"module.exports = 42;\n")):
+            member = tarfile.TarInfo(name)
+            member.size, member.mode = len(content), 0o644
+            archive.addfile(member, io.BytesIO(content))
+    tarball = data.getvalue()
+    (folder / "npm-tarballs").mkdir()
+    (folder / "npm-tarballs" / "tiny-1.0.0.tgz").write_bytes(tarball)
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    dist = {
+        "tarball": "https://pkgs.example.test/npm-tarballs/tiny-1.0.0.tgz",
+        "shasum": hashlib.sha1(tarball).hexdigest(),
+        "integrity": integrity,
+    }
+    version = {"name": "tiny", "version": "1.0.0", "main": "index.js", "dist": dist}
+    metadata = {"name": "tiny", "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": version}}
+    (folder / "npm").mkdir()
+    (folder / "npm" / "tiny").write_text(json.dumps(metadata))
+
+
 def _repository(folder: Path) -> None:
     """A bare git repository served as files (git's dumb HTTP)."""
     work = folder.parent / "work"
@@ -157,6 +183,7 @@ def world(docker_engine: Any, sandbox_image: str, tmp_path_factory: pytest.TempP
     www.mkdir()
     (www / "hello.txt").write_text("hello from outside\n")
     _wheel(www)
+    _npm_registry(www)
     _repository(www)
     for path in [root, *root.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o755 if path.is_dir() else path.stat().st_mode | 0o644)
@@ -311,6 +338,37 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
     assert len(summary) == 1 and summary[0].endswith(f"connections to 3 hosts allowed, 4 refused: {hosts}")
     assert summary[0] in done.stderr
     assert _ours(docker_engine, "project", str(project)) == ([], [])
+
+
+def test_npm_installs_from_an_allowed_registry_and_is_refused_another(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    npm = "npm install tiny --no-audit --no-fund"
+    commands = [
+        f"{npm} --registry https://pkgs.example.test/npm/ >/dev/null && node -p 'require(\"tiny\")' && ls ~/.npm",
+        f"mkdir /tmp/b && cd /tmp/b && npm_config_registry=https://denied.example.test/npm/ {npm}; echo exit=$?",
+    ]
+    api.add(*[tools(call("shell", {"command": command})) for command in commands], message(f"{MARKER} done"))
+    transcript = tmp_path / "t.jsonl"
+    done = subprocess.run(
+        _nanocode(world, project, "-p", "g", "--transcript", str(transcript)),
+        env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    installed, refused = _results(api)
+    assert installed.startswith("42\n") and "_cacache" in installed  # npm's cache: in HOME, on its tmpfs
+    assert json.loads((project / "node_modules" / "tiny" / "package.json").read_text())["version"] == "1.0.0"
+    assert json.loads((project / "package.json").read_text())["dependencies"] == {"tiny": "^1.0.0"}
+    # That server answers this path: the 403 is the proxy's.
+    assert "npm ERR! 403 403 Forbidden - GET https://denied.example.test/npm/tiny" in refused
+    assert refused.startswith("exit=1\n")
+    network = [json.loads(line) for line in transcript.read_text().splitlines()]
+    network = [e for e in network if e["kind"] == "network"]
+    assert {(e["host"], e["method"]) for e in network if e["allowed"]} == {("pkgs.example.test", "CONNECT")}
+    assert {(e["host"], e["rule"]) for e in network if not e["allowed"]} == {("denied.example.test", "not-allowed")}
 
 
 def _start_sleeping_goal(

@@ -18,7 +18,7 @@ def test_image_has_what_a_coding_agent_reaches_for(sandbox_image: str) -> None:
         "set -e; bash --version | head -1; git --version; python3 --version; python3 -m pip --version; "
         "python3 -m venv /tmp/v && /tmp/v/bin/python -c 'print(\"venv ok\")'; curl --version | head -1; "
         "ps --version; find --version | head -1; grep --version | head -1; sed --version | head -1; "
-        "make --version | head -1; test -d /etc/ssl/certs && echo certs ok"
+        "make --version | head -1; node --version; npm --version; test -d /etc/ssl/certs && echo certs ok"
     )
     container = DockerContainer(sandbox_image).with_command(["sleep", "infinity"])
     with container:
@@ -37,9 +37,32 @@ def test_image_has_what_a_coding_agent_reaches_for(sandbox_image: str) -> None:
         "GNU grep",
         "GNU sed",
         "GNU Make",
+        "v18.",
         "certs ok",
     ):
         assert word in output
+
+
+def test_npm_works_as_any_uid_on_a_read_only_root_with_home_on_a_tmpfs(sandbox_image: str) -> None:
+    """As nanocode runs it: npm's cache and logs go to $HOME/.npm, on the tmpfs. No network needed:
+    a package packed here is installed from its tarball."""
+    from testcontainers.core.container import DockerContainer
+
+    probe = (
+        "set -e; mkdir /tmp/tiny /tmp/app; cd /tmp/tiny; echo 'module.exports = 42;' > index.js; "
+        'echo \'{"name": "tiny", "version": "1.0.0"}\' > package.json; npm pack -q; '
+        "cd /tmp/app; npm install --offline --no-audit --no-fund /tmp/tiny/tiny-1.0.0.tgz >/dev/null; "
+        "node -p 'require(\"tiny\")'; ls $HOME/.npm; id -u"
+    )
+    container = DockerContainer(sandbox_image).with_command(["sleep", "infinity"])
+    container.with_kwargs(user="54321:54321", read_only=True, network_mode="none")
+    for folder in ("/tmp", "/home/sandbox"):
+        container.with_tmpfs_mount(folder, "rw,exec,nosuid,nodev,size=64m,mode=1777")
+    with container:
+        result = container.exec(["bash", "-c", probe])
+    output = result.output.decode()
+    assert result.exit_code == 0, output
+    assert output.endswith("42\n_cacache\n_logs\n_update-notifier-last-checked\n54321\n"), output
 
 
 def test_tag_changes_with_the_build_context_and_the_base(tmp_path: Path) -> None:
