@@ -678,7 +678,12 @@ def test_a_second_engine_gets_the_image_copied(docker_engine: Any, sandbox_image
 
 
 def test_goals_left_when_the_only_engine_stops_answering_are_counted(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
 ) -> None:
     from nanocode.sandbox import channel
     from nanocode.sandbox.container import remove
