@@ -1,6 +1,7 @@
 """`nanocode batch`: many goals in parallel, each in a sandbox and a workspace of its own, against the real
 engine and a scripted endpoint that answers each goal by its own script."""
 
+import contextlib
 import glob
 import json
 import os
@@ -554,3 +555,165 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
             process.kill()
             process.communicate()
         stop_second_engine(lost)
+
+
+# What the review found.
+
+
+def kinds(out: Path, goal_id: str) -> list[str]:
+    lines = (out / goal_id / "transcript.jsonl").read_text().splitlines()
+    return [json.loads(line)["kind"] for line in lines]
+
+
+@pytest.mark.parametrize("pool", ["--pool", "--no-pool"])
+def test_a_goals_transcript_keeps_what_its_sandbox_says(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+    pool: str,
+) -> None:
+    api.add_goal("say isolation", tools(call("shell", {"command": "true"})), message(f"{MARKER} ok"))
+    out = tmp_path / "out"
+    args = ["--goal", "say isolation", "--out", str(out), "--project", str(project), "--allow-host", "example.com"]
+    done = batch(tmp_path, api, *args, pool, *SMALL)
+    assert done.returncode == 0, done.stderr
+    seen = kinds(out, "001")
+    # The isolation found as the sandbox started, the allowlist's summary as it closed, after the goal's end.
+    assert "isolation" in seen and seen[-1] == "network_summary", seen
+
+
+def test_a_goal_whose_transcript_cannot_be_written_ends_with_its_own_result(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    api.add_goal("blocked", message(f"{MARKER} never"))
+    api.add_goal("fine", message(f"{MARKER} fine"))
+    out = tmp_path / "out"
+    (out / "001" / "transcript.jsonl").mkdir(parents=True)  # a folder where the transcript goes
+    done = batch(tmp_path, api, "--goal", "blocked", "--goal", "fine", "--out", str(out), "--project", str(project))
+    assert done.returncode == 3, done.stderr
+    assert result(out, "001")["outcome"] == "config"
+    assert "cannot write the transcript" in result(out, "001")["reason"]
+    assert result(out, "002")["outcome"] == "complete"
+    assert json.loads((out / "summary.json").read_text())["outcomes"] == {"config": 1, "complete": 1}
+    assert "Traceback" not in done.stderr
+
+
+def test_resume_is_refused_and_its_variable_ignored(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+    no_leftover_volumes: None,
+) -> None:
+    refused = batch(tmp_path, api, "--goal", "x", "--resume", "last", "--project", str(project))
+    assert refused.returncode == 2 and "--resume" in refused.stderr and "Traceback" not in refused.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    old = tmp_path / "old.jsonl"
+    start_record = {"kind": "start", "project": str(elsewhere), "model": "m", "sandbox": True, "system": "s"}
+    old.write_text(json.dumps(start_record) + "\n" + json.dumps({"kind": "goal", "goal": "an old goal"}) + "\n")
+    api.add_goal("a new goal", message(f"{MARKER} new"))
+    out = tmp_path / "out"
+    done = subprocess.run(  # the project: the current folder, not the one of the run NANOCODE_RESUME names
+        _command("--goal", "a new goal", "--out", str(out)),
+        env=_env(tmp_path, api) | {"NANOCODE_RESUME": str(old)},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert result(out, "001")["project"] == str(project)
+    assert all("an old goal" not in json.dumps(r["messages"]) for r in api.requests)
+
+
+def test_the_sweep_removes_the_batchs_networks_and_only_its_own_volumes(docker_engine: Any, tmp_path: Path) -> None:
+    from nanocode.batch.engines import Slot
+    from nanocode.batch.ledger import Ledger
+    from nanocode.batch.progress import Progress
+    from nanocode.batch.run import Batch, Budgets
+    from nanocode.sandbox.container import owner_labels
+
+    labels = owner_labels("sweep", str(tmp_path))
+    network = docker_engine.api.create_network(f"nanocode-sweep-{os.getpid()}", internal=True, labels=labels)["Id"]
+    mine = docker_engine.api.create_volume(labels=labels)["Name"]
+    other = docker_engine.api.create_volume(labels=labels | {"nanocode.owner.host": "another-host"})["Name"]
+    try:
+        slot = Slot("default", docker_engine, Ledger(1 << 30, 1.0))
+        Batch([], [slot], tmp_path, Budgets(), Progress(0, quiet=True)).sweep()
+        assert not docker_engine.api.networks(ids=[network])
+        names = {v["Name"] for v in docker_engine.api.volumes(filters={"label": "nanocode"}).get("Volumes") or []}
+        assert mine not in names and other in names  # another machine's batch may share the engine and the pid
+    finally:
+        for volume in (mine, other):
+            with contextlib.suppress(Exception):
+                docker_engine.api.remove_volume(volume, force=True)
+        with contextlib.suppress(Exception):
+            docker_engine.api.remove_network(network)
+
+
+def test_a_second_engine_gets_the_image_copied(docker_engine: Any, sandbox_image: str, second_engine: Any) -> None:
+    from nanocode.batch.engines import copy_image
+
+    tag = f"nanocode-test/copied:{os.getpid()}"  # a tag the second engine lacks, of an image it has the layers of
+    docker_engine.images.get(sandbox_image).tag(tag)
+    said: list[str] = []
+    try:
+        copy_image(docker_engine, second_engine.client, "second", tag, said.append)
+        assert second_engine.client.images.get(tag).id == docker_engine.images.get(tag).id
+        assert said == [f"batch: copying the sandbox image {tag} to second"]
+        copy_image(docker_engine, second_engine.client, "second", tag, said.append)
+        assert len(said) == 1  # there already: nothing copied
+    finally:
+        docker_engine.images.remove(tag)
+        with contextlib.suppress(Exception):
+            second_engine.client.images.remove(tag)
+
+
+def test_goals_left_when_the_only_engine_stops_answering_are_counted(
+    docker_engine: Any,
+    sandbox_image: str,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+    no_leftovers: None,
+) -> None:
+    from nanocode.sandbox import channel
+    from nanocode.sandbox.container import remove
+    from tests.second_engine import Relay
+
+    relay = Relay("/var/run/docker.sock")  # the main engine, reached through a relay this test closes
+    api.add_goal("before", Reply(message(f"{MARKER} done").body, delay=1.0))
+    for text in ("after 1", "after 2"):
+        api.add_goal(text, message(f"{MARKER} never"))
+    out = tmp_path / "out"
+    args = ["--goal", "before", "--goal", "after 1", "--goal", "after 2", "--out", str(out)]
+    process = start(tmp_path, api, *args, "--project", str(project), "--engine", f"{relay.url}=1", "--no-pool")
+    try:
+        wait_for(lambda: any(goal == "before" for _, goal in api.times))
+        relay.close()  # the engine answers no more while the first goal gets its last reply
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        relay.close()
+        for c in owned_by(docker_engine, process.pid):  # the sweep could not reach them
+            remove(docker_engine, c.id)
+            channel.remove_folders(c.labels.get("nanocode.goal", ""))
+        for volume in volumes_of(docker_engine, process.pid):
+            volume.remove(force=True)
+    assert process.returncode == 3, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [g["id"] for g in summary["results"]] == ["001", "002", "003"], summary
+    assert [g["outcome"] for g in summary["results"][1:]] == ["engine", "engine"]
+    assert summary["results"][2]["reason"] == "not started: no engine of the batch answers"

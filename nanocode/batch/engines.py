@@ -2,6 +2,7 @@
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,3 +79,31 @@ def default_workers(ledger: Ledger, memory: int, cpus: float, goals: int) -> int
     by_memory = ledger.memory // max(memory, 1)
     by_cpus = int(ledger.cpus / min(cpus, ledger.cpus) + 1e-9)
     return max(1, min(by_memory, by_cpus, goals))
+
+
+def copy_image(source: Any, target: Any, name: str, tag: str, note: Callable[[str], None]) -> None:
+    """The sandbox image, from the engine that has it to one that lacks it, streamed from one to the
+    other: engines share no registry, and the image may exist nowhere else."""
+    from docker.errors import DockerException
+
+    try:
+        if _has_image(target, tag):
+            return
+        note(f"batch: copying the sandbox image {tag} to {name}")
+        for said in target.api.load_image(source.api.get_image(tag), quiet=True):
+            if "error" in said:
+                raise ConfigError(f"could not copy the sandbox image {tag} to {name}: {said['error']}")
+        if not _has_image(target, tag):  # a load that ended early names no image
+            raise ConfigError(f"could not copy the sandbox image {tag} to {name}")
+    except DockerException as exc:
+        raise ConfigError(f"could not copy the sandbox image {tag} to {name}: {str(exc).splitlines()[0]}") from None
+
+
+def _has_image(client: Any, tag: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        return False
+    return True

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nanocode.batch import results
-from nanocode.batch.engines import SHARE, Slot, capacity, connect, default_workers, parse_spec
+from nanocode.batch.engines import SHARE, Slot, capacity, connect, copy_image, default_workers, parse_spec
 from nanocode.batch.goals import Goal
 from nanocode.batch.ledger import Ledger, machine_cpus, machine_memory, size
 from nanocode.batch.progress import Progress
@@ -93,6 +93,8 @@ def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -
         # One image on every engine: the first engine's (built there if need be), loaded into the others.
         image = slots[0].engine.image if slots else first.image
         slot.engine = open_engine(dataclasses.replace(first, image=image), note, client)
+        if slots:
+            copy_image(slots[0].engine.client, client, name, slot.engine.image, note)
         slots.append(slot)
     return slots
 

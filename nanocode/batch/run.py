@@ -56,6 +56,8 @@ class Prepared:
     slot: Slot
     workspace: Any  # nanocode.workspace's: an overlay layer of the project, for this goal only
     executor: Executor | None = None
+    display: GoalDisplay | None = None
+    transcript: GoalTranscript | None = None  # closed last, after what may still record in it
     released: bool = False
 
 
@@ -160,8 +162,8 @@ class Batch:
         self.sweep()
 
     def sweep(self) -> None:
-        """Removes what this batch still has on its engines: containers with their socket folders, then
-        the workspaces they held."""
+        """Removes what this batch still has on its engines: containers with their socket folders, their
+        networks, then the workspaces they held."""
         from nanocode.sandbox import channel, container
 
         for slot in self.slots:
@@ -172,8 +174,15 @@ class Batch:
                     if _mine(listed.labels):
                         container.remove(slot.client, listed.id)
                         channel.remove_folders(listed.labels.get("nanocode.goal", "") or listed.name)
+            with contextlib.suppress(Exception):  # an allowlisted goal's network, once its containers are gone
+                for network in slot.client.api.networks(filters={"label": container.LABEL}):
+                    if _mine(network.get("Labels") or {}):
+                        with contextlib.suppress(Exception):
+                            slot.client.api.remove_network(network["Id"])
             with contextlib.suppress(Exception):  # a layer whose workspace never closed: the volume at least
-                for volume in slot.client.api.volumes(filters={"label": _OWNER}).get("Volumes") or []:
+                for volume in slot.client.api.volumes(filters={"label": container.LABEL}).get("Volumes") or []:
+                    if not _mine(volume.get("Labels") or {}):
+                        continue
                     _wait_unused(slot.client, volume["Name"])
                     with contextlib.suppress(Exception):
                         slot.client.api.remove_volume(volume["Name"], force=True)
@@ -187,17 +196,10 @@ class Batch:
         if not interrupted:
             self.sweep()
         done = {r.id: r for r in skipped + self.finished}
-        stopped = isinstance(self.stopping, BudgetExceeded)
         for planned in self.planned:
-            if planned.goal.id not in done and stopped:
-                done[planned.goal.id] = Result(
-                    planned.goal.id,
-                    planned.goal.text,
-                    str(planned.settings.project),
-                    "stopped",
-                    "not started: " + self.stopping.format_message() if self.stopping else "",
-                )
-        ordered = [done[p.goal.id] for p in self.planned if p.goal.id in done]
+            if planned.goal.id not in done:
+                done[planned.goal.id] = self._not_run(planned)
+        ordered = [done[p.goal.id] for p in self.planned]
         extra = {"interrupted": interrupted, "backoffs": self.gate.holds, "skipped": [r.id for r in skipped]}
         summary = results.summary(ordered, time.monotonic() - self.started, extra)
         self.progress.close()
@@ -210,6 +212,15 @@ class Batch:
         if interrupted:
             raise Interrupted("interrupted: the batch was stopped; what finished is kept, and the next run resumes")
         return int(summary["exit_code"])
+
+    def _not_run(self, planned: Planned) -> Result:
+        """A goal the batch never started: counted in the summary, and run by the next run."""
+        outcome, reason = "stopped", "not started"
+        if self.stopping is not None:
+            reason += ": " + self.stopping.format_message()
+        elif not any(slot.alive for slot in self.slots):
+            outcome, reason = "engine", "not started: no engine of the batch answers"
+        return Result(planned.goal.id, planned.goal.text, str(planned.settings.project), outcome, reason)
 
     # The workers, each in a thread of its own.
 
@@ -245,16 +256,15 @@ class Batch:
                 continue
             try:
                 item = self._prepare(planned, slot, warm=True)
+                if item is not None:  # queued before it stops being pending: a runner sees it one way or the other
+                    self.progress.state(planned.goal.id, "ready")
+                    ready.put(item)
             except Exception as exc:
                 self._not_started(planned, slot, exc, 0.0)
                 room.release()
-                item = None
             finally:
                 with self.lock:
                     slot.pending -= 1
-            if item is not None:
-                self.progress.state(planned.goal.id, "ready")
-                ready.put(item)
 
     def _runner(self, slot: Slot, ready: "queue.Queue[Prepared]", room: threading.Semaphore) -> None:
         while True:
@@ -302,7 +312,8 @@ class Batch:
         with self.lock:
             self.items.add(item)
         try:
-            _, open_workspace, _ = executor_factory(s, slot.engine, _silent)
+            item.display, item.transcript = self._transcript(planned.goal)
+            _, open_workspace, _ = executor_factory(s, slot.engine, _silent, item.transcript)
             assert open_workspace is not None, "a batch runs its goals in sandboxes"
             item.workspace = open_workspace(uuid.uuid4().hex[:12], _silent)
             if warm and not self.stop.is_set():
@@ -315,6 +326,14 @@ class Batch:
             return None
         return item
 
+    def _transcript(self, goal: Goal) -> tuple[GoalDisplay, GoalTranscript]:
+        """The goal's results folder, without an earlier run's change set, and its transcript."""
+        folder = results.folder(self.out, goal.id)
+        shutil.rmtree(folder / CHANGES, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        display = GoalDisplay(self.progress, goal.id)
+        return display, GoalTranscript(folder / "transcript.jsonl", display, self._spend)
+
     def _put_back(self, planned: Planned, why: str = "") -> None:
         self.progress.queued(planned.goal.id, why)  # before a worker can take it again
         with self.lock:
@@ -322,7 +341,7 @@ class Batch:
             self.taken.discard(planned.goal.id)
 
     def _open(self, item: Prepared, note: Callable[[str], None]) -> Executor:
-        opener, _, _ = executor_factory(item.planned.settings, item.slot.engine, note)
+        opener, _, _ = executor_factory(item.planned.settings, item.slot.engine, note, item.transcript)
         return opener(item.workspace, note)
 
     def _release(self, item: Prepared) -> None:
@@ -342,6 +361,8 @@ class Batch:
             except Exception:
                 with self.lock:
                     self.unclosed.append(item.workspace)
+        if item.transcript is not None:
+            item.transcript.close()
         item.slot.ledger.give(*_needs(item.planned.settings))
 
     def _run_settings(self, item: Prepared) -> Settings:
@@ -362,20 +383,18 @@ class Batch:
         goal = item.planned.goal
         self._settled(item.planned)  # from now on its outcome is recorded, whatever happens
         folder = results.folder(self.out, goal.id)
-        shutil.rmtree(folder / CHANGES, ignore_errors=True)  # an earlier run's, of this goal
-        folder.mkdir(parents=True, exist_ok=True)
-        display = GoalDisplay(self.progress, goal.id)
+        display, transcript = item.display, item.transcript
+        assert display is not None and transcript is not None, "made with the goal's workspace"
         self.progress.start(goal.id, item.slot.name if len(self.slots) > 1 else "")
-        settings = self._run_settings(item)
-        transcript = GoalTranscript(folder / "transcript.jsonl", display, self._spend)
         result = Result(goal.id, goal.text, str(item.planned.settings.project), "crash", engine=item.slot.name)
         try:
-            with Session(settings, display, item.slot.engine, self.gate, transcript) as session:
-                if item.executor is None:
-                    item.executor = self._open(item, display.note)
-                result.ready_seconds = round(time.monotonic() - started, 4)
-                result.answer = session.run_goal(goal.text, Guarded(item.executor, self._outer))
-                result.outcome = "complete"
+            # Not a `with`: the transcript outlives the session, until the sandbox and workspace are gone.
+            session = Session(self._run_settings(item), display, item.slot.engine, self.gate, transcript)
+            if item.executor is None:
+                item.executor = self._open(item, display.note)
+            result.ready_seconds = round(time.monotonic() - started, 4)
+            result.answer = session.run_goal(goal.text, Guarded(item.executor, self._outer))
+            result.outcome = "complete"
         except BaseException as exc:  # a goal's failure is its own, whatever it is
             result.outcome, result.reason = self._outcome(exc, item.slot)
         result.steps, result.cost = transcript.steps, round(transcript.cost, 6)
@@ -487,9 +506,6 @@ def _finish_workspace(workspace: Any, goal: str, outcome: str) -> Any:
                 raise
             time.sleep(0.1)
     return workspace.finish(goal, outcome)
-
-
-_OWNER = f"nanocode.owner.pid={os.getpid()}"
 
 
 def _wait_unused(client: Any, volume: str, seconds: float = 10.0) -> None:

@@ -123,7 +123,10 @@ def _each_goal_in_a_sandbox_and_a_layer(ctx: click.Context, options: dict[str, A
     }
     if ("sandbox" in given and not options["sandbox"]) or ("workspace" in given and options["workspace"] != "overlay"):
         raise click.UsageError("a batch runs every goal in a sandbox with an overlay workspace of its own")
-    options.update(sandbox=True, workspace="overlay", apply_changes=False)
+    if ctx.get_parameter_source("resume") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--resume carries on with one run's goal; a batch resumes by running again into --out")
+    # NANOCODE_RESUME, set for single runs, would move every goal to that run's project and conversation.
+    options.update(sandbox=True, workspace="overlay", apply_changes=False, resume=None)
 
 
 def _read_goals(ctx: click.Context, path: str | None, texts: list[str]) -> list[Any]:
