@@ -25,7 +25,7 @@ from docker.types import Mount
 
 from nanocode.errors import ConfigError
 from nanocode.sandbox import protect
-from nanocode.sandbox.container import NO_NEW_PRIVILEGES
+from nanocode.sandbox.container import NO_NEW_PRIVILEGES, owner_labels
 
 CHUNK = 1 << 20
 _seen: dict[tuple[str, str], bool] = {}
@@ -51,8 +51,11 @@ def sees_project(client: docker.DockerClient, project: str, image: str) -> bool:
     return _seen[key]
 
 
+PROBE_MARKER = ".nanocode-probe-"
+
+
 def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
-    marker = os.path.join(project, f".nanocode-probe-{secrets.token_hex(8)}")
+    marker = os.path.join(project, f"{PROBE_MARKER}{secrets.token_hex(8)}")
     try:
         Path(marker).write_bytes(b"")
     except OSError:
@@ -61,7 +64,11 @@ def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
     try:
         mount = Mount(target="/probe", source=project, type="bind", read_only=True)
         container_id = client.api.create_container(
-            image, command="true", host_config=client.api.create_host_config(mounts=[mount], network_mode="none")
+            image,
+            command="true",
+            # Labelled like a goal's: one that an interrupt left behind goes with the next start's clean-up.
+            labels=owner_labels("probe", project),
+            host_config=client.api.create_host_config(mounts=[mount], network_mode="none"),
         )["Id"]
         stream, _ = client.api.get_archive(container_id, "/probe/" + os.path.basename(marker))
         for _ in stream:
@@ -87,8 +94,11 @@ def project_tar(project: str, out: IO[bytes]) -> None:
             dirs.sort()
             for name in sorted(dirs + files):
                 path = os.path.join(folder, name)
-                st = os.lstat(path)
-                if stat.S_ISREG(st.st_mode) and protect.is_secret(name):
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue  # gone while the project was walked (another goal's probe marker, say)
+                if stat.S_ISREG(st.st_mode) and (protect.is_secret(name) or name.startswith(PROBE_MARKER)):
                     continue
                 if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     continue
