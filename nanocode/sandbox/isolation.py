@@ -7,8 +7,6 @@ from typing import Any
 from nanocode.errors import ConfigError
 from nanocode.sandbox.engine import Facts
 
-REQUIREMENTS = ("gvisor", "rootless", "limits")
-
 
 @dataclass
 class Isolation:
