@@ -9,12 +9,12 @@ engine, as the project is on a local one. The upper folder comes back the same w
 ends, with the list of opaque folders from a small helper that reads overlayfs's marks.
 """
 
-import contextlib
 import os
 import secrets
 import stat
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -60,31 +60,50 @@ def _probe(client: docker.DockerClient, project: str, image: str) -> bool:
         Path(marker).write_bytes(b"")
     except OSError:
         return True  # a project nanocode cannot write to: taken as seen, and a bind mount will say otherwise
-    container_id = None
+    name, container_id, cut_off = f"nanocode-probe-{secrets.token_hex(6)}", None, True
     try:
         mount = Mount(target="/probe", source=project, type="bind", read_only=True)
         container_id = client.api.create_container(
             image,
             command="true",
+            name=name,
             # Labelled like a goal's: one that an interrupt left behind goes with the next start's clean-up.
             labels=owner_labels("probe", project),
             host_config=client.api.create_host_config(mounts=[mount], network_mode="none"),
         )["Id"]
+        cut_off = False
         stream, _ = client.api.get_archive(container_id, "/probe/" + os.path.basename(marker))
         for _ in stream:
             pass
         return True
     except ImageNotFound:
+        cut_off = False
         raise ConfigError(f"the sandbox image {image} is not present") from None
     except (APIError, NotFound):
+        cut_off = False
         return False
     except DockerException as exc:
+        cut_off = False
         raise ConfigError(f"cannot ask the Docker engine whether it sees {project}: {exc}") from None
     finally:
         os.unlink(marker)
-        if container_id is not None:
-            with contextlib.suppress(DockerException):
-                client.api.remove_container(container_id, force=True, v=True)
+        _remove_probe(client, container_id or name, cut_off)
+
+
+def _remove_probe(client: docker.DockerClient, container: str, cut_off: bool) -> None:
+    """A create cut off by an interrupt before the engine answered may still make the container there:
+    it is waited for (by its name) a moment before it is removed."""
+    deadline = time.monotonic() + (2.0 if cut_off else 0.0)
+    while True:
+        try:
+            client.api.remove_container(container, force=True, v=True)
+            return
+        except NotFound:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+        except DockerException:
+            return
 
 
 def project_tar(project: str, out: IO[bytes]) -> None:
