@@ -1,10 +1,10 @@
-# nanocode: make install | test | lint | demo | run | bench | sandbox-base | sandbox-image
+# nanocode: make install | test | lint | docs | demo | run | bench | sandbox-base | sandbox-image
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SANDBOX ?= --sandbox
 
-.PHONY: install test lint demo run bench sandbox-base sandbox-image clean
+.PHONY: install test lint docs demo run bench sandbox-base sandbox-image clean
 
 $(BIN)/nanocode: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy nanocode
+
+# docs/configuration.md, from the click options (tests/test_docs.py fails while they disagree).
+docs: install
+	$(BIN)/python docs/gen_options.py
 
 # Replays a recorded goal (write a program, run it, fix it) with the real tools: no key needed.
 # SANDBOX= runs it on the host instead of in the Docker sandbox.
