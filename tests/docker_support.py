@@ -21,11 +21,11 @@ def docker_client():  # type: ignore[no-untyped-def]
 
 
 def gvisor_runtime(client) -> str:  # type: ignore[no-untyped-def]
-    """runsc, where the engine has it registered as the README says (CI sets NANOCODE_TEST_GVISOR=1)."""
+    """runsc, where the engine has it registered as docs/engines.md says (CI sets NANOCODE_TEST_GVISOR=1)."""
     from nanocode.sandbox import engine
 
     if os.environ.get("NANOCODE_TEST_GVISOR") != "1":
-        pytest.skip("gVisor: set NANOCODE_TEST_GVISOR=1 where runsc is registered with the engine (see README)")
+        pytest.skip("gVisor: set NANOCODE_TEST_GVISOR=1 where runsc is registered (see docs/engines.md)")
     if "runsc" not in engine.facts(client).runtimes:
         pytest.fail("NANOCODE_TEST_GVISOR=1, but the engine has no runtime named runsc")
     return "runsc"
