@@ -64,16 +64,30 @@ SEE = {
 # Variables nanocode reads that are not options (tests/test_docs.py checks the code names no other).
 OTHER_VARIABLES = [
     ("NANOCODE_DEBUG", "unset", "set: an internal error shows its traceback instead of one line"),
-    ("NANOCODE_SANDBOX_BASE", "`debian:bookworm-slim`, else `nanocode/base:bookworm`", "the sandbox image's base"),
+    (
+        "NANOCODE_SANDBOX_BASE",
+        "`debian:bookworm-slim` if present, else `nanocode/base:bookworm` if present, else pulled",
+        "the sandbox image's base ([the image](sandbox.md#the-image))",
+    ),
     ("XDG_STATE_HOME", "`~/.local/state`", "transcripts, change sets, layers and batches live under `nanocode/` here"),
     ("XDG_RUNTIME_DIR", "the temporary folder", "where the runtime's socket folders are made, if writable"),
-    ("DOCKER_HOST", "the Docker context's", "the engine: a `unix://`, `tcp://` or `ssh://` URL"),
+    (
+        "DOCKER_HOST",
+        "the current Docker context's, else `/var/run/docker.sock`",
+        "the engine: a `unix://`, `tcp://` or `ssh://` URL ([engines](engines.md#which-engine))",
+    ),
     ("DOCKER_CONTEXT", "the current context", "a Docker context to use (`docker context ls`)"),
-    ("SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE", "the distribution's bundle", "the host's CA bundle"),
+    (
+        "SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE",
+        "the distribution's bundle",
+        "the host's CA bundle, given to a sandbox with a network "
+        "([the host's trust store](network.md#the-hosts-trust-store)); "
+        "the model client trusts `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE` too",
+    ),
     (
         "https_proxy, http_proxy, no_proxy, HTTPS_PROXY, HTTP_PROXY, NO_PROXY",
         "unset",
-        "the host's proxy: the egress proxy goes out through it",
+        "the host's proxy: the model client and the egress proxy go out through it",
     ),
 ]
 
