@@ -65,10 +65,12 @@ def _world(bench: Any) -> str:
 
 
 def _allowlisted(bench: Any, config: Any, network: str) -> AllowlistedSandbox:
+    # The server's name resolves to a private address of the benchmark's network: an address rule lets it through.
+    subnet = bench.client.api.inspect_network(network)["IPAM"]["Config"][0]["Subnet"]
     return AllowlistedSandbox(
         bench.client,
         config,
-        [HOST],
+        [HOST, subnet],
         network,
         lambda confined: SandboxExecutor(bench.client, confined, OUTPUT_CAP),
         Discard(),

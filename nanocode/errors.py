@@ -22,6 +22,12 @@ class NanocodeError(click.ClickException):
         click.echo(f"nanocode: {self.format_message()}", err=True, file=file)
 
 
+class UsageError(NanocodeError):
+    """A value on the command line that cannot mean anything (a malformed --allow-host rule)."""
+
+    exit_code = EXIT_USAGE
+
+
 class ConfigError(NanocodeError):
     """Bad settings, or something nanocode needs is missing (key, Docker, image)."""
 

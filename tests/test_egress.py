@@ -50,6 +50,7 @@ class World:
     network: str
     address: str  # the server's, on the test's network
     ca: Path
+    subnet: str  # the test's network's: private, so its names pass only with this address rule
 
 
 def _openssl(folder: Path, *args: str) -> None:
@@ -209,7 +210,8 @@ def world(docker_engine: Any, sandbox_image: str, tmp_path_factory: pytest.TempP
         while b"serving" not in api.logs(server) and time.monotonic() < deadline:
             time.sleep(0.1)
         address = api.inspect_container(server)["NetworkSettings"]["Networks"][network]["IPAddress"]
-        yield World(network, address, root / "tls" / "ca.crt")
+        subnet = api.inspect_network(network)["IPAM"]["Config"][0]["Subnet"]
+        yield World(network, address, root / "tls" / "ca.crt", subnet)
     finally:
         if server is not None:
             lifecycle.remove(docker_engine, server)
@@ -229,7 +231,7 @@ def _env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
 
 
 def _nanocode(world: World, project: Path, *args: str) -> list[str]:
-    hosts = [arg for host in ALLOWED for arg in ("--allow-host", host)]
+    hosts = [arg for host in [*ALLOWED, world.subnet] for arg in ("--allow-host", host)]
     return [
         sys.executable,
         "-m",
@@ -283,7 +285,8 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
         "git clone -q https://git.code.example.test/repo.git /tmp/clone && cat /tmp/clone/README",
         "curl -sS http://denied.example.test/hello.txt; curl -sS https://denied.example.test/hello.txt; echo exit=$?",
         "curl -sS http://web.example.test:8080/; echo",
-        f"curl -sS http://{world.address}/hello.txt",
+        'curl -sS http://10.255.255.1/hello.txt; echo; python3 -c "import urllib.error as e, urllib.request as u\n'
+        "try: u.urlopen('http://0254.0021.0.1/')\nexcept e.HTTPError as x: print(x.read().decode())\"",
         f"curl -sS --noproxy '*' https://web.example.test/; echo exit=$?; "
         f"curl -sS --noproxy '*' -m 20 http://{world.address}/; echo exit=$?",
         "python3 dns.py web.example.test; python3 dns.py pypi.org; getent hosts pypi.org; echo exit=$?",
@@ -307,7 +310,8 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
     assert "refused by rule not-allowed: denied.example.test is not on the allowlist" in refused
     assert "exit=56" in refused and "CONNECT tunnel failed, response 403" in refused
     assert "refused by rule port: web.example.test is allowed on port 80, 443 only" in results[4]
-    assert f"refused by rule ip-address: {world.address} is an IP address" in results[5]
+    assert "refused by rule ip-address: 10.255.255.1 is an IP address (a private (RFC 1918) address)" in results[5]
+    assert "refused by rule ip-address: 0254.0021.0.1: an IPv4 address written other than" in results[5]
     # Past the proxy: no name resolves, no address has a route.
     noproxy = results[6]
     assert noproxy.startswith("exit=6\nexit=7\n"), noproxy
@@ -331,11 +335,13 @@ def test_allowed_hosts_answer_and_nothing_else_gets_out(
     assert refusals == {
         ("denied.example.test", "not-allowed"),
         ("web.example.test", "port"),
-        (world.address, "ip-address"),
+        ("10.255.255.1", "ip-address"),
+        ("0254.0021.0.1", "ip-address"),
     }
+    assert all(e["address"] == world.address for e in network if e["allowed"])  # the address it checked
     summary = [e["summary"] for e in entries if e["kind"] == "network_summary"]
-    hosts = ", ".join(sorted(["denied.example.test", "web.example.test", world.address]))
-    assert len(summary) == 1 and summary[0].endswith(f"connections to 3 hosts allowed, 4 refused: {hosts}")
+    hosts = ", ".join(sorted(["denied.example.test", "web.example.test", "10.255.255.1", "0254.0021.0.1"]))
+    assert len(summary) == 1 and summary[0].endswith(f"connections to 3 hosts allowed, 5 refused: {hosts}")
     assert summary[0] in done.stderr
     assert _ours(docker_engine, "project", str(project)) == ([], [])
 

@@ -82,7 +82,8 @@ GOAL_OPTIONS = [
         envvar="NANOCODE_ALLOW_HOSTS",
         multiple=True,
         metavar="HOST",
-        help="Let the sandbox reach only this host, through a proxy: a name, *.domain, host:port, or a preset "
+        help="Let the sandbox reach only this host, through a proxy: a name, *.domain, * (any name at a public "
+        "address), an IP address or CIDR block (private ones too), each with :port or not, or a preset "
         "(@python, @npm, @debian, @github). Repeatable; the variable takes a comma-separated list.",
     ),
     env_option(

@@ -1,7 +1,9 @@
-"""What `--allow-host` names: hosts, wildcards, host:port, and presets for common needs."""
+"""What `--allow-host` names: hosts, wildcards, `*`, IP addresses and CIDR blocks, each with a port
+or not, and presets for common needs. A malformed rule is a usage error (exit 2): the rules are
+parsed by the proxy's own Rule, so what is accepted here is what the proxy enforces."""
 
 from nanocode.egress.proxy import Rule
-from nanocode.errors import ConfigError
+from nanocode.errors import UsageError
 
 # The hosts each preset expands to; the README lists them too.
 PRESETS = {
@@ -25,7 +27,10 @@ def expand(values: list[str] | tuple[str, ...]) -> list[str]:
     each checked, in order, without repeats."""
     rules: list[str] = []
     for value in values:
-        for item in (part.strip() for part in value.split(",")):
+        parts = [part.strip() for part in value.split(",")]
+        if not any(parts):
+            raise UsageError(f"--allow-host {value!r}: an empty rule (name a host, *.domain, an address or @preset)")
+        for item in parts:
             if not item:
                 continue
             for rule in _one(item):
@@ -37,10 +42,10 @@ def expand(values: list[str] | tuple[str, ...]) -> list[str]:
 def _one(item: str) -> list[str]:
     if item.startswith("@"):
         if item.lower() not in PRESETS:
-            raise ConfigError(f"--allow-host {item}: no such preset (there are {', '.join(PRESETS)})")
+            raise UsageError(f"--allow-host {item}: no such preset (there are {', '.join(PRESETS)})")
         return PRESETS[item.lower()]
     try:
         Rule(item)
     except ValueError as exc:
-        raise ConfigError(f"--allow-host {item}: {exc}") from None
+        raise UsageError(f"--allow-host {item}: {exc}") from None
     return [item.lower()]

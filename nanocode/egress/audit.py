@@ -9,6 +9,7 @@ from nanocode.interfaces import Recorder
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "host": str,
     "port": int,
+    "address": str,
     "method": str,
     "allowed": bool,
     "rule": str,

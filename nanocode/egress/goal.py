@@ -29,6 +29,7 @@ from nanocode.sandbox.executor import SandboxExecutor
 
 PROXY_SOURCE = Path(proxy.__file__).read_text()
 APT_CONF = str(Path(__file__).with_name("apt.conf"))
+APT_CA_CONF = str(Path(__file__).with_name("apt-ca.conf"))  # the same, trusting the host's CA bundle
 APT_INSIDE = "/etc/nanocode/apt.conf"
 # The proxy's name inside: an entry in the sandbox's /etc/hosts, since there is no DNS there.
 NAME = "nanocode-egress"
@@ -50,6 +51,12 @@ PROXY_ENVIRONMENT = {
     "GIT_CONFIG_KEY_0": "http.proxy",
     "GIT_CONFIG_VALUE_0": URL,
     "APT_CONFIG": APT_INSIDE,
+    # A download that fails (a certificate refused, a host refused) fails in seconds, not after
+    # a minute of the tools' own retries.
+    "npm_config_fetch_retries": "1",
+    "npm_config_fetch_retry_mintimeout": "1000",
+    "npm_config_fetch_retry_maxtimeout": "2000",
+    "PIP_RETRIES": "1",
 }
 # An internal network still gives the host an address on it, where every service of the host bound
 # to 0.0.0.0 answers: the bridge gets none.
@@ -95,7 +102,8 @@ class GoalNetwork:
         bundle: str | None = None,
     ):
         self.docker = client
-        self.settings = {"allow": rules, "port": proxy.PORT, **host_proxy()}
+        self.settings: dict[str, Any] = {"allow": rules, "port": proxy.PORT, **host_proxy()}
+        self.bundle = bundle
         self.audit = Audit(recorder)
         self.id = uuid.uuid4().hex[:12]
         self.name = f"nanocode-net-{self.id}"
@@ -153,6 +161,7 @@ class GoalNetwork:
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             self.transport = SocketTransport(self.docker.api.attach_socket(self.proxy_name, params=params))
             self.docker.api.start(self.proxy_name)
+            self.settings["refuse"] = engine_subnets(self.docker)
             self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(self.settings).encode() + b"\n")
             self.made.wait()
             if not self.gateway:
@@ -252,7 +261,7 @@ class GoalNetwork:
             environment=config.environment | PROXY_ENVIRONMENT,
             extra_mounts=[
                 *config.extra_mounts,
-                Mount(target=APT_INSIDE, source=APT_CONF, type="bind", read_only=True),
+                Mount(target=APT_INSIDE, source=APT_CA_CONF if self.bundle else APT_CONF, type="bind", read_only=True),
                 Mount(target="/etc/resolv.conf", source=RESOLV_CONF, type="bind", read_only=True),
                 Mount(target="/etc/hosts", source=self.hosts, type="bind", read_only=True),
             ],
@@ -325,6 +334,16 @@ class AllowlistedSandbox:
             summary = self.network.close()
             self.recorder.record("network_summary", summary=summary)
             self.note(summary)
+
+
+def engine_subnets(client: docker.DockerClient) -> list[str]:
+    """The address blocks of the engine's networks, which the proxy refuses unless a rule names them."""
+    subnets = []
+    for network in client.api.networks():
+        for block in (network.get("IPAM") or {}).get("Config") or []:
+            if isinstance(block, dict) and block.get("Subnet"):
+                subnets.append(str(block["Subnet"]))
+    return subnets
 
 
 def _first_line(exc: BaseException) -> str:

@@ -60,11 +60,17 @@ def split_host_port(text, default=None):
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError("not a host and port: %r" % text)
+        port = rest[1:]
+        colon = rest.startswith(":")
     elif text.count(":") == 1:
         host, port = text.split(":")
+        colon = True
     else:
-        host, port = text, ""
+        host, port, colon = text, "", False
+    if colon and not port:
+        raise ValueError("a port is missing after ':'")
     if not port:
         return host.lower().rstrip("."), default
     if not port.isdigit() or not 0 < int(port) < 65536:
@@ -72,31 +78,145 @@ def split_host_port(text, default=None):
     return host.lower().rstrip("."), int(port)
 
 
+# A name as DNS writes it: labels of letters, digits, '-' and '_', at most 63 each, 253 in all.
+LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def name_problem(name):
+    """Why `name` (lower case, no trailing dot) is not a host name, or None if it is one."""
+    if not name or len(name) > 253:
+        return "not a host name (empty or longer than 253 characters)"
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            return "not a host name (an empty label)"
+        if len(label) > 63:
+            return "not a host name (a label longer than 63 characters)"
+        if not set(label) <= LABEL_CHARACTERS or label.startswith("-") or label.endswith("-"):
+            return "not a host name (%r)" % label[:64]
+    last = labels[-1]
+    if last.isdigit() or (last.startswith("0x") and all(c in "0123456789abcdef" for c in last[2:])):
+        # 172.17.1, 2886795265, 0254.0021.0.1, 0xac.0x11.0x0.0x1: what inet_aton would take for an address.
+        return "an IPv4 address written other than as four decimal parts"
+    return None
+
+
+# The addresses refused unless a rule names them: the machine itself, the local networks and the
+# ones no host should be reached at. Other addresses pass, reserved and documentation blocks
+# included (a network's own proxy may answer there).
+REFUSED_BLOCKS = [
+    (ipaddress.ip_network(block), kind)
+    for block, kind in (
+        ("0.0.0.0/8", "an unspecified"),
+        ("127.0.0.0/8", "a loopback"),
+        ("10.0.0.0/8", "a private (RFC 1918)"),
+        ("172.16.0.0/12", "a private (RFC 1918)"),
+        ("192.168.0.0/16", "a private (RFC 1918)"),
+        ("100.64.0.0/10", "a shared (CGNAT, 100.64.0.0/10)"),
+        ("169.254.169.254/32", "the cloud metadata"),
+        ("169.254.0.0/16", "a link-local"),
+        ("224.0.0.0/4", "a multicast"),
+        ("255.255.255.255/32", "the broadcast"),
+        ("::/128", "an unspecified"),
+        ("::1/128", "a loopback"),
+        ("fc00::/7", "a private (unique local)"),
+        ("fe80::/10", "a link-local"),
+        ("ff00::/8", "a multicast"),
+    )
+]
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded(address):
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64), or None."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64:
+        return ipaddress.ip_address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_refusal(address, engine_networks=()):
+    """Why an address is refused by default (loopback, private, ...), or None where it is not."""
+    inner = embedded(address)
+    if inner is not None:
+        refusal = address_refusal(inner, engine_networks)
+        if refusal:
+            return refusal + " (inside %s)" % address
+    for network in engine_networks:
+        if address.version == network.version and address in network:
+            return "an address of the engine's network %s" % network
+    for block, kind in REFUSED_BLOCKS:
+        if address.version == block.version and address in block:
+            return "%s address" % kind
+    return None
+
+
 class Rule:
-    """One allowed host: an exact name or address, `*.example.org` (its subdomains), or `*`
-    (any name, never an address); on ports 80 and 443 unless one is given."""
+    """One allowed host: an exact name, `*.example.org` (its subdomains), `*` (any name whose
+    addresses are public), an IP address or a CIDR block (those addresses, private ones too);
+    on ports 80 and 443 unless one is given."""
 
     def __init__(self, text: str) -> None:
-        host, port = split_host_port(text)
-        if not host or " " in host or "/" in host:
+        raw = text.strip()
+        bare = (
+            raw[1:].partition("]")[0] if raw.startswith("[") else raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
+        )
+        if bare.startswith(".") or bare.endswith("*.") or bare.endswith(".."):
             raise ValueError("not a host name or address")
+        host, port = split_host_port(raw)
+        self.text = raw
+        self.ports = (port,) if port else DEFAULT_PORTS
+        self.network = _network(host)
+        self.host = host
+        if self.network is not None:
+            return
         if "*" in host and host != "*" and not (host.startswith("*.") and "*" not in host[2:]):
             raise ValueError("a wildcard goes only at the start, as in *.example.org")
-        self.text = text.strip()
-        self.host = host
-        self.ports = (port,) if port else DEFAULT_PORTS
+        problem = None if host == "*" else name_problem(host[2:] if host.startswith("*.") else host)
+        if problem:
+            raise ValueError(problem)
 
     def matches_host(self, host):
+        """Whether this rule allows a name (address rules never do)."""
+        if self.network is not None:
+            return False
         if self.host == "*":
-            return not is_ip(host)
+            return True
         if self.host.startswith("*."):
-            return host.endswith(self.host[1:]) and not is_ip(host)
+            return host.endswith(self.host[1:])
         return host == self.host
+
+    def covers(self, address, port):
+        return self.network is not None and address in self.network and port in self.ports
+
+
+def _network(host):
+    """The addresses an IP or CIDR rule names, or None for a name."""
+    try:
+        if "/" in host:
+            return ipaddress.ip_network(host, strict=False)
+        return ipaddress.ip_network(ipaddress.ip_address(host))
+    except ValueError:
+        if "/" in host:
+            raise ValueError("not an address block such as 10.0.0.0/8") from None
+        return None
 
 
 def decide(rules, host, port):
-    """The rule that allows host:port; raises Refused with the one that refuses it."""
+    """The name rule that allows host:port; raises Refused with what refuses it. An address is
+    checked by check_address; a name's addresses, once resolved, by allowed_addresses."""
     host = host.lower().rstrip(".").strip("[]")
+    if is_ip(host):
+        return check_address(rules, ipaddress.ip_address(host), port)
+    problem = name_problem(host)
+    if problem:
+        rule = "ip-address" if problem.startswith("an IPv4") else "bad-name"
+        raise Refused(rule, "%s: %s" % (host[:80], problem))
     matched = [rule for rule in rules if rule.matches_host(host)]
     for rule in matched:
         if port in rule.ports:
@@ -106,10 +226,56 @@ def decide(rules, host, port):
         raise Refused(
             "port", "%s is allowed on port %s only (rule %s), not on %d" % (host, ports, matched[0].text, port)
         )
-    if is_ip(host):
-        raise Refused("ip-address", "%s is an IP address; addresses are refused unless allowed by address" % host)
     allowed = ", ".join(rule.text for rule in rules) or "nothing"
     raise Refused("not-allowed", "%s is not on the allowlist (allowed: %s)" % (host, allowed))
+
+
+def check_address(rules, address, port):
+    """The address rule that allows a connection to this address, or Refused."""
+    for rule in rules:
+        if rule.covers(address, port):
+            return rule.text
+    kind = address_refusal(address)
+    detail = " (%s)" % kind if kind else ""
+    raise Refused(
+        "ip-address", "%s is an IP address%s; addresses are refused unless a rule names them" % (address, detail)
+    )
+
+
+def allowed_addresses(rules, host, port, found, engine_networks=()):
+    """Of the addresses a name resolved to, those it may be reached at: public ones, and any an
+    address rule covers. Raises Refused when none is left."""
+    allowed, refusals = [], []
+    for address in found:
+        if any(rule.covers(address, port) for rule in rules):
+            allowed.append(address)
+            continue
+        refusal = address_refusal(address, engine_networks)
+        if refusal is None:
+            allowed.append(address)
+        else:
+            refusals.append("%s, %s" % (address, refusal))
+    if allowed:
+        return allowed
+    raise Refused(
+        "address",
+        "%s resolves to %s; such addresses are refused unless an address rule (an IP or a CIDR) covers them"
+        % (host, "; ".join(refusals) or "nothing"),
+    )
+
+
+def resolve(host, port):
+    """The addresses of a name, resolved once: the ones checked are the ones connected to."""
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise Upstream("cannot resolve %s" % host) from None
+    found = []
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if address not in found:
+            found.append(address)
+    return found
 
 
 class Head:
@@ -213,12 +379,31 @@ class HostProxy:
 def connect(host, port):
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
         raise Upstream("cannot resolve %s" % host) from None
     except OSError as exc:
         raise Upstream("cannot reach %s:%d: %s" % (host, port, exc.strerror or exc)) from None
     sock.settimeout(None)
     return sock
+
+
+def connect_to(addresses, host, port, record):
+    """A connection to the first of the checked addresses that answers."""
+    problem = "no address"
+    for address in addresses:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect((str(address), port))
+        except OSError as exc:
+            sock.close()
+            problem = "%s: %s" % (address, exc.strerror or exc)
+            continue
+        sock.settimeout(None)
+        record["address"] = str(address)
+        return sock
+    raise Upstream("cannot reach %s:%d (%s)" % (host, port, problem))
 
 
 def relay(client, server, record):
@@ -262,6 +447,8 @@ def reply(sock, status, reason, body):
 class Proxy:
     def __init__(self, settings):
         self.rules = [Rule(text) for text in settings.get("allow", [])]
+        # Refused as well, unless an address rule names them: the engine's own networks.
+        self.engine_networks = [ipaddress.ip_network(n, strict=False) for n in settings.get("refuse", [])]
         self.host_proxies = {}
         for scheme in ("http", "https"):
             url = settings.get("host_proxy", {}).get(scheme)
@@ -273,7 +460,7 @@ class Proxy:
         self.idle = threading.Condition(self.lock)
 
     def tell(self, event):
-        line = json.dumps(event).encode() + b"\n"
+        line = json.dumps(event, ensure_ascii=True).encode() + b"\n"
         with self.lock:
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
@@ -287,6 +474,7 @@ class Proxy:
                 self.idle.notify_all()
 
     def connection(self, client, number):
+        """Serves one connection; whatever ends it, it is told as exactly one record."""
         started = time.time()
         clock = time.monotonic()
         record = {"host": "", "port": 0, "method": "", "allowed": False, "rule": "", "sent": 0, "received": 0}
@@ -295,33 +483,40 @@ class Proxy:
             server = self.open(client, record)
             relay(client, server, record)
         except Refused as exc:
-            record["rule"] = exc.rule
+            record["allowed"], record["rule"] = False, exc.rule
             reply(
                 client, 403, "Forbidden", "nanocode egress: %s refused by rule %s: %s" % (where(record), exc.rule, exc)
             )
         except BadRequest as exc:
-            record["rule"] = "bad-request"
+            record["rule"], record["error"] = "bad-request", str(exc)
             reply(client, 400, "Bad Request", "nanocode egress: %s" % exc)
         except Upstream as exc:
             record["error"] = str(exc)
             reply(client, 502, "Bad Gateway", "nanocode egress: %s" % exc)
         except OSError as exc:
-            record["error"] = str(exc)
+            record["error"] = str(exc) or type(exc).__name__
+        except Exception as exc:  # a fault of this proxy's: the connection still gets its answer and record
+            record["error"] = "internal error: %s: %s" % (type(exc).__name__, exc)
+            reply(client, 500, "Internal Server Error", "nanocode egress: %s" % record["error"])
         finally:
             for sock in (client, server):
                 if sock is not None:
                     sock.close()
+            self.told_end(record, number, started, clock)
+
+    def told_end(self, record, number, started, clock):
         record["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
         record["seconds"] = round(time.monotonic() - clock, 4)
         self.tell({"connection": record, "number": number})
 
     def open(self, client, record):
-        """Reads the request, checks it against the rules, and connects where it goes."""
+        """Reads the request, checks it against the rules and the address policy, and connects
+        to the address it checked."""
         client.settimeout(HEAD_TIMEOUT)  # a client that never finishes its request holds a thread
         data, rest = read_head(client)
         client.settimeout(None)
         head = Head(data)
-        record["method"] = head.method
+        record["method"] = head.method[:32]
         if head.method.upper() == "CONNECT":
             try:
                 host, port = split_host_port(head.target, 443)
@@ -329,40 +524,61 @@ class Proxy:
                 raise BadRequest(str(exc)) from None
         else:
             host, port, path = parse_url(head.target)
-        record["host"], record["port"] = host, port
+        record["host"], record["port"] = host.strip("[]")[:300], port or 0
         if port is None:
             raise BadRequest("CONNECT needs a port")
         record["rule"] = decide(self.rules, host, port)
+        addresses = self.addresses(host, port)
         record["allowed"] = True
         if head.method.upper() == "CONNECT":
-            server, early = self.tunnel(host, port)
+            server, early = self.tunnel(host, port, addresses, record)
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             if early:
                 client.sendall(early)
             first = rest
         else:
-            server, first = self.plain(head, host, port, path)
+            server, first = self.plain(head, host, port, path, addresses, record)
             first += rest
         if first:
             server.sendall(first)
             record["sent"] += len(first)
         return server
 
-    def tunnel(self, host, port):
+    def addresses(self, host, port):
+        """Where host:port may be reached: an address as given, or a name's addresses as checked
+        (resolved here once, and connected to as checked). Where the host's proxy goes out, it
+        resolves the name again; a name this proxy cannot resolve is left to it."""
+        bare = host.strip("[]")
+        if is_ip(bare):
+            return [ipaddress.ip_address(bare)]
+        via_host = any(p.serves(bare) for p in self.host_proxies.values())
+        try:
+            found = resolve(bare, port)
+        except Upstream:
+            if via_host:
+                return []
+            raise
+        return allowed_addresses(self.rules, bare, port, found, self.engine_networks)
+
+    def tunnel(self, host, port, addresses, record):
         host_proxy = self.host_proxies.get("https")
         if host_proxy is not None and host_proxy.serves(host):
             return host_proxy.tunnel(host, port)
-        return connect(host, port), b""
+        return connect_to(addresses, host, port, record), b""
 
-    def plain(self, head, host, port, path):
+    def plain(self, head, host, port, path, addresses, record):
         host_proxy = self.host_proxies.get("http")
         if host_proxy is not None and host_proxy.serves(host):
             return connect(host_proxy.host, host_proxy.port), head.absolute_form(host_proxy.auth)
-        return connect(host, port), head.origin_form(path)
+        return connect_to(addresses, host, port, record), head.origin_form(path)
 
     def serve(self, listener):
         while True:
-            client, _ = listener.accept()
+            try:
+                client, _ = listener.accept()
+            except OSError:  # out of descriptors: the waiting connections are taken once some end
+                time.sleep(0.05)
+                continue
             with self.lock:
                 self.opened += 1
                 number = self.opened
@@ -372,10 +588,20 @@ class Proxy:
             try:
                 threading.Thread(target=self.handle, args=(client, number), daemon=True).start()
             except RuntimeError:  # no thread to be had under the process limit
-                reply(client, 503, "Service Unavailable", "nanocode egress: too many connections at once")
-                client.close()
-                with self.lock:
-                    self.active.discard(number)
+                self.too_many(client, number)
+
+    def too_many(self, client, number):
+        started, clock = time.time(), time.monotonic()
+        reply(client, 503, "Service Unavailable", "nanocode egress: too many connections at once")
+        client.close()
+        record = {"host": "", "port": 0, "method": "", "allowed": False, "rule": "too-many", "sent": 0, "received": 0}
+        record["error"] = "too many connections at once"
+        try:
+            self.told_end(record, number, started, clock)
+        finally:
+            with self.lock:
+                self.active.discard(number)
+                self.idle.notify_all()
 
     def drain(self, seconds):
         """Waits a little for the connections still open to end and be told."""
