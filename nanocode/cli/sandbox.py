@@ -1,5 +1,7 @@
 """`nanocode sandbox ...`: the sandbox image and containers."""
 
+from pathlib import Path
+
 import click
 
 
@@ -10,12 +12,31 @@ def sandbox() -> None:
 
 @sandbox.command("build")
 @click.option("--force", is_flag=True, help="Rebuild even if the image is up to date.")
-def sandbox_build(force: bool) -> None:
-    """Build the sandbox image (done on first use otherwise)."""
+@click.option(
+    "--file",
+    "dockerfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Build this Dockerfile of yours instead (its folder is the context; ARG SANDBOX names nanocode's image).",
+)
+@click.option("--tag", help="With --file: the tag of the image built.  [default: nanocode-custom]")
+@click.option(
+    "--host-ca/--no-host-ca",
+    envvar="NANOCODE_HOST_CA",
+    default=True,
+    help="With --file: the build's steps trust the host's CA bundle (behind a TLS-inspecting proxy).",
+)
+def sandbox_build(force: bool, dockerfile: Path | None, tag: str | None, host_ca: bool) -> None:
+    """Build the sandbox image (done on first use otherwise), or an image of yours on top of it."""
+    from nanocode.egress import trust
     from nanocode.sandbox import engine, image
 
-    tag = image.ensure_image(engine.connect(), lambda line: click.echo(line, err=True), force=force)
-    click.echo(tag)
+    progress = lambda line: click.echo(line, err=True)  # noqa: E731
+    client = engine.connect()
+    if dockerfile is None:
+        click.echo(image.ensure_image(client, progress, force=force))
+        return
+    bundle = trust.host_bundle() if host_ca else None
+    click.echo(image.build_custom(client, dockerfile.resolve(), tag or "nanocode-custom", progress, bundle))
 
 
 @sandbox.command("ls")

@@ -1,9 +1,14 @@
 """The sandbox image: built from sandbox/Dockerfile, tagged by a hash of its build context."""
 
+import contextlib
 import hashlib
+import io
 import os
+import re
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
@@ -89,3 +94,101 @@ def _exists(client: docker.DockerClient, tag: str) -> bool:
     except DockerException:
         return False
     return True
+
+
+# A build of one's own behind a TLS-inspecting proxy: its RUN steps trust what the host trusts, and
+# the image made does not keep that trust (its store is made afresh from its own certificates).
+TRUSTING = (
+    "FROM {base}\nCOPY host-ca.crt /etc/ssl/certs/ca-certificates.crt\n"
+    "ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n"
+)
+RESTORED = (
+    "FROM {built}\nUSER root\n"
+    "RUN if command -v update-ca-certificates >/dev/null; then update-ca-certificates --fresh >/dev/null; fi\n"
+    "ENV NODE_EXTRA_CA_CERTS=\nUSER {user}\n"
+)
+
+
+def build_custom(
+    client: docker.DockerClient,
+    dockerfile: Path,
+    tag: str,
+    progress: Callable[[str], None],
+    bundle: str | None,
+) -> str:
+    """Builds a Dockerfile of the user's (its folder the context) with SANDBOX set to nanocode's
+    image; with the host's CA bundle, the steps it runs FROM that image trust what the host trusts."""
+    sandbox = ensure_image(client, progress)
+    base = sandbox
+    if bundle:
+        base = _build_text(client, TRUSTING.format(base=sandbox), {"host-ca.crt": Path(bundle).read_bytes()})
+    try:
+        context = {"path": str(dockerfile.parent), "dockerfile": dockerfile.name}
+        built = _build(client, progress, **context, buildargs={"SANDBOX": base})
+        if not bundle:
+            client.api.tag(built, tag)
+            return tag
+        user = client.api.inspect_image(built)["Config"].get("User") or "root"
+        final = _build_text(client, RESTORED.format(built=built, user=user), {})
+        client.api.tag(final, tag)
+        return tag
+    finally:
+        if bundle and base != sandbox:
+            with contextlib.suppress(DockerException):
+                client.api.remove_image(base, noprune=False)
+
+
+def _build_text(client: docker.DockerClient, dockerfile: str, files: dict[str, bytes]) -> str:
+    """The id of an image built from a Dockerfile and files given here."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as archive:
+        for name, content in {"Dockerfile": dockerfile.encode(), **files}.items():
+            member = tarfile.TarInfo(name)
+            member.size, member.mode = len(content), 0o644
+            archive.addfile(member, io.BytesIO(content))
+    data.seek(0)
+    return _build(client, lambda line: None, fileobj=data, custom_context=True)
+
+
+def _build(client: docker.DockerClient, progress: Callable[[str], None], **how: Any) -> str:
+    built, output = "", ""
+    try:
+        for chunk in client.api.build(rm=True, forcerm=True, decode=True, **how):
+            if "error" in chunk:
+                error = str(chunk["error"]).strip().splitlines()[-1]
+                said = _telling(output)
+                raise ConfigError(f"building the image failed: {error}" + (f" ({said})" if said else ""))
+            if "aux" in chunk and isinstance(chunk["aux"], dict):
+                built = str(chunk["aux"].get("ID", built))
+            stream = str(chunk.get("stream", ""))
+            output = (output + ANSI.sub("", stream))[-8192:]
+            if stream.startswith("Successfully built "):
+                built = built or stream.split()[-1]
+            line = progress_line(stream)
+            if line is not None:
+                progress(f"  {line}")
+    except (APIError, DockerException) as exc:
+        raise ConfigError(f"building the image failed: {first_line(exc)}") from None
+    if not built:
+        raise ConfigError("building the image failed: the engine named no image")
+    return built
+
+
+# The engine's own lines in a build's output, as against what the build's steps said.
+ENGINE_LINES = ("Step ", "STEP ", " ---> ", "--->", "Removing intermediate", "Successfully", "COMMIT", "Running in")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TELLING = re.compile(r"error|fail|problem|certificate|denied|refused|not found", re.IGNORECASE)
+
+
+def _telling(output: str) -> str:
+    """The line of a failed step's output that says why: the first that sounds like an error, else its last."""
+    lines = [line.strip() for line in output.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(ENGINE_LINES)]
+    return next((line for line in lines if TELLING.search(line)), lines[-1] if lines else "")[:300]
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
