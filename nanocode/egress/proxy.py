@@ -7,6 +7,16 @@ rules allow and answers every other with a 403 that names the rule that refused 
 names itself, so the sandbox needs no DNS. Each connection, allowed or refused, is told as a JSON
 line on stdout; the end of stdin (nanocode gone) ends it.
 
+The invariants, each tested with generated cases:
+- A connection goes only to an address this proxy checked: a name is resolved once, and the
+  socket connects to those addresses, never to the name. An address is reached only if it is
+  outside the refused blocks (loopback, private, CGNAT, link-local, multicast, unspecified, the
+  engine's networks, and IPv6 forms carrying such an IPv4 address), or an address rule covers it.
+- A host is a name or an address by what it is, not by how it is spelled: anything inet_aton
+  would read as an IPv4 address but that is not four decimal parts is refused, as rule and as host.
+- Every connection accepted is told exactly once, whatever ends it (refusal, parse error,
+  timeout, no thread to be had, a fault of its handler).
+
 Like the runtime, it runs on any python3 >= 3.8 with the standard library only: it is sent as the
 first line of its input, and its settings as the second.
 """
