@@ -440,3 +440,25 @@ def test_the_fuzzed_proxy_recorded_every_connection() -> None:
     told = proxy.told()
     assert len(told) == _FUZZED.pop("count")
     assert not [t for t in told if "internal error" in t.get("error", "")]
+
+
+def test_a_fault_in_a_connections_handler_is_answered_500_and_still_recorded() -> None:
+    from nanocode.egress import proxy as program
+
+    told: list[dict[str, Any]] = []
+
+    class Faulty(program.Proxy):
+        def open(self, client: socket.socket, record: dict[str, Any]) -> socket.socket:
+            record["host"] = "a.example.org"
+            raise KeyError("a fault of the proxy's own")
+
+        def tell(self, event: dict[str, Any]) -> None:
+            told.append(event)
+
+    inside, outside = socket.socketpair()
+    Faulty({"allow": ["*.example.org"]}).handle(inside, 7)
+    assert outside.recv(200).startswith(b"HTTP/1.1 500 Internal Server Error")
+    [event] = told
+    assert event["number"] == 7 and event["connection"]["host"] == "a.example.org"
+    assert event["connection"]["error"] == 'internal error: KeyError: "a fault of the proxy\'s own"'
+    outside.close()
