@@ -309,10 +309,10 @@ def test_out_of_memory_is_told_only_when_it_happened_during_the_call(
 
 
 def test_signals_while_a_goal_stops_are_held_and_a_sigterm_still_ends_the_repl() -> None:
-    from nanocode.session import _Signals, _Terminated
+    from nanocode.signals import Signals, Terminated
 
     before = signal.getsignal(signal.SIGTERM)
-    signals = _Signals()
+    signals = Signals()
     with pytest.raises(KeyboardInterrupt), signals.goal():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # the handler raises before this ends
@@ -322,7 +322,7 @@ def test_signals_while_a_goal_stops_are_held_and_a_sigterm_still_ends_the_repl()
     assert signals.held == [signal.SIGINT, signal.SIGTERM]
     assert signals.resume()  # the REPL ends too
     assert signal.getsignal(signal.SIGTERM) == before
-    with pytest.raises(_Terminated), signals.goal():
+    with pytest.raises(Terminated), signals.goal():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
     assert not signals.resume()

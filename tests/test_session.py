@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from nanocode.cli import cli
 from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult
+from nanocode.repl import Ahead
 from nanocode.resume import find
 from nanocode.sandbox.engine import Facts, check_runtime
-from nanocode.session import _Ahead, _Signals, _Terminated
+from nanocode.signals import Signals, Terminated
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_a_sandbox_started_ahead_speaks_to_the_person_for_as_long_as_it_lives() 
         note("said while the person typed")
         return None, _Executor(note)
 
-    ahead = _Ahead(prepare)
+    ahead = Ahead(prepare)
     said: list[str] = []
     _, executor = ahead.take(said.append)
     executor.close()
@@ -94,9 +95,9 @@ def test_a_sandbox_started_ahead_speaks_to_the_person_for_as_long_as_it_lives() 
 
 
 def test_a_sigterm_while_a_finished_goal_cleans_up_still_ends_nanocode() -> None:
-    signals = _Signals()
+    signals = Signals()
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(_Terminated), signals.goal():
+    with pytest.raises(Terminated), signals.goal():
         signals.hold()  # as run_goal does before its clean-up
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)

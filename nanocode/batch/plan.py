@@ -14,8 +14,8 @@ from nanocode.batch.ledger import Ledger, machine_cpus, machine_memory, size
 from nanocode.batch.progress import Progress
 from nanocode.batch.run import Batch, Budgets, Planned, locked
 from nanocode.errors import ConfigError
-from nanocode.session import open_engine
 from nanocode.settings import Settings
+from nanocode.wiring import open_engine
 
 
 @dataclass

@@ -30,8 +30,9 @@ from nanocode.batch.progress import GoalDisplay, Progress
 from nanocode.batch.results import CHANGES, Result
 from nanocode.errors import BudgetExceeded, ConfigError, EndpointError, Interrupted, NanocodeError
 from nanocode.interfaces import Executor
-from nanocode.session import Session, executor_factory
+from nanocode.session import Session
 from nanocode.settings import Settings
+from nanocode.wiring import executor_factory
 
 
 @dataclass

@@ -32,6 +32,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
         ctx.obj = options
         return
     # Imported here, so that --help and the sandbox commands start fast.
+    from nanocode import repl
     from nanocode.session import Session
     from nanocode.settings import Settings
 
@@ -48,7 +49,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
             answer = session.run_goal(goal)
             click.echo(printable(answer))
             ctx.exit(EXIT_COMPLETE)
-        session.repl()
+        repl.run(session)
 
 
 cli.add_command(sandbox)
