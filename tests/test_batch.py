@@ -52,6 +52,11 @@ def goals_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
     return path
 
 
+def goal_args(tmp_path: Path, entries: list[dict[str, Any]], out: Path, project: Path, *more: str) -> list[str]:
+    """A batch of these goals, its results under `out`, in `project`; `more` says what else differs."""
+    return [str(goals_file(tmp_path, entries)), "--out", str(out), "--project", str(project), *more]
+
+
 def result(out: Path, goal_id: str) -> dict[str, Any]:
     return json.loads((out / goal_id / "result.json").read_text())
 
@@ -120,18 +125,7 @@ def test_twelve_goals_over_four_workers_each_with_its_own_change_set(
         )
         entries.append({"id": f"g{n:02d}", "goal": text})
     out = tmp_path / "out"
-    done = batch(
-        tmp_path,
-        api,
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--workers",
-        "4",
-        "--project",
-        str(project),
-        *SMALL,
-    )
+    done = batch(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "4", *SMALL))
     assert done.returncode == 0, done.stderr
     assert "4 workers on default" in done.stderr
     assert all(f"[g{n:02d}] preparing" in done.stderr for n in range(12))  # each goal's states, a line each
@@ -175,18 +169,7 @@ def test_an_out_of_memory_goal_is_its_own(
         api.add_goal(f"calm {n}", tools(call("shell", {"command": "echo calm"})), message(f"{MARKER} ok"))
         entries.append({"id": f"calm{n}", "goal": f"calm {n}"})
     out = tmp_path / "out"
-    done = batch(
-        tmp_path,
-        api,
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--project",
-        str(project),
-        "--workers",
-        "3",
-        *SMALL,
-    )
+    done = batch(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "3", *SMALL))
     assert done.returncode == 0, done.stderr
     assert "out of memory (limit 64m)" in tool_results(out, "hog")[0]
     for n in range(2):
@@ -202,7 +185,7 @@ def test_resume_after_kill_9_runs_only_what_was_left(
     for n in range(1, 5):
         slow_goal(api, f"kill test {n}", steps=30, delay=0.5)
     out = tmp_path / "out"
-    args = [str(goals_file(tmp_path, entries)), "--out", str(out), "--project", str(project), "--workers", "2", *SMALL]
+    args = goal_args(tmp_path, entries, out, project, "--workers", "2", *SMALL)
     process = start(tmp_path, api, *args)
     wait_for(lambda: (out / "k0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 2)
     process.kill()
@@ -234,18 +217,7 @@ def test_an_interrupt_stops_every_goal_and_leaves_nothing_behind(
     for n in range(1, 4):
         slow_goal(api, f"interrupt {n}", steps=30, delay=0.3)
     out = tmp_path / "out"
-    process = start(
-        tmp_path,
-        api,
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--project",
-        str(project),
-        "--workers",
-        "2",
-        *SMALL,
-    )
+    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "2", *SMALL))
     wait_for(lambda: (out / "i0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 3)
     goals = [c.labels["nanocode.goal"] for c in owned_by(docker_engine, process.pid)]
     process.send_signal(sig)
@@ -281,15 +253,7 @@ def test_retry_failed_reruns_endpoint_errors_only(
         {"id": "c", "goal": "over budget", "max_steps": 2},
     ]
     out = tmp_path / "out"
-    args = [
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--project",
-        str(project),
-        "--retries",
-        "0",
-    ]
+    args = goal_args(tmp_path, entries, out, project, "--retries", "0")
     first = batch(tmp_path, api, *args)
     assert first.returncode == 4, first.stderr  # an endpoint error is worse than a budget
     assert [result(out, i)["outcome"] for i in "abc"] == ["endpoint", "complete", "budget"]
@@ -320,18 +284,7 @@ def test_a_batch_budget_ends_running_goals_and_starts_no_more(
         calls = [tools(call("shell", {"command": f"true {i}"}), cost=0.01) for i in range(50)]
         api.add_goal(f"spend {n}", *[Reply(reply.body, delay=0.05) for reply in calls])
     out = tmp_path / "out"
-    args = [
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--project",
-        str(project),
-        "--workers",
-        "2",
-        "--batch-max-cost",
-        "0.1",
-        *SMALL,
-    ]
+    args = goal_args(tmp_path, entries, out, project, "--workers", "2", "--batch-max-cost", "0.1", *SMALL)
     done = batch(tmp_path, api, *args)
     assert done.returncode == 5, done.stderr
     ran = [result(out, p.name) for p in sorted(out.iterdir()) if (p / "result.json").exists()]
@@ -362,18 +315,7 @@ def test_a_429_slows_every_worker_together(
         )
     entries = [{"id": f"s{n}", "goal": f"storm {n}"} for n in range(4)]
     out = tmp_path / "out"
-    done = batch(
-        tmp_path,
-        api,
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--project",
-        str(project),
-        "--workers",
-        "4",
-        *SMALL,
-    )
+    done = batch(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "4", *SMALL))
     assert done.returncode == 0, done.stderr
     refused = next(t for t, goal in api.times if goal == "storm 0")
     seconds = [[t for t, goal in api.times if goal == f"storm {n}"] for n in range(1, 4)]
@@ -461,16 +403,9 @@ def test_goals_spread_over_two_engines_one_that_cannot_see_the_project(
     done = batch(
         tmp_path,
         api,
-        str(goals_file(tmp_path, entries)),
-        "--out",
-        str(out),
-        "--project",
-        str(project),
-        "--engine",
-        f"{main}=2",
-        "--engine",
-        f"{second_engine.url}=2",
-        *SMALL,
+        *goal_args(
+            tmp_path, entries, out, project, "--engine", f"{main}=2", "--engine", f"{second_engine.url}=2", *SMALL
+        ),
     )
     assert done.returncode == 0, done.stderr
     assert f"2 workers on {second_engine.url}" in done.stderr
@@ -537,7 +472,7 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
             slow_goal(api, f"dying engine {n}", steps=8, delay=0.25)
         out = tmp_path / "out"
         main = "unix:///var/run/docker.sock"
-        args = [str(goals_file(tmp_path, entries)), "--out", str(out), "--project", str(project), *SMALL]
+        args = goal_args(tmp_path, entries, out, project, *SMALL)
         process = start(tmp_path, api, *args, "--engine", f"{main}=2", "--engine", f"{lost.url}=2")
         # The main engine runs two goals at a time: a third goal talking to the model is on the other one.
         # (Its containers alone are not enough: a goal whose sandbox is still starting goes back to the queue.)
