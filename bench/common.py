@@ -303,7 +303,7 @@ class NullExecutor:
     def run(self, command: str, timeout: float) -> CommandResult:
         return CommandResult("", "", 0)
 
-    def read_file(self, path: str) -> str:
+    def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
         return ""
 
     def write_file(self, path: str, content: str) -> None:

@@ -13,6 +13,8 @@ from nanocode.errors import EndpointError
 from nanocode.interfaces import Completion, Display, Executor, Message, Model, Recorder
 from nanocode.tools import TOOLS, ToolContext, call_tool
 
+MAX_REFUSED = 3  # requests of one step the server may refuse as too long before the goal ends
+
 
 class GoalComplete(Exception):
     def __init__(self, answer: str):
@@ -95,14 +97,18 @@ class Agent:
         completion = self._ask(budget)
         message = clean_reply(completion.message, budget.steps)
         calls = message.get("tool_calls", [])
+        # An empty reply stays out of the conversation: a placeholder in its place is what a model echoes.
+        empty = not message.get("content") and not calls
         self.recorder.record(
             "response",
             message=message,
             cost=completion.cost,
             usage=completion.usage,
             seconds=round(time.monotonic() - started, 4),
+            **({"empty": True} if empty else {}),
         )
-        self.messages.append(message)
+        if not empty:
+            self.messages.append(message)
         # Tool calls decide whether the turn goes on, whatever finish_reason said.
         answer = None if calls else prompts.completed_answer(message["content"])
         if answer is not None:
@@ -117,17 +123,22 @@ class Agent:
         self._prompt("continue", prompts.continuation(goal))
 
     def _ask(self, budget: Budget) -> Completion:
-        """One model call, the conversation fitted to the window first; refused as too long: compact, retry once."""
+        """One model call, the conversation fitted to the window first. Refused as too long, the request is
+        fitted to what the server said and sent again: a few times for a known refusal, once for a 400 that
+        only mentions tokens or context."""
         budget.add_cost(self.context.fit(self.messages))
-        sent = len(self.messages)
-        try:
-            completion = self._complete()
-        except EndpointError as exc:
-            if not exc.context_exceeded:
-                raise
-            budget.add_cost(self.context.compact(self.messages, "refused"))
+        refused = 0
+        while True:
             sent = len(self.messages)
-            completion = self._complete()
+            try:
+                completion = self._complete()
+                break
+            except EndpointError as exc:
+                refused += 1
+                if exc.refusal is None or refused > (MAX_REFUSED if exc.refusal.certain else 1):
+                    raise
+                self.context.refused(exc.refusal, self.messages)
+                budget.add_cost(self.context.compact(self.messages, "refused"))
         self.context.observe(sent, completion.usage)
         budget.add_cost(completion.cost)
         return completion
@@ -180,8 +191,8 @@ def clean_reply(raw: Message, step: int) -> Message:
     """The model's reply as a message every OpenAI-compatible endpoint accepts back, whatever was sent.
 
     Content that is a list of parts becomes its text; every tool call gets an id,
-    a name and arguments that are strings; an empty reply gets a placeholder,
-    since an assistant message needs content or tool calls.
+    a name and arguments that are strings; an empty reply has no content (the agent
+    keeps it out of the conversation).
     """
     content = raw.get("content")
     if isinstance(content, list):
@@ -212,7 +223,7 @@ def clean_reply(raw: Message, step: int) -> Message:
                 "function": {"name": name if isinstance(name, str) else "", "arguments": arguments},
             }
         )
-    message: Message = {"role": "assistant", "content": content or (None if calls else "(empty reply)")}
+    message: Message = {"role": "assistant", "content": content or None}
     if calls:
         message["tool_calls"] = calls
     if raw.get("reasoning_details"):

@@ -73,7 +73,9 @@ class TerminalDisplay:
         self._print(printable(text.strip()))
 
     def note(self, text: str) -> None:
-        self._print(self._style(text, "33"))
+        # On a terminal, over the spinner's line: a note can come while the model is asked (a retry).
+        clear = "\r\x1b[K" if self.tty else ""
+        self._print(clear + self._style(text, "33"))
 
 
 class QuietDisplay:

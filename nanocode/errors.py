@@ -39,10 +39,15 @@ class EndpointError(NanocodeError):
 
     exit_code = EXIT_ENDPOINT
 
-    def __init__(self, message: str, status: int | None = None, context_exceeded: bool = False):
+    def __init__(self, message: str, status: int | None = None, refusal: Any = None):
         super().__init__(message)
         self.status = status
-        self.context_exceeded = context_exceeded  # the prompt was longer than the model's context window
+        # A nanocode.model.refusals.Refusal: the prompt was longer than the model's context window.
+        self.refusal = refusal
+
+    @property
+    def context_exceeded(self) -> bool:
+        return self.refusal is not None
 
 
 class BudgetExceeded(NanocodeError):

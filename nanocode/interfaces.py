@@ -42,8 +42,8 @@ class Executor(Protocol):
 
     def run(self, command: str, timeout: float) -> CommandResult: ...
 
-    def read_file(self, path: str) -> str:
-        """Raises FileOpError."""
+    def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
+        """Lines first to last (from 1) where `lines` says, else the whole file. Raises FileOpError."""
         ...
 
     def write_file(self, path: str, content: str) -> None:

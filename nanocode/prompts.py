@@ -113,6 +113,12 @@ CUT_RESULT = (
     "model's context window; call {name} again with the same arguments to see all of it ...]\n"
 )
 
+BOUNDED_RESULT = (
+    "\n[... nanocode cut {cut} characters from the middle of this result ({lines} lines in all) to keep it "
+    "within the model's context window. Read the rest in parts: read_file with start_line and end_line, "
+    "or a command such as `sed -n '100,200p' FILE` or `head`/`tail` ...]\n"
+)
+
 SUMMARY_SYSTEM = """\
 You summarise the work of a coding agent so that it can carry on without the
 conversation below, which is about to be removed. Write what the goal is, what was

@@ -28,7 +28,8 @@ class Repl:
     def run(self) -> None:
         s = self.session
         sandbox = " · sandbox" if s.settings.sandbox else ""
-        s.display.note(f"nanocode · {s.model.name} · {s.settings.project}{sandbox} · {s.context.window.describe()}")
+        window = f" · {s.context.window.describe()}" if s.settings.context_window else ""  # else the session said it
+        s.display.note(f"nanocode · {s.model.name} · {s.settings.project}{sandbox}{window}")
         self.session.display.note("Each line is a goal. An empty line or Ctrl-D quits.")
         ahead: Ahead | None = None
         try:

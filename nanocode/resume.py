@@ -75,7 +75,7 @@ def rebuild(path: Path) -> Conversation:
 def _replay(record: dict[str, Any], messages: list[Message]) -> None:
     """One record's change to the conversation, as the agent made it."""
     kind = record.get("kind")
-    if kind == "response" and isinstance(record.get("message"), dict):
+    if kind == "response" and isinstance(record.get("message"), dict) and not record.get("empty"):
         messages.append(record["message"])
     elif kind == "tool":
         messages.append({"role": "tool", "tool_call_id": record.get("id"), "content": record.get("result")})

@@ -1,11 +1,12 @@
 """A session: the model, the transcript and the executor of each goal, put together from the settings."""
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from nanocode import context, instructions, prompts, resume
 from nanocode.agent import Agent
 from nanocode.context import Context
+from nanocode.context.window import Lookups
 from nanocode.display import QuietDisplay, TerminalDisplay
 from nanocode.errors import Interrupted, NanocodeError
 from nanocode.interfaces import Display, Executor, Model
@@ -76,6 +77,8 @@ class Session:
         if self.resumed:
             cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
             self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
+        elif s.context_window is None:  # where the figure came from matters when nanocode found it
+            self.display.note(self.context.window.describe())
 
     def _system_prompt(self, environment: str) -> str:
         s = self.settings
@@ -84,7 +87,8 @@ class Session:
 
     def _context(self) -> Context:
         s = self.settings
-        window = context.resolve(s.context_window, s.model, getattr(self.model, "models", None))
+        lookups = cast(Lookups, self.model) if hasattr(self.model, "props") else None  # a replay asks nothing
+        window = context.resolve(s.context_window, s.model, lookups)
         summariser = None if s.replay else self._model(s.compact_model or s.model)
         return Context(window, s.compact_threshold, summariser, self.display, self.transcript)
 
@@ -113,6 +117,7 @@ class Session:
             retries=s.retries,
             prompt_cache=s.prompt_cache,
             gate=self.gate,
+            notify=self.display.note,
         )
 
     def prepare(self, note: Note | None = None) -> tuple[Any, Executor]:

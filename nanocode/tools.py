@@ -21,6 +21,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     handler: Callable[[ToolContext, dict[str, Any]], str]
+    optional: tuple[str, ...] = ()
 
     def schema(self) -> dict[str, Any]:
         return {
@@ -31,7 +32,7 @@ class Tool:
                 "parameters": {
                     "type": "object",
                     "properties": self.parameters,
-                    "required": list(self.parameters),
+                    "required": [name for name in self.parameters if name not in self.optional],
                 },
             },
         }
@@ -63,7 +64,23 @@ def _shell(ctx: ToolContext, args: dict[str, Any]) -> str:
 
 
 def _read_file(ctx: ToolContext, args: dict[str, Any]) -> str:
-    return ctx.executor.read_file(_text(args, "path"))
+    path = _text(args, "path")
+    if args.get("start_line") is None and args.get("end_line") is None:
+        return ctx.executor.read_file(path)
+    first = _line(args, "start_line", 1)
+    last = _line(args, "end_line", first + 999)
+    if last < first:
+        raise ToolArgumentError("'end_line' must not be before 'start_line'")
+    return ctx.executor.read_file(path, (first, last))
+
+
+def _line(args: dict[str, Any], name: str, default: int) -> int:
+    value = args.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ToolArgumentError(f"'{name}' must be a line number, counted from 1")
+    return value
 
 
 def _write_file(ctx: ToolContext, args: dict[str, Any]) -> str:
@@ -84,9 +101,14 @@ TOOLS = [
     ),
     Tool(
         "read_file",
-        "Return the contents of a text file.",
-        {"path": {"type": "string", "description": "Path, relative to the project directory."}},
+        "Return the contents of a text file; for a large one, give start_line and end_line to read it in parts.",
+        {
+            "path": {"type": "string", "description": "Path, relative to the project directory."},
+            "start_line": {"type": "integer", "description": "First line to return, counted from 1 (optional)."},
+            "end_line": {"type": "integer", "description": "Last line to return, included (optional)."},
+        },
         _read_file,
+        optional=("start_line", "end_line"),
     ),
     Tool(
         "write_file",

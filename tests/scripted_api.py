@@ -6,6 +6,7 @@ Real sockets and real JSON: the model client under test cannot tell it from a pr
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,9 +63,9 @@ def error(status: int, text: str, headers: dict[str, str] | None = None) -> Repl
     return Reply({"error": {"message": text, "code": status}}, status=status, headers=headers or {})
 
 
-def rough_tokens(body: dict[str, Any]) -> int:
-    """What the server counts against its context limit: four characters of JSON a token."""
-    return len(json.dumps(body.get("messages")) + json.dumps(body.get("tools", []))) // 4
+def rough_tokens(body: dict[str, Any], chars_per_token: int = 4) -> int:
+    """What the server counts against its context limit: four characters of JSON a token (or as many as said)."""
+    return len(json.dumps(body.get("messages")) + json.dumps(body.get("tools", []))) // chars_per_token
 
 
 def context_exceeded(limit: int, tokens: int) -> Reply:
@@ -91,12 +92,17 @@ class ScriptedAPI:
         self.headers: list[dict[str, str]] = []
         self.models: list[dict[str, Any]] | None = None  # GET /models answers {"data": models}; None: 404
         self.context_limit: int | None = None  # above it (rough_tokens), a 400 context_length_exceeded
+        self.refusal: Callable[[int, int], Reply] = context_exceeded  # how it says so: (limit, tokens) -> reply
+        self.chars_per_token = 4  # how the server counts
+        self.props: dict[str, Any] | None = None  # GET /props (llama.cpp's server); None: 404
+        self.get_trickle = 0  # seconds of one byte every half second before a GET's answer
         self.summary: str | None = None  # the answer to requests without tools (compaction summaries)
         self.usage: dict[str, Any] = {}  # added to the usage of every reply (cached tokens)
         # Per goal: replies keyed by the goal's text (the first user message), for goals run in parallel.
         self.goals: dict[str, list[Reply]] = {}
         self.goal_delay = 0.0  # added before every reply to a goal's script
         self.times: list[tuple[float, str]] = []  # when each request came, for which goal
+        self.gets: list[str] = []  # the paths of GET requests, in order
         self._lock = threading.Lock()
         api = self
 
@@ -128,13 +134,23 @@ class ScriptedAPI:
                     pass
 
             def do_GET(self) -> None:
-                found = self.path == "/v1/models" and api.models is not None
-                data = json.dumps({"data": api.models} if found else {"error": {"message": "not found"}}).encode()
-                self.send_response(200 if found else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                api.gets.append(self.path)
+                answers = {"/v1/models": {"data": api.models} if api.models is not None else None}
+                answers |= {"/v1/props": api.props, "/props": api.props}
+                found = answers.get(self.path)
+                data = json.dumps(found if found is not None else {"error": {"message": "not found"}}).encode()
+                try:
+                    self.send_response(200 if found is not None else 404)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data) + api.get_trickle * 2))
+                    self.end_headers()
+                    for _ in range(api.get_trickle * 2):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -145,9 +161,9 @@ class ScriptedAPI:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _reply(self, body: dict[str, Any]) -> Reply:
-        tokens = rough_tokens(body)
+        tokens = rough_tokens(body, self.chars_per_token)
         if self.context_limit is not None and tokens > self.context_limit:
-            return context_exceeded(self.context_limit, tokens)
+            return self.refusal(self.context_limit, tokens)
         summarising = self.summary is not None and "tools" not in body
         reply = message(self.summary) if summarising else self._next_reply(body)
         usage = reply.body.get("usage") if isinstance(reply.body, dict) else None

@@ -1,5 +1,6 @@
 """The agent loop, driven end to end: real HTTP client, real host executor, scripted endpoint."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,6 @@ def test_endpoint_error_ends_the_goal(api: ScriptedAPI, project: Path) -> None:
         # a call that is not an object, a function that is a string, a dict for tool_calls
         (message(None, "shell"), ["call_1_0"], None),  # type: ignore[arg-type]
         (message(None, {"id": "f", "function": "shell"}), ["f"], None),
-        (Reply({"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": {"x": 1}}}]}), [], None),
         (Reply({"choices": [{"message": {"role": "assistant", "content": "hm", "tool_calls": []}}]}), [], None),
         # two calls with the same id
         (
@@ -257,11 +257,22 @@ def test_arguments_given_as_an_object_still_run(api: ScriptedAPI, project: Path)
     assert tool_replies(api.requests[1]) == {"o": "obj\n"}
 
 
-def test_empty_reply_gets_a_placeholder_and_a_continuation(api: ScriptedAPI, project: Path) -> None:
-    api.add(message(None), message(f"{MARKER} ok"))
+@pytest.mark.parametrize(
+    "empty",
+    [
+        message(None),
+        message(""),
+        Reply({"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": {"x": 1}}}]}),
+    ],
+)
+def test_an_empty_reply_stays_out_of_the_conversation_and_the_goal_goes_on(
+    api: ScriptedAPI, project: Path, empty: Reply
+) -> None:
+    api.add(empty, message(f"{MARKER} ok"))
     run(api, project)
-    assert api.requests[1]["messages"][2] == {"role": "assistant", "content": "(empty reply)"}
-    assert api.requests[1]["messages"][3]["role"] == "user"
+    sent = api.requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "user"]  # the goal, then the continuation
+    assert "empty reply" not in json.dumps(api.requests)  # nothing a model could take for its own words
 
 
 def test_a_goal_the_endpoint_refuses_is_dropped_from_the_conversation(api: ScriptedAPI, project: Path) -> None:

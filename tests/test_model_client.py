@@ -2,9 +2,12 @@
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from nanocode.cli import cli
 from nanocode.errors import EndpointError
 from nanocode.model.openai import OpenAIModel
 from tests.scripted_api import Reply, ScriptedAPI, error, message
@@ -50,7 +53,7 @@ def test_gives_up_after_the_retries(api: ScriptedAPI) -> None:
         (error(404, "No endpoints found that support tool use"), "the model m cannot use tools (404)"),
         (error(404, "no such model"), "check INFERENCE_BASE_URL and MODEL_NAME"),
         (error(400, "messages: bad shape"), "answered 400: messages: bad shape"),
-        (Reply({"error": {"message": "context too long", "code": 400}}), "answered 400: context too long"),
+        (Reply({"error": {"message": "roles must alternate", "code": 400}}), "answered 400: roles must alternate"),
     ],
 )
 def test_client_errors_are_one_clear_line_and_not_retried(api: ScriptedAPI, reply: Reply, expected: str) -> None:
@@ -173,3 +176,16 @@ def test_a_base_url_without_a_scheme_is_refused_at_once() -> None:
     with pytest.raises(EndpointError, match="check INFERENCE_BASE_URL"):
         OpenAIModel("openrouter.ai/api/v1", "k", "m", retries=3, backoff=1).complete(MESSAGES, [])
     assert time.monotonic() - started < 1
+
+
+def test_a_retried_request_says_so_on_the_display(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"OPENROUTER_API_KEY": "k", "INFERENCE_BASE_URL": f"http://127.0.0.1:{port}/v1"}
+    args = ["-p", "hi", "--retries", "2", "--context-window", "8000", "--project", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, "--transcript", str(tmp_path / "t.jsonl")], env=env)
+    assert result.exit_code == 4
+    lines = [line for line in result.stderr.splitlines() if line.startswith("endpoint: ")]
+    assert [line.rsplit("; ", 1)[1] for line in lines] == ["retry 1/2 in 1 s", "retry 2/2 in 2 s"]
+    assert "Connection refused" in lines[0]

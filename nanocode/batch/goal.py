@@ -47,9 +47,9 @@ class Guarded:
         self.check()
         return self.inner.run(command, timeout)
 
-    def read_file(self, path: str) -> str:
+    def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
         self.check()
-        return self.inner.read_file(path)
+        return self.inner.read_file(path, lines)
 
     def write_file(self, path: str, content: str) -> None:
         self.check()

@@ -14,6 +14,8 @@ from nanocode.interfaces import Message
 
 Edit = list[Any]  # [start, end, list[Message]]
 
+CHARS_PER_TOKEN = 4  # the estimate's start: the endpoint's counts calibrate it (Context.scale)
+SUMMARY_FLOOR = 200  # characters: a summary shorter than this cannot carry the work it replaces
 CUT_OVER = 2000  # characters: an old tool result longer than this is cut
 CUT_KEEP = 600  # characters kept at each end of a cut result
 RENDER_RESULT = 1500  # characters of each tool result shown to the summariser
@@ -26,7 +28,7 @@ def tokens(message: Message) -> int:
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         size += len(function.get("name") or "") + len(function.get("arguments") or "") + 40
-    return size // 4 + 4
+    return size // CHARS_PER_TOKEN + 4
 
 
 def apply(messages: list[Message], edits: list[Edit]) -> None:
@@ -54,7 +56,7 @@ def recent_start(messages: list[Message], sizes: list[int], budget: int) -> int:
     return start
 
 
-def cut_results(messages: list[Message], end: int) -> list[Edit]:
+def cut_results(messages: list[Message], end: int, keep: int = CUT_KEEP, over: int = CUT_OVER) -> list[Edit]:
     """Edits that cut the long tool results before `end` to their head and tail, with a note."""
     calls: dict[str, dict[str, Any]] = {}
     edits: list[Edit] = []
@@ -63,14 +65,40 @@ def cut_results(messages: list[Message], end: int) -> list[Edit]:
         for call in message.get("tool_calls") or ():
             calls[call["id"]] = call["function"]
         content = message.get("content")
-        if message["role"] != "tool" or not isinstance(content, str) or len(content) <= CUT_OVER:
+        if message["role"] != "tool" or not isinstance(content, str) or len(content) <= over:
             continue
         function = calls.get(message.get("tool_call_id", ""), {})
         name = function.get("name") or "the tool"
-        note = prompts.CUT_RESULT.format(cut=len(content) - 2 * CUT_KEEP, name=name)
-        text = content[:CUT_KEEP] + note + content[-CUT_KEEP:]
+        note = prompts.CUT_RESULT.format(cut=len(content) - 2 * keep, name=name)
+        text = content[:keep] + note + content[-keep:]
         edits.append([index, index + 1, [{**message, "content": text}]])
     return edits
+
+
+def bound_results(messages: list[Message], start: int, limit: int) -> list[Edit]:
+    """Edits that keep the head and tail of each tool result from `start` on that is longer than `limit`
+    characters, with a note saying how to read the rest: no result is ever sent larger than that."""
+    edits: list[Edit] = []
+    for index in range(start, len(messages)):
+        message = messages[index]
+        content = message.get("content")
+        if message["role"] != "tool" or not isinstance(content, str) or len(content) <= limit:
+            continue
+        keep = max(200, (limit - len(prompts.BOUNDED_RESULT)) // 2)
+        note = prompts.BOUNDED_RESULT.format(cut=len(content) - 2 * keep, lines=content.count("\n") + 1)
+        edits.append([index, index + 1, [{**message, "content": content[:keep] + note + content[-keep:]}]])
+    return edits
+
+
+def useless_summary(summary: Any) -> str:
+    """Why a summary cannot stand in for the turns it replaces, or "" if it can."""
+    if not isinstance(summary, str) or not summary.strip():
+        return "it was empty"
+    if summary.strip().startswith(prompts.MARKER) and len(summary.strip()) < SUMMARY_FLOOR * 2:
+        return "it was the completion marker"
+    if len(summary.strip()) < SUMMARY_FLOOR:
+        return f"it was {len(summary.strip())} characters, under {SUMMARY_FLOOR}"
+    return ""
 
 
 def summarisable(messages: list[Message], end: int, pinned: list[Message]) -> list[Message]:

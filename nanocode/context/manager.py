@@ -8,8 +8,10 @@ from typing import Any
 
 from nanocode import prompts
 from nanocode.context.compaction import (
+    CHARS_PER_TOKEN,
     Edit,
     apply,
+    bound_results,
     cut_results,
     fallback_summary,
     recent_start,
@@ -17,6 +19,7 @@ from nanocode.context.compaction import (
     summarisable,
     summary_edit,
     tokens,
+    useless_summary,
 )
 from nanocode.context.window import Window
 from nanocode.errors import EndpointError
@@ -25,6 +28,9 @@ from nanocode.interfaces import Display, Message, Model, Recorder
 RECENT_SHARE = 0.25  # of the window: the latest turns kept whole
 TARGET_SHARE = 0.5  # of the threshold: below it, cutting old results is enough, and compaction does not come back soon
 SUMMARY_INPUT_SHARE = 0.5  # of the window: the most the summary request shows of the turns it replaces
+TRIM_KEEP = 200  # characters kept at each end of an older result when the summary is not used
+RESULT_SHARE = 0.25  # of the window: the most one tool result may take; past it, its head and tail are kept
+REFUSED_MARGIN = 0.9  # a refused request's size, times this, is the window when the server states none
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Context:
         overhead: int = 0,
     ):
         self.window = window
+        self.threshold = threshold
         self.limit = int(window.tokens * threshold)
         self.summariser = summariser
         self.display = display
@@ -73,6 +80,10 @@ class Context:
         self._counted = (0, 0)  # (messages, the tokens nanocode counts in them): kept up as messages are added
         self._estimate = 0
         self._stuck = False
+        # The server's tokens per nanocode's estimated token, from the replies' usage: a goal's text may be
+        # digits (more tokens a character) or prose (fewer); four characters a token is only a start.
+        self.scale = 1.0
+        self._bounded = 0  # the messages before this index hold no result too large for the window
 
     def start_goal(self, goal: Message) -> None:
         self.pinned = [goal]
@@ -80,6 +91,8 @@ class Context:
         self.tokens = Tokens()
         self._anchor = self._counted = (0, 0)
         self._stuck = False
+        self.scale = 1.0
+        self._bounded = 0
 
     def estimate(self, messages: list[Message]) -> int:
         """The last reply's prompt tokens plus an estimate of what was added since, or nanocode's own count
@@ -88,28 +101,70 @@ class Context:
         if not count or count > len(messages):
             count, known = 0, self.overhead
         self._counted = (len(messages), known + sum(tokens(message) for message in messages[count:]))
+        counted = int(self._counted[1] * self.scale)
         sent, reported = self._anchor
         if not sent or sent > len(messages):
-            return self._counted[1]
-        return max(self._counted[1], reported + sum(tokens(message) for message in messages[sent:]))
+            return counted
+        return max(counted, reported + int(self.scale * sum(tokens(message) for message in messages[sent:])))
 
     def fit(self, messages: list[Message]) -> float:
-        """Compacts the messages, in place, if they are past the threshold; returns what that cost."""
+        """Compacts the messages, in place, if they are past the threshold; returns what that cost.
+        No single tool result is ever sent larger than its share of the window."""
+        self._bound(messages)
         self._estimate = self.estimate(messages)
         return self.compact(messages, "threshold") if self._estimate > self.limit else 0.0
 
     def observe(self, sent: int, usage: dict[str, Any]) -> None:
-        """After a reply to `sent` messages: the endpoint's count corrects the estimate."""
+        """After a reply to `sent` messages: the endpoint's count corrects the estimate, and calibrates it."""
         self.tokens.add(usage)
         prompt = usage.get("prompt_tokens")
-        known = prompt if isinstance(prompt, int) and prompt > 0 else self._estimate
-        self._anchor = (sent, known)
+        counted = prompt if isinstance(prompt, int) and prompt > 0 else 0
+        raw = self._counted[1] if self._counted[0] == sent else 0
+        if counted and raw > 0:
+            self.scale = counted / raw
+        self._anchor = (sent, counted or self._estimate)
+
+    def refused(self, refusal: Any, messages: list[Message]) -> None:
+        """The server refused the request as longer than its window: what it says of the window is
+        kept for the rest of the run (only ever smaller), and what it counted calibrates the estimate."""
+        raw = self._full_raw(messages)
+        if refusal.requested and raw:
+            self.scale = max(self.scale, refusal.requested / raw)
+        sent = refusal.requested or self.estimate(messages)
+        window = refusal.window or int(sent * REFUSED_MARGIN)
+        if window < self.window.tokens:
+            said = f"says its window is {window:,} tokens" if refusal.window else f"refused about {sent:,} tokens"
+            source = f"{refusal.server}'s refusal"
+            self._note(f"context: {refusal.server} {said}: the window is now {window:,} (was {self.window.tokens:,})")
+            self.window = Window(window, source)
+            self.limit = int(window * self.threshold)
+            self._bounded = 0
+            if self.recorder:
+                self.recorder.record("window", tokens=window, source=source)
+        self._bound(messages)
+
+    def _bound(self, messages: list[Message]) -> None:
+        """Keeps head and tail of each tool result past its share of the window (checked once per message)."""
+        if self._bounded > len(messages):
+            self._bounded = 0
+        chars = int(self.window.tokens * RESULT_SHARE * CHARS_PER_TOKEN / max(self.scale, 0.1))
+        edits = bound_results(messages, self._bounded, chars)
+        self._bounded = len(messages)
+        if not edits:
+            return
+        apply(messages, edits)
+        self._counted = self._anchor = (0, 0)
+        self._note(f"context: {len(edits)} tool result(s) larger than a quarter of the window kept in head and tail")
+        if self.recorder:
+            self.recorder.record(
+                "compact", reason="bound", before=0, after=0, cut=len(edits), summarised=0, steps=[edits]
+            )
 
     def compact(self, messages: list[Message], reason: str) -> float:
         """Cuts old tool results; if that is not enough, summarises the older turns. Returns the summary's cost."""
         before = max(self.estimate(messages), self._estimate)
         # Refused by the endpoint, the window figure was wrong: only the model's last turn is kept whole.
-        recent = 0 if reason == "refused" else int(self.window.tokens * RECENT_SHARE)
+        recent = 0 if reason == "refused" else int(self.window.tokens * RECENT_SHARE / self.scale)
         end = recent_start(messages, [tokens(m) for m in messages], recent)
         cuts = cut_results(messages, end)
         apply(messages, cuts)
@@ -119,10 +174,17 @@ class Context:
             older = summarisable(messages, end, self.pinned)
         if older:
             summary, cost = self._summarise(older)
-            edit = summary_edit(messages, end, self.pinned, summary)
-            apply(messages, [edit])
-            steps.append([edit])
+            trims = [] if summary is not None else cut_results(messages, end, keep=TRIM_KEEP, over=TRIM_KEEP * 2)
+            apply(messages, trims)
+            steps += [trims] if trims else []
             after = self._full(messages)
+            if summary is None and after > self.limit:
+                summary = fallback_summary(older, "the summary was not usable, and trimming was not enough")
+            if summary is not None:
+                edit = summary_edit(messages, end, self.pinned, summary)
+                apply(messages, [edit])
+                steps.append([edit])
+                after = self._full(messages)
         if steps:
             self._anchor, self._counted = (0, 0), (len(messages), after)
         self._estimate = after
@@ -130,9 +192,14 @@ class Context:
         return cost
 
     def _full(self, messages: list[Message]) -> int:
+        return int(self._full_raw(messages) * self.scale)
+
+    def _full_raw(self, messages: list[Message]) -> int:
         return self.overhead + sum(tokens(message) for message in messages)
 
-    def _summarise(self, older: list[Message]) -> tuple[str, float]:
+    def _summarise(self, older: list[Message]) -> tuple[str | None, float]:
+        """A summary of the older turns; None where the model's was not worth using (the turns are trimmed
+        instead, and the transcript says why)."""
         if self.summariser is None:
             return fallback_summary(older, "no model to write one"), 0.0
         text = render(older, int(self.window.tokens * 4 * SUMMARY_INPUT_SHARE))
@@ -144,8 +211,13 @@ class Context:
             return fallback_summary(older, "the summary request failed"), 0.0
         self.tokens.add(completion.usage)
         summary = completion.message.get("content")
-        if not isinstance(summary, str) or not summary.strip():
-            return fallback_summary(older, "the summary came back empty"), completion.cost or 0.0
+        why = useless_summary(summary)
+        if why:
+            self._note(f"context: the summary was not used ({why}): older tool results are trimmed instead")
+            if self.recorder:
+                self.recorder.record("summary_rejected", reason=why, summary=str(summary or "")[:500])
+            return None, completion.cost or 0.0
+        assert isinstance(summary, str)
         return summary, completion.cost or 0.0
 
     def _report(self, reason: str, before: int, after: int, cut: int, summarised: int, steps: list[Any]) -> None:

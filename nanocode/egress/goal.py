@@ -321,8 +321,8 @@ class AllowlistedSandbox:
     def run(self, command: str, timeout: float) -> CommandResult:
         return self.sandbox.run(command, timeout)
 
-    def read_file(self, path: str) -> str:
-        return self.sandbox.read_file(path)
+    def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
+        return self.sandbox.read_file(path, lines)
 
     def write_file(self, path: str, content: str) -> None:
         self.sandbox.write_file(path, content)

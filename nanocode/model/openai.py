@@ -3,8 +3,8 @@
 import email.utils
 import json
 import os
-import re
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import requests
@@ -12,6 +12,7 @@ import urllib3
 
 from nanocode.errors import EndpointError
 from nanocode.interfaces import Completion, Message
+from nanocode.model import refusals
 
 
 class Gate(Protocol):
@@ -23,14 +24,8 @@ class Gate(Protocol):
 
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
-# How OpenAI (code context_length_exceeded), OpenRouter ("maximum context length is N tokens") and
-# Anthropic ("prompt is too long: N tokens > M maximum") say that a request outgrew the window.
-CONTEXT_EXCEEDED = re.compile(
-    r"context_length_exceeded|context length|context window|prompt is too long|too many (input )?tokens"
-    r"|input is too long|exceeds? the context|reduce the length of the messages",
-    re.IGNORECASE,
-)
 CACHE_MARK = {"type": "ephemeral"}
+LOOKUP_SECONDS = 5.0  # the whole of a GET that only informs (the window): after it, nanocode goes on without
 
 
 class OpenAIModel:
@@ -46,6 +41,7 @@ class OpenAIModel:
         max_backoff: float = 60.0,
         prompt_cache: bool = True,
         gate: "Gate | None" = None,
+        notify: Callable[[str], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -56,12 +52,14 @@ class OpenAIModel:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.gate = gate  # shared by the models of a batch, so that one back-off slows them all
+        self.notify = notify  # told of each retry, so that a person sees why nothing happens
         self.session = requests.Session()
         # Proxies and CA bundle are read from the environment once, not on every request.
         self.session.trust_env = False
         self.session.proxies.update(requests.utils.get_environ_proxies(self.url))
         self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._history = _EncodedHistory()
+        self.late = False  # the last lookup did not answer in time
         # Anthropic's models cache only what is marked; other providers cache by themselves.
         self.cache_marks = prompt_cache and ("claude" in name.lower() or name.startswith("anthropic/"))
         self.session.headers.update(
@@ -73,11 +71,27 @@ class OpenAIModel:
         )
 
     def models(self) -> Any:
-        """The endpoint's model listing (GET /models), or None where it gives none."""
+        """The endpoint's model listing (GET /models), or None where it gives none in time."""
+        return self._lookup(self.base_url + "/models")
+
+    def props(self) -> Any:
+        """llama.cpp's server settings (GET /props, beside /v1), which say its n_ctx; None elsewhere."""
+        root = self.base_url.removesuffix("/v1")
+        return self._lookup(root + "/props")
+
+    def _lookup(self, url: str) -> Any:
+        # A short deadline for the whole answer: a lookup may hold the start of a goal, never for long.
+        self.late = False
+        deadline = time.monotonic() + LOOKUP_SECONDS
         try:
-            response = self.session.get(self.base_url + "/models", timeout=min(self.timeout, 10.0))
-            return response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError):
+            response = self.session.get(url, stream=True, timeout=(LOOKUP_SECONDS, LOOKUP_SECONDS))
+            with response:
+                raw = _read_until(response, deadline)
+            return json.loads(raw) if response.status_code == 200 else None
+        except _Late:
+            self.late = True
+            return None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError):
             return None
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
@@ -95,11 +109,15 @@ class OpenAIModel:
             except _Retry as retry:
                 if attempt > self.retries:
                     raise EndpointError(f"{retry.reason} (gave up after {attempt} attempts)") from None
-                wait = retry.after if retry.after is not None else self.backoff * 2 ** (attempt - 1)
+                wait = min(
+                    retry.after if retry.after is not None else self.backoff * 2 ** (attempt - 1), self.max_backoff
+                )
+                if self.notify is not None:
+                    self.notify(f"endpoint: {retry.reason}; retry {attempt}/{self.retries} in {wait:.0f} s")
                 if self.gate is not None:
-                    self.gate.hold(min(wait, self.max_backoff))
+                    self.gate.hold(wait)
                 else:
-                    time.sleep(min(wait, self.max_backoff))
+                    time.sleep(wait)
 
     def _once(self, body: bytes) -> Completion:
         # The timeout is for the whole reply: a server that keeps the connection alive with
@@ -110,14 +128,8 @@ class OpenAIModel:
                 self.url, data=body, stream=True, timeout=(min(self.timeout, 30.0), self.timeout)
             )
             with response:
-                # read1 returns what has arrived; read() would wait for a whole chunk first.
-                read = getattr(response.raw, "read1", response.raw.read)
-                chunks = []
-                while chunk := read(1 << 16, decode_content=True):
-                    chunks.append(chunk)
-                    if time.monotonic() > deadline:
-                        raise requests.Timeout
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+                raw = _read_until(response, deadline)
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, _Late):
             raise _Retry(f"the model endpoint did not answer within {self.timeout:g}s") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):
             raise EndpointError(f"{self.url} is not a URL nanocode can use: check INFERENCE_BASE_URL") from None
@@ -126,20 +138,19 @@ class OpenAIModel:
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             # Reading the body from the raw stream, urllib3's own errors arrive unwrapped.
             raise _Retry(f"the model endpoint broke off its reply: {_root_cause(exc)}") from None
-        raw = b"".join(chunks)
         try:
             data = json.loads(raw)
         except ValueError:
             data = None
         if response.status_code != 200:
             detail = _error_message(data) or raw[:300].decode(errors="replace")
-            self._fail(response.status_code, detail, response, raw)
+            self._fail(response.status_code, detail, response, data, raw)
         if not isinstance(data, dict):
             raise _Retry(f"the model endpoint sent a reply that is not JSON (HTTP {response.status_code})")
         if data.get("error"):
             error = data["error"]
             code = error.get("code") if isinstance(error, dict) else None
-            self._fail(code if isinstance(code, int) else 0, _error_message(data), response, raw)
+            self._fail(code if isinstance(code, int) else 0, _error_message(data), response, data, raw)
         choices = data.get("choices")
         first = choices[0] if isinstance(choices, list) and choices else None
         if not isinstance(first, dict) or not isinstance(first.get("message"), dict):
@@ -154,10 +165,11 @@ class OpenAIModel:
         cost = usage.get("cost")
         return Completion(message, cost=float(cost) if isinstance(cost, (int, float)) else None, usage=usage)
 
-    def _fail(self, status: int, detail: str, response: requests.Response, raw: bytes = b"") -> None:
+    def _fail(self, status: int, detail: str, response: requests.Response, data: Any, raw: bytes) -> None:
         detail = detail.strip() or "no detail given"
-        if status in (0, 400, 413) and CONTEXT_EXCEEDED.search(raw[:4000].decode(errors="replace")):
-            raise EndpointError(f"the request is longer than the model's context window: {detail}", 400, True)
+        refusal = refusals.recognise(status, data, raw)
+        if refusal is not None:
+            raise EndpointError(f"the request is longer than the model's context window: {detail}", status, refusal)
         if status in RETRY_STATUS or status >= 500:
             raise _Retry(f"the model endpoint answered {status}: {detail}", _retry_after(response))
         if status == 401:
@@ -211,6 +223,23 @@ def _marked(message: Message) -> bytes:
         return json.dumps(message).encode()
     part = {"type": "text", "text": content, "cache_control": CACHE_MARK}
     return json.dumps({**message, "content": [part]}).encode()
+
+
+class _Late(Exception):
+    """The whole answer did not come before its deadline."""
+
+
+def _read_until(response: requests.Response, deadline: float) -> bytes:
+    """The body, as long as it all comes before the deadline: a server that trickles a byte at a time
+    stays within every read timeout, and is cut off here."""
+    # read1 returns what has arrived; read() would wait for a whole chunk first.
+    read = getattr(response.raw, "read1", response.raw.read)
+    chunks = []
+    while chunk := read(1 << 16, decode_content=True):
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise _Late
+    return b"".join(chunks)
 
 
 class _Retry(Exception):

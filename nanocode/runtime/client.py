@@ -164,8 +164,9 @@ class RuntimeClient:
             duration=reply["duration"],
         )
 
-    def read_file(self, path: str) -> str:
-        reply = self.request("read", GRACE + 20, path=self._resolve(path), cap=self.output_cap)
+    def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
+        extra = {"lines": list(lines)} if lines else {}
+        reply = self.request("read", GRACE + 20, path=self._resolve(path), cap=self.output_cap, **extra)
         if not reply["ok"]:
             raise FileOpError(reply["error"])
         _check(reply, READ)

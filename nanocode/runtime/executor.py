@@ -52,10 +52,10 @@ class RuntimeExecutor:
         except ChannelClosed as exc:
             return CommandResult("", "", None, killed=self._died(exc))
 
-    def read_file(self, path: str) -> str:
+    def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
         runtime = self._live()
         try:
-            return runtime.read_file(path)
+            return runtime.read_file(path, lines)
         except ChannelClosed as exc:
             raise FileOpError(self._died(exc)) from None
 

@@ -760,6 +760,8 @@ def open_regular(path, flags):
 def read(req):
     cap = int(req.get("cap") or 100000)
     with os.fdopen(open_regular(req["path"], os.O_RDONLY), "rb") as f:
+        if req.get("lines"):
+            return read_lines(f, req["lines"], cap)
         data = f.read(cap + 1)
         size = os.fstat(f.fileno()).st_size
     if b"\0" in data[:8192]:
@@ -768,6 +770,25 @@ def read(req):
         return {"content": data.decode("utf-8", "replace")}
     text = data[:cap].decode("utf-8", "replace")
     return {"content": text + "\n[... file is %d bytes; only the first %d are shown ...]\n" % (size, cap)}
+
+
+def read_lines(f, lines, cap):
+    """Lines first to last (counted from 1, both included) of a text file, at most `cap` bytes of them."""
+    first, last = int(lines[0]), int(lines[1])
+    kept, size, number = [], 0, 0
+    for number, line in enumerate(f, 1):
+        if number > last or size > cap:
+            break
+        if number >= first:
+            kept.append(line)
+            size += len(line)
+    data = b"".join(kept)
+    if b"\0" in data[:8192]:
+        return {"content": "(a binary file: look into it with a command such as xxd or file)"}
+    text = data[:cap].decode("utf-8", "replace")
+    if not kept:
+        return {"content": "(no lines %d to %d: the file has %d lines)" % (first, last, number)}
+    return {"content": text + ("\n[... cut at %d bytes ...]\n" % cap if len(data) > cap else "")}
 
 
 def write(req):
