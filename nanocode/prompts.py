@@ -27,11 +27,22 @@ does not start with {marker} means you are not done, and you will be asked to go
 HOST = "Commands run directly on the user's machine: be careful with anything outside the project."
 
 SANDBOX = """\
-Commands run in a disposable Linux container (image {image}) as an unprivileged user.
+Commands run in a disposable Linux container (image {image}) {user}.
 Only the project directory is shared with the user; anything else you change
 (installed packages, files in your home or /tmp) is gone when the goal ends.
 {git} .env files read as empty.
 {limits} {network}"""
+
+
+def sandbox_user(user: str, rootless: bool) -> str:
+    """Who the commands run as, as it is: the user who started nanocode, which may be root."""
+    uid = user.split(":", 1)[0]
+    if uid == "0" and rootless:
+        return "as root, which is the user who started nanocode (the engine is rootless)"
+    if uid == "0":
+        return "as root (uid 0), as nanocode was started"
+    return f"as uid {uid}, the user who started nanocode, without root (install with pip --user or a venv)"
+
 
 LIMITS_NOT_ENFORCED = "This engine does not enforce the {names} limit{s}: take care not to exhaust the machine."
 

@@ -81,17 +81,18 @@ def executor_factory(
     def open_executor(workspace: Any, note: Note) -> Executor:
         return start(replace(config, mounts=workspace.mounts), note)
 
-    return open_executor, open_workspace, _environment(s, tag, engine.facts.unenforced)
+    return open_executor, open_workspace, _environment(s, tag, config.user, engine.facts)
 
 
-def _environment(s: Settings, image: str, unenforced: list[str]) -> str:
-    """The sandbox as the system prompt describes it: what it holds, and what it lets through."""
+def _environment(s: Settings, image: str, user: str, facts: Any) -> str:
+    """The sandbox as the system prompt describes it: who runs the commands, what it holds, what it lets through."""
     network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
     if s.allow_hosts:
         network = prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts))
     git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
-    limits = prompts.limits(s.memory, s.cpus, s.pids, unenforced)
-    return prompts.SANDBOX.format(image=image, limits=limits, network=network, git=git)
+    limits = prompts.limits(s.memory, s.cpus, s.pids, facts.unenforced)
+    who = prompts.sandbox_user(user, bool(facts.rootless))
+    return prompts.SANDBOX.format(image=image, user=who, limits=limits, network=network, git=git)
 
 
 def _trust(s: Settings, config: "SandboxConfig", note: Note) -> str | None:

@@ -248,6 +248,9 @@ def test_cli_goal_runs_in_the_container_and_leaves_nothing(
     assert "sk-key-4242" not in output and "leak-me" not in output
     system = text(api.requests[0]["messages"][0])
     assert "memory 2g" in system and "512 processes" in system and "no network" in system
+    # Who runs the commands, as it is: the user who started nanocode (root in CI), never "unprivileged" by rote.
+    assert ("as root (uid 0)" if os.getuid() == 0 else f"as uid {os.getuid()},") in system
+    assert "unprivileged" not in system and "read-only" in system  # the bind workspace's git, as it is
     assert not [c for c in lifecycle.ours(docker_engine) if c.labels.get("nanocode.project") == str(project)]
 
 
