@@ -355,6 +355,13 @@ def do_post(self):
 
 handler.do_POST = do_post
 api.start()
+if len(sys.argv) > 3:  # "LIMIT:CHARS": a window the server enforces as llama.cpp does, counting its own way
+    from tests.scripted_api import Reply
+    limit, api.chars_per_token = map(int, sys.argv[3].split(":"))
+    api.context_limit = limit
+    said = "the request exceeds the available context size, try increasing it"
+    api.refusal = lambda n_ctx, n: Reply({"error": {"code": 400, "message": said, "type": "exceed_context_size_error",
+                                                    "n_prompt_tokens": n, "n_ctx": n_ctx}}, status=400)
 for part in sys.argv[1].split(","):
     if part == "F":
         api.add(message(sys.argv[2] + ": done"))
@@ -368,11 +375,12 @@ api.stop()
 
 
 class ScriptedServer:
-    """ScriptedAPI run by SERVER. The script "20,F,33": 20 tool-call replies, a final answer, 33 tool-call replies."""
+    """ScriptedAPI run by SERVER. The script "20,F,33": 20 tool-call replies, a final answer, 33 tool-call replies;
+    `enforce` "8192:2": a window of 8,192 tokens, counted two characters a token, refused past it."""
 
-    def __init__(self, script: str) -> None:
+    def __init__(self, script: str, enforce: str = "") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, script, MARKER],
+            [sys.executable, "-c", SERVER, script, MARKER, *([enforce] if enforce else [])],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdin=subprocess.PIPE,

@@ -6,6 +6,7 @@ goal with a window so large that nothing is compacted; and one compaction of a 1
 history, the model's reply excluded (the summary comes back at once).
 """
 
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from common import NullExecutor, ScriptedServer, TimedModel, expect, ms, timed
 from nanocode import prompts
 from nanocode.agent import Agent
 from nanocode.budget import Limits
-from nanocode.context import Context, Window
+from nanocode.context import DEFAULT_WINDOW, Context, Window
 from nanocode.display import QuietDisplay
 from nanocode.interfaces import CommandResult, Completion, Message
 from nanocode.model.openai import OpenAIModel
@@ -25,6 +26,13 @@ from nanocode.transcript import Transcript
 RESULT = 3000  # characters of each tool result in the long goal
 SMALL_WINDOW = 32_000  # tokens: the long goal compacts every few dozen steps
 HISTORY_TOKENS = 100_000
+SUMMARY = (
+    "The goal is to print x many times. So far the shell printed long lines of x at every step, each command "
+    "succeeded with exit code 0, no file was written or changed, and no error came up. What remains: carry on "
+    "printing until the count is reached, then answer with the completion marker and a one-line summary."
+)
+ENFORCED = 32_000  # tokens: the window the strict server enforces, never announced to nanocode
+DIGITS = " ".join(str(n) for n in range(700))[:RESULT]
 
 
 class ChattyExecutor(NullExecutor):
@@ -34,13 +42,20 @@ class ChattyExecutor(NullExecutor):
         return CommandResult("x" * RESULT, "", 0)
 
 
+class DenseExecutor(NullExecutor):
+    """Every command answers with digits: about two characters a token, twice what four a token expects."""
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        return CommandResult(DIGITS, "", 0)
+
+
 class InstantSummariser:
     """A model that answers the summary request at once: the figure is nanocode's side of a compaction."""
 
     name = "instant"
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
-        return Completion({"role": "assistant", "content": "The work so far, in a few words."})
+        return Completion({"role": "assistant", "content": SUMMARY})
 
 
 def section(bench: Any) -> None:
@@ -75,6 +90,7 @@ def section(bench: Any) -> None:
     add(title, "  the slowest step (one with a compaction)", "ms", [max(own["compacting"]) * 1000])
     mean = statistics.fmean(own["compacting"]) * 1000
     expect(context.compactions > 0, "the long goal never compacted")
+    _enforced(bench, title, system)
 
     history, goal_message = _history(HISTORY_TOKENS)
     copies = iter([list(history) for _ in range(bench.reps + bench.warmup)])
@@ -110,6 +126,36 @@ def section(bench: Any) -> None:
     bench.report.target(
         f"(11) one compaction of {HISTORY_TOKENS // 1000}k tokens", once.median, "<=", 50, "ms", "median"
     )
+
+
+def _enforced(bench: Any, title: str, system: str) -> None:
+    """A goal of dense text against a server that enforces a window it never announces, counting two
+    characters a token: nanocode starts from the default window and learns the real one from the refusals."""
+    steps = bench.args.steps
+    server = ScriptedServer(f"{steps},F", f"{ENFORCED}:2")
+    bench.cleanup.push(server.stop)
+    model = TimedModel(OpenAIModel(server.url, "bench-key", "scripted", retries=0))
+    with tempfile.TemporaryDirectory(prefix="nanocode-bench-") as folder:
+        path = Path(folder, "transcript.jsonl")
+        transcript = Transcript(path)
+        try:
+            context = Context(Window(DEFAULT_WINDOW, "default"), 0.8, InstantSummariser(), QuietDisplay(), transcript)
+            limits = Limits(max_steps=steps + 10, max_continuations=0, max_seconds=3600, max_repeats=steps + 10)
+            agent = Agent(model, system, limits, 120.0, QuietDisplay(), transcript, context)
+            expect(agent.run("count, many times", DenseExecutor()) == "done", "the dense goal did not complete")
+        finally:
+            transcript.close()
+        kinds = [json.loads(line) for line in path.read_text().splitlines()]
+    refused = sum(1 for r in kinds if r["kind"] == "compact" and r["reason"] == "refused")
+    own = _own(model)
+    name = f"agent's own work per step, {steps} steps of digits, a {ENFORCED:,}-token window enforced, unannounced"
+    bench.report.add(title, name, "ms", ms(own))
+    bench.report.add(title, f"  requests refused as too long: {refused}", "", [float(refused)])
+    bench.report.add(
+        title, f"  the window learnt: {context.window.tokens:,} tokens", "", [float(context.window.tokens)]
+    )
+    bench.report.target("(11) dense goal, requests refused", float(refused), "<=", 3, "", "count")
+    bench.report.target("(11) dense goal, own work per step", statistics.fmean(own) * 1000, "<=", 1, "ms", "mean")
 
 
 def _own(model: TimedModel) -> list[float]:

@@ -30,6 +30,7 @@ TARGET_SHARE = 0.5  # of the threshold: below it, cutting old results is enough,
 SUMMARY_INPUT_SHARE = 0.5  # of the window: the most the summary request shows of the turns it replaces
 TRIM_KEEP = 200  # characters kept at each end of an older result when the summary is not used
 RESULT_SHARE = 0.25  # of the window: the most one tool result may take; past it, its head and tail are kept
+MIN_SCALE, MAX_SCALE = 0.5, 4.0  # the server's tokens per estimated token: eight to one characters a token
 REFUSED_MARGIN = 0.9  # a refused request's size, times this, is the window when the server states none
 
 
@@ -117,11 +118,12 @@ class Context:
     def observe(self, sent: int, usage: dict[str, Any]) -> None:
         """After a reply to `sent` messages: the endpoint's count corrects the estimate, and calibrates it."""
         self.tokens.add(usage)
-        prompt = usage.get("prompt_tokens")
-        counted = prompt if isinstance(prompt, int) and prompt > 0 else 0
+        counted = _prompt_tokens(usage)
         raw = self._counted[1] if self._counted[0] == sent else 0
         if counted and raw > 0:
-            self.scale = counted / raw
+            # Within what text can be (one to eight characters a token): a count outside it is the
+            # endpoint's own accounting (a cache left out), not the text's.
+            self.scale = min(max(counted / raw, MIN_SCALE), MAX_SCALE)
         self._anchor = (sent, counted or self._estimate)
 
     def refused(self, refusal: Any, messages: list[Message]) -> None:
@@ -241,6 +243,15 @@ class Context:
 
     def totals(self) -> dict[str, Any]:
         return {"compactions": self.compactions, "tokens": asdict(self.tokens)}
+
+
+def _prompt_tokens(usage: dict[str, Any]) -> int:
+    """The tokens the request came to: OpenAI's prompt_tokens holds cached ones; Anthropic's input_tokens
+    leaves out what was read from or written to the cache."""
+    if _count(usage.get("prompt_tokens")):
+        return _count(usage.get("prompt_tokens"))
+    cached = _count(usage.get("cache_read_input_tokens")) + _count(usage.get("cache_creation_input_tokens"))
+    return _count(usage.get("input_tokens")) + cached if _count(usage.get("input_tokens")) else 0
 
 
 def _count(value: Any) -> int:
