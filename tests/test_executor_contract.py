@@ -109,6 +109,13 @@ def test_large_file_read_is_capped(executor: Executor, project: Path) -> None:
     assert "only the first" in content
 
 
+def test_a_line_range_of_a_file_larger_than_the_cap(executor: Executor, project: Path) -> None:
+    (project / "many.txt").write_text("".join(f"line {n}\n" for n in range(1, 200_001)))  # ~2 MB, past the cap
+    assert executor.read_file("many.txt", (150_000, 150_002)) == "line 150000\nline 150001\nline 150002\n"
+    assert executor.read_file("many.txt", (199_999, 300_000)) == "line 199999\nline 200000\n"
+    assert executor.read_file("many.txt", (300_000, 300_001)).startswith("(no lines 300000 to 300001")
+
+
 def test_background_job_with_redirected_output_does_not_block(executor: Executor) -> None:
     started = time.monotonic()
     result = executor.run("sleep 30 > /dev/null 2>&1 & echo started", 10)
