@@ -26,19 +26,26 @@ class Removed:
 
     def summary(self) -> str:
         counted = [_count(self.containers, "container"), _count(self.networks, "network")]
-        return f"removed {', '.join(counted)} and {_count(self.volumes, 'volume')} of goals whose nanocode is gone"
+        return f"removed {', '.join(counted)} and {_count(self.volumes, 'volume')} of goals whose owner is gone"
 
 
 def _count(names: list[str], kind: str) -> str:
     return f"{len(names)} {kind}{'' if len(names) == 1 else 's'}"
 
 
-def remove_leftovers(client: docker.DockerClient, note: Callable[[str], None]) -> Removed:
-    """Removes the containers, networks and volumes whose nanocode is gone (containers first: the others
-    are theirs), finishes their workspaces (a git folder planted in bind mode moved aside, an overlay's
-    layer removed) and removes their networks' hosts files. `note` hears of what stays or was moved."""
+def remove_leftovers(
+    client: docker.DockerClient, note: Callable[[str], None], rule: container.Prune | None = None
+) -> Removed:
+    """Removes the dead containers (stopped: their lease ended with their owner) and the networks and
+    volumes none uses (containers first: the others are theirs), finishes their workspaces (a git folder
+    planted in bind mode moved aside, an overlay's layer removed) and removes their networks' hosts
+    files. `note` hears of what stays or was moved. A running container is never removed here but as
+    `rule` says (sandbox prune --stale)."""
+    rule = rule or container.Prune()
     removed = Removed(
-        container.prune_containers(client, note), container.prune_networks(client), container.prune_volumes(client)
+        container.prune_containers(client, note, rule),
+        container.prune_networks(client, rule),
+        container.prune_volumes(client, rule),
     )
     workspace.recover(client, note)
     remove_orphan_files(client)

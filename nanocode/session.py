@@ -77,8 +77,8 @@ class Session:
         if self.resumed:
             cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
             self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
-        elif s.context_window is None:  # where the figure came from matters when nanocode found it
-            self.display.note(self.context.window.describe())
+        # Where the figure came from matters when nanocode found it: said as the first goal starts.
+        self._tell_window = not self.resumed and s.context_window is None
 
     def _system_prompt(self, environment: str) -> str:
         s = self.settings
@@ -145,6 +145,9 @@ class Session:
             try:
                 if executor is None:
                     workspace, executor = self.prepare()
+                if self._tell_window:
+                    self._tell_window = False
+                    self.display.note(self.context.window.describe())
                 if goal is None and self.resumed:
                     answer = self.agent.resume(self.resumed.messages, self.resumed.goal, executor)
                 else:

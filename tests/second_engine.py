@@ -12,7 +12,8 @@ own namespace, away from the main engine's. It has its own data and exec roots a
 unix socket there; the tests reach it over TCP on 127.0.0.1, through a relay in the test process.
 The sandbox image is copied in with `docker save | docker load`. At the end of the session the
 engine is stopped and its data removed. It needs root, `unshare`, `ip` and `dockerd`; where they
-are missing the tests that use it skip, or fail under NANOCODE_REQUIRE_DOCKER=1 (as in CI).
+are missing the tests that use it skip, or fail under NANOCODE_REQUIRE_DOCKER=1 (as in CI). It is
+started only with NANOCODE_TEST_SECOND_ENGINE=1 (.ci/run sets it); elsewhere its tests skip, saying so.
 """
 
 import contextlib
@@ -51,8 +52,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no second Docker engine: {reason}")
 
 
+OPT_IN = "NANOCODE_TEST_SECOND_ENGINE"
+
+
 def start_second_engine(image: str) -> SecondEngine:
-    """Starts the engine, waits for it, and loads `image` into it."""
+    """Starts the engine, waits for it, and loads `image` into it: only where asked (CI asks), since it
+    is a daemon of its own that a workstation's `make test` should not start unbidden."""
+    if os.environ.get(OPT_IN) != "1":
+        pytest.skip(f"a second Docker engine is started only with {OPT_IN}=1 (as in CI)")
     if os.geteuid() != 0:
         _unavailable("starting dockerd needs root")
     for tool in ("dockerd", "unshare", "docker", "ip"):

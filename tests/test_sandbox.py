@@ -356,7 +356,7 @@ def test_output_to_the_containers_stdout_never_blocks(sandbox: SandboxExecutor) 
     assert (result.stdout, result.timed_out) == ("done\n", False)
 
 
-def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
+def test_kill_9_ends_the_sandbox_with_its_lease_and_the_next_start_removes_it(
     docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
     process = _start_sleeping_goal(docker_engine, api, project, tmp_path)
@@ -364,11 +364,12 @@ def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
     process.communicate()
     stale = _owned_by(docker_engine, process.pid)
     assert len(stale) == 1
+    # The lease: its owner's connection gone, the runtime ends and the container stops, no start needed.
+    _wait_for(lambda: [c.status for c in _owned_by(docker_engine, process.pid)] == ["exited"], 15)
     goal = stale[0].labels["nanocode.goal"]
     assert glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{goal}-*"))  # its socket's folder
     listing = subprocess.run([sys.executable, "-m", "nanocode", "sandbox", "ls"], capture_output=True, text=True)
-    assert stale[0].name in listing.stdout
-    assert [line.split()[-1] for line in listing.stdout.splitlines() if stale[0].name in line] == ["yes"]
+    assert [line for line in listing.stdout.splitlines() if stale[0].name in line and "dead" in line]
 
     api.add(message(f"{MARKER} next goal"))
     done = subprocess.run(
@@ -387,10 +388,14 @@ def test_kill_9_leaves_a_stale_container_that_the_next_start_removes(
 def test_sandbox_prune_command(docker_engine: Any, sandbox_image: str, project: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
-    # Stands for the container of a nanocode whose process is gone: same host, a pid that no longer runs.
-    labels = lifecycle.owner_labels("orphan", str(project)) | {"nanocode.owner.pid": str(dead.pid)}
+    # Stands for the container of another nanocode whose lease ended: stopped.
+    other_run = {"nanocode.owner.pid": str(dead.pid), "nanocode.owner.run": "another-run"}
+    labels = lifecycle.owner_labels("orphan", str(project)) | other_run
     alive = lifecycle.owner_labels("alive", str(project))  # this process's, which must stay
-    orphan = docker_engine.containers.create(sandbox_image, ["true"], labels=labels, name=f"nanocode-o-{dead.pid}")
+    orphan = docker_engine.containers.run(
+        sandbox_image, ["true"], labels=labels, name=f"nanocode-o-{dead.pid}", detach=True
+    )
+    orphan.wait(timeout=30)
     kept = docker_engine.containers.create(sandbox_image, ["true"], labels=alive, name=f"nanocode-k-{dead.pid}")
     network = docker_engine.networks.create(f"nanocode-net-o{dead.pid}", labels=labels)
     volume = docker_engine.volumes.create(f"nanocode-vol-o{dead.pid}", labels=labels)

@@ -1,7 +1,16 @@
-"""A sandbox container's lifecycle: start it hardened and labelled, remove it, find the stale ones."""
+"""A sandbox container's lifecycle: start it hardened and labelled, remove it, and remove what is dead.
+
+Ownership is a lease, not a guess: the runtime and the egress proxy live on their owner's attach
+stream and end when it ends (the owner exits, is killed, loses its machine or its connection to the
+engine), and their containers stop with them. So a container that is not running is provably dead,
+and anyone may remove it; a running one is never removed for a pid, host or namespace that looks
+gone: only by its owner, or by `sandbox prune --stale AGE`. The owner labels are for people."""
 
 import contextlib
+import functools
+import getpass
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -15,7 +24,6 @@ from docker.types import Mount
 
 from nanocode.runtime.client import BOOTSTRAP, NON_INTERACTIVE
 from nanocode.sandbox import channel
-from nanocode.sandbox.channel import owner_gone, process_start
 from nanocode.sandbox.engine import first_line
 
 LABEL = "nanocode"
@@ -52,14 +60,32 @@ class SandboxConfig:
     mounts: list[Mount] = field(default_factory=list)
 
 
+# A container created but not started this long ago is one whose owner died between the two.
+START_GRACE = 120.0
+
+
+@functools.cache
+def run_id() -> str:
+    """This nanocode's own id: what its labels mean by "mine", whatever pid namespace or host it is in."""
+    return secrets.token_hex(8)
+
+
+def user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 def owner_labels(goal: str, project: str) -> dict[str, str]:
-    pid = os.getpid()
+    """Who owns what a goal makes, for people to read: user, host, pid and this run's id."""
     return {
         LABEL: "1",
         f"{LABEL}.goal": goal,
-        f"{LABEL}.owner.pid": str(pid),
+        f"{LABEL}.owner.user": user(),
+        f"{LABEL}.owner.pid": str(os.getpid()),
         f"{LABEL}.owner.host": socket.gethostname(),
-        f"{LABEL}.owner.start": process_start(pid),
+        f"{LABEL}.owner.run": run_id(),
         f"{LABEL}.started": datetime.now(UTC).isoformat(timespec="seconds"),
         f"{LABEL}.project": project,
     }
@@ -131,12 +157,30 @@ def _raced(exc: APIError) -> bool:
 
 @dataclass
 class Listed:
-    """A container as the engine lists it: enough to judge and remove it, without a look-up that can race."""
+    """A container (or volume, network) as the engine lists it: enough to judge and remove it, without a
+    look-up that can race."""
 
     id: str
     name: str
     status: str
     labels: dict[str, str]
+    created: float = 0.0  # seconds since the epoch; 0 where the engine did not say
+
+    def age(self) -> float:
+        return time.time() - self.created if self.created else 0.0
+
+    def mine(self) -> bool:
+        return self.labels.get(f"{LABEL}.owner.run") == run_id()
+
+    def users(self, everyone: bool) -> bool:
+        """Whether a listing or a prune for this user (or for everyone) takes it."""
+        return everyone or self.labels.get(f"{LABEL}.owner.user") in (user(), None)
+
+    def dead(self) -> bool:
+        """Provably: stopped (its runtime ended with its lease), or created and never started in time."""
+        if self.status == "created":
+            return self.age() > START_GRACE
+        return self.status in ("exited", "dead")
 
 
 def ours(client: docker.DockerClient) -> list[Listed]:
@@ -147,63 +191,91 @@ def ours(client: docker.DockerClient) -> list[Listed]:
             (row.get("Names") or ["/" + row["Id"][:12]])[0].lstrip("/"),
             row.get("State", ""),
             row.get("Labels") or {},
+            float(row.get("Created") or 0),
         )
         for row in rows
     ]
 
 
-def is_stale(container: Listed) -> bool:
-    """True when the nanocode process that started the container is gone (on this host)."""
-    labels = container.labels
-    if labels.get(f"{LABEL}.owner.host") != socket.gethostname():
-        return False
-    try:
-        pid = int(labels.get(f"{LABEL}.owner.pid", ""))
-    except ValueError:
-        return True
-    return owner_gone(pid, labels.get(f"{LABEL}.owner.start", ""))
+@dataclass
+class Prune:
+    """What a prune may take: every user's or only the caller's; running ones too, past `stale` seconds."""
+
+    everyone: bool = False
+    stale: float | None = None
+    gone: set[str] = field(default_factory=set)  # goals whose containers this prune removed
+
+    def takes(self, item: Listed) -> bool:
+        if not item.users(self.everyone) or item.mine():
+            return False
+        return item.dead() or (self.stale is not None and item.status == "running" and item.age() > self.stale)
 
 
-def prune_containers(client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None) -> list[str]:
-    """Removes the containers whose owner is gone, with their socket folders; returns their names, and
-    warns of those that stay."""
+def prune_containers(
+    client: docker.DockerClient, warn: Callable[[str], None] = lambda text: None, rule: Prune | None = None
+) -> list[str]:
+    """Removes the dead containers (and, as `rule` says, stale running ones), with their socket folders;
+    returns their names, and warns of those that stay."""
+    rule = rule or Prune()
     removed = []
     listed = ours(client)
     channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
     for container in listed:
-        if is_stale(container):
+        if rule.takes(container):
             try:
                 remove(client, container.id)
             except DockerException as exc:
                 warn(f"warning: the stale sandbox container {container.name} was not removed: {first_line(exc)}")
                 continue
             channel.remove_folders(container.labels.get(f"{LABEL}.goal", "") or container.name)
+            rule.gone.add(container.labels.get(f"{LABEL}.goal", ""))
             removed.append(container.name)
     return removed
 
 
-def prune_volumes(client: docker.DockerClient) -> list[str]:
-    """Removes the volumes (workspace layers) whose owner is gone; returns their names."""
+def live_goals(client: docker.DockerClient) -> set[str]:
+    """The goals whose sandbox still runs, whoever owns them: nothing of theirs is anyone else's to clean."""
+    return {c.labels.get(f"{LABEL}.goal", "") for c in ours(client) if c.status in ("running", "created", "restarting")}
+
+
+def prune_volumes(client: docker.DockerClient, rule: Prune | None = None) -> list[str]:
+    """Removes the volumes (workspace layers) no container uses: the engine refuses to remove one in use,
+    and one too new may be a goal's that is still starting."""
     try:
         rows = client.api.volumes(filters={"label": LABEL}).get("Volumes") or []
     except DockerException:
         return []
-    listed = [Listed(row["Name"], row["Name"], "", row.get("Labels") or {}) for row in rows]
-    return _remove_stale(listed, lambda name: client.api.remove_volume(name, force=True))
+    listed = [Listed(r["Name"], r["Name"], "", r.get("Labels") or {}, _epoch(r.get("CreatedAt"))) for r in rows]
+    return _remove_unused(listed, lambda name: client.api.remove_volume(name), rule or Prune())
 
 
-def prune_networks(client: docker.DockerClient) -> list[str]:
-    """A goal's network (nanocode/egress) goes once its owner is gone, after its containers."""
+def prune_networks(client: docker.DockerClient, rule: Prune | None = None) -> list[str]:
+    """A goal's network (nanocode/egress) goes once no container is on it, after its containers."""
     rows = client.api.networks(filters={"label": LABEL})
-    listed = [Listed(row["Id"], row.get("Name", ""), "", row.get("Labels") or {}) for row in rows]
-    return _remove_stale(listed, client.api.remove_network)
+    listed = [Listed(r["Id"], r.get("Name", ""), "", r.get("Labels") or {}, _epoch(r.get("Created"))) for r in rows]
+    return _remove_unused(listed, client.api.remove_network, rule or Prune())
 
 
-def _remove_stale(listed: list[Listed], remove: Callable[[str], object]) -> list[str]:
+def _remove_unused(listed: list[Listed], remove: Callable[[str], object], rule: Prune) -> list[str]:
     removed = []
     for item in listed:
-        if is_stale(item):
-            with contextlib.suppress(DockerException):
+        # Too new, a volume or network may be a goal's that is still starting, unless its container was dead.
+        settled = item.age() > START_GRACE or item.labels.get(f"{LABEL}.goal") in rule.gone
+        if item.users(rule.everyone) and not item.mine() and settled:
+            with contextlib.suppress(DockerException):  # in use: the engine says no, and it stays
                 remove(item.id)
                 removed.append(item.name)
     return removed
+
+
+def _epoch(text: object) -> float:
+    """The engine's ISO time (nanoseconds and a zone, as Docker and Podman write it) as epoch seconds."""
+    if not isinstance(text, str) or not text:
+        return 0.0
+    head, _, rest = text.partition(".")
+    zone = rest.lstrip("0123456789") if rest else ""
+    try:
+        when = datetime.fromisoformat(head + (zone.replace("Z", "+00:00") if zone else ""))
+    except ValueError:
+        return 0.0
+    return when.timestamp() if when.tzinfo else when.replace(tzinfo=UTC).timestamp()

@@ -236,7 +236,10 @@ def open_workspace(
 def recover(client: docker.DockerClient, note: Note) -> None:
     """Finishes the clean-up of goals whose nanocode was killed: git folders planted in bind mode are
     moved aside; an overlay's volume and layer are removed."""
+    live = container.live_goals(client)  # a goal whose sandbox runs is alive, whatever its pid looks like here
     for path, entry in journal.orphans():
+        if entry.get("goal") in live:
+            continue
         project = str(entry.get("project", ""))
         if entry.get("mode") == "bind" and os.path.isdir(project):
             for planted, target in bind.quarantine(bind.planted(project, dict(entry.get("gits") or {}))):
