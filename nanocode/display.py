@@ -13,8 +13,9 @@ from typing import IO
 WIDTH = 100
 
 
-# C0 and C1 controls but newline and tab: text from files and models must not drive the terminal.
-CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 controls but newline and tab, and the bidirectional marks, embeddings, overrides and
+# isolates: text from files, names and models must neither drive the terminal nor reorder what it shows.
+CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:

@@ -176,6 +176,29 @@ def test_hostile_names_are_shown_escaped(trees: tuple[Path, Path], tmp_path: Pat
     _build(tmp_path, project, upper)
     environment = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     command = [sys.executable, "-m", "nanocode", "diff", "last"]
-    shown = subprocess.run(command, env=environment, capture_output=True, timeout=60)
+    shown = subprocess.run(command, env=environment, capture_output=True, timeout=60, cwd=project)
     assert shown.returncode == 0, shown.stderr
     assert b"bad" in shown.stdout and b"\x1b" not in shown.stdout
+
+
+def test_last_is_the_newest_change_set_of_the_project_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    for project in (mine, other):
+        _write(project, {"a.txt": "a\n"})
+        _write(tmp_path / f"upper-{project.name}", {"a.txt": f"changed in {project.name}\n"})
+    first, _ = _build(tmp_path, mine, tmp_path / "upper-mine", started=1.0)
+    newer, _ = _build(tmp_path, other, tmp_path / "upper-other", started=2.0)  # another project's, newer
+    (mine / "sub").mkdir()
+    for here in (mine, mine / "sub"):
+        monkeypatch.chdir(here)
+        assert store.folder_of("last").name == first.id
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match="no kept change set for the project here"):
+        store.folder_of("last")
+    environment = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    listed = [sys.executable, "-m", "nanocode", "changes"]
+    here = subprocess.run(listed, env=environment, capture_output=True, text=True, timeout=60, cwd=mine)
+    every = subprocess.run([*listed, "--all"], env=environment, capture_output=True, text=True, timeout=60, cwd=mine)
+    assert first.id in here.stdout and newer.id not in here.stdout and str(mine)[-20:] in here.stdout
+    assert first.id in every.stdout and newer.id in every.stdout

@@ -49,7 +49,7 @@ def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: P
     if git_folder:
         assert _tree_digest(git_folder) == before
     if mode == "overlay":
-        applied = nanocode(tmp_path, None, "apply", "last")
+        applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
         assert "internal error" not in applied.stderr
         if git_folder:
             assert _tree_digest(git_folder) == before

@@ -42,13 +42,13 @@ def test_overlay_goal_leaves_the_project_untouched_until_apply_last(
     assert not (project / "new").exists() and git(project, "status", "--porcelain") == before
     assert "kept" in done.stderr and "Makefile" in done.stderr and "review" in done.stderr
 
-    listed = nanocode(tmp_path, None, "changes")
+    listed = nanocode(tmp_path, None, "changes", cwd=project)
     assert listed.returncode == 0 and "change" in listed.stdout and "Makefile" in listed.stdout
-    shown = nanocode(tmp_path, None, "diff", "last")
+    shown = nanocode(tmp_path, None, "diff", "last", cwd=project)
     assert "+two" in shown.stdout and "Binary file new/deep/bin.dat" in shown.stdout
     assert "b.txt" in shown.stdout and "c.txt" in shown.stdout
 
-    applied = nanocode(tmp_path, None, "apply", "last")
+    applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
     assert applied.returncode == 0, applied.stderr
     assert (project / "a.txt").read_text() == "one\ntwo\n"
     assert not (project / "gone.txt").exists() and not (project / "b.txt").exists()
@@ -58,7 +58,7 @@ def test_overlay_goal_leaves_the_project_untouched_until_apply_last(
     assert os.readlink(project / "link") == "a.txt"
     assert (project / "empty").read_bytes() == b""
     assert not [p for p in project.iterdir() if p.name.startswith(".nanocode")]
-    again = nanocode(tmp_path, None, "apply", "last")
+    again = nanocode(tmp_path, None, "apply", "last", cwd=project)
     assert again.returncode != 0 and "applied already" in again.stderr
 
 
@@ -101,7 +101,7 @@ def test_a_conflict_applies_nothing_and_lists_the_paths(
     done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
     assert done.returncode == 0, done.stderr
     (project / "b.txt").write_text("edited by the user\n")
-    refused = nanocode(tmp_path, None, "apply", "last")
+    refused = nanocode(tmp_path, None, "apply", "last", cwd=project)
     assert refused.returncode == 6 and "b.txt" in refused.stderr and "a.txt" not in refused.stderr
     assert (project / "a.txt").read_text() == "one\n" and not (project / "c.txt").exists()
     assert len(refused.stderr.strip().splitlines()) == 1
@@ -145,7 +145,7 @@ def test_the_repl_asks_to_apply_discard_or_keep(
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("apply / discard / keep? [a/d/K]") == 3
     assert sorted(p.name for p in project.iterdir()) == ["one"]
-    kept = nanocode(tmp_path, None, "changes")
+    kept = nanocode(tmp_path, None, "changes", cwd=project)
     assert "third" in kept.stdout and "second" not in kept.stdout and "(applied)" in kept.stdout
 
 
@@ -172,7 +172,7 @@ def test_a_goal_stopped_by_its_budget_keeps_its_change_set_even_with_apply(
     assert done.returncode == 5, done.stderr
     assert "kept" in done.stderr and done.stdout == ""
     assert list(project.iterdir()) == []
-    assert nanocode(tmp_path, None, "apply", "last").returncode == 0
+    assert nanocode(tmp_path, None, "apply", "last", cwd=project).returncode == 0
     assert (project / "half.txt").read_text() == "partial\n"
 
 
@@ -213,9 +213,9 @@ def test_an_interrupted_goal_keeps_its_change_set(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "kept" in stderr and list(project.iterdir()) == []
-    listed = nanocode(tmp_path, None, "changes")
+    listed = nanocode(tmp_path, None, "changes", cwd=project)
     assert "interrupted" in listed.stdout
-    assert nanocode(tmp_path, None, "apply", "last").returncode == 0
+    assert nanocode(tmp_path, None, "apply", "last", cwd=project).returncode == 0
     assert (project / "made.txt").read_text() == "before\n"
 
 
@@ -229,7 +229,7 @@ def test_commits_for_a_branch_the_project_left_apply_nothing(
     done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
     assert done.returncode == 0, done.stderr
     git(project, "checkout", "-q", "-b", "elsewhere")
-    refused = nanocode(tmp_path, None, "apply", "last")
+    refused = nanocode(tmp_path, None, "apply", "last", cwd=project)
     assert refused.returncode == 6 and "refs/heads/main" in refused.stderr
     assert git(project, "log", "--format=%s").split() == ["start"]
     assert (project / "a.txt").read_text() == "one\n"
@@ -246,7 +246,7 @@ def test_a_failure_after_the_commits_undoes_them_too(
     api.add(*_shell(commit), message(f"{MARKER} ok"))
     done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "x", "--project", str(project))
     assert done.returncode == 0, done.stderr
-    manifest, folder = store.load("last")
+    manifest, folder = store.load(store.of_project(store.listed(), project)[0].id)
     assert manifest.series
 
     def full(source: str, target: str) -> None:

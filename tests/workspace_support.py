@@ -19,11 +19,14 @@ def env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
     }
 
 
-def nanocode(tmp_path: Path, api: ScriptedAPI | None, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def nanocode(
+    tmp_path: Path, api: ScriptedAPI | None, *args: str, cwd: Path | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
     state = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home(tmp_path))}
     environment = env(tmp_path, api, **extra) if api else {**os.environ, **state}
+    # `cwd`: the project, as a person runs `diff last` or `apply last` from it.
     return subprocess.run(
-        [sys.executable, "-m", "nanocode", *args], env=environment, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "nanocode", *args], env=environment, capture_output=True, text=True, timeout=180, cwd=cwd
     )
 
 

@@ -100,7 +100,7 @@ def _goal(entry: Any, index: int, source: str, convert: Convert) -> Goal:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"{where} has no goal text ('goal')")
     goal_id = str(entry.pop("id", f"{index:03d}"))
-    if not ID.match(goal_id):
+    if not ID.fullmatch(goal_id):  # whole: `$` would let a trailing newline through
         raise ConfigError(f"{where}: the id {goal_id!r} must be letters, digits, '.', '_' or '-' (64 at most)")
     unknown = sorted(set(entry) - OVERRIDABLE)
     if unknown:

@@ -8,27 +8,34 @@ CHANGE_ID = click.argument("change_id", metavar="ID")
 
 
 @click.command("changes")
-def changes() -> None:
-    """List the kept change sets, newest first."""
+@click.option("--all", "every", is_flag=True, help="Every project's change sets, not only this project's.")
+def changes(every: bool) -> None:
+    """List the kept change sets of the project here (the current folder's), newest first."""
     from nanocode.display import shorten
     from nanocode.workspace import store
 
-    kept = store.listed()
+    kept = store.listed() if every else store.of_project(store.listed())
     if not kept:
-        click.echo("no kept change sets", err=True)
+        click.echo(
+            "no kept change sets" + ("" if every else " for the project here (--all: every project's)"), err=True
+        )
         return
-    click.echo(f"{'ID':21} {'WHEN':25} {'OUTCOME':16} {'FILES':>5} {'FLAGGED':24} GOAL")
+    click.echo(f"{'ID':21} {'WHEN':25} {'OUTCOME':16} {'FILES':>5} {'FLAGGED':24} {'PROJECT':30} GOAL")
     for m in kept:
         flagged = ",".join(m.flagged) or "-"
         outcome = f"{m.outcome}{' (applied)' if m.applied else ''}"
         files = len([e for e in m.entries if e.new.kind != "dir"])
-        click.echo(f"{m.id:21} {m.created:25} {outcome:16} {files:>5} {shorten(flagged, 24):24} {shorten(m.goal, 60)}")
+        project = shorten(m.project if len(m.project) <= 30 else "…" + m.project[-29:], 30)  # the end tells it
+        click.echo(
+            f"{m.id:21} {m.created:25} {outcome:16} {files:>5} {shorten(flagged, 24):24} {project:30} "
+            f"{shorten(m.goal, 60)}"
+        )
 
 
 @click.command("diff")
 @CHANGE_ID
 def diff(change_id: str) -> None:
-    """Print a change set as a unified diff (ID or `last`)."""
+    """Print a change set as a unified diff (ID, or `last`: the project here's newest)."""
     from nanocode.display import printable
     from nanocode.workspace import store, view
 
@@ -55,7 +62,7 @@ def _colored(line: str) -> str:
 @click.command("apply")
 @CHANGE_ID
 def apply_command(change_id: str) -> None:
-    """Apply a change set to its project, all of it or nothing (ID or `last`)."""
+    """Apply a change set to its project, all of it or nothing (ID, or `last`: the project here's newest)."""
     from nanocode.workspace import apply, store
 
     manifest, folder = store.load(change_id)
@@ -70,7 +77,7 @@ def apply_command(change_id: str) -> None:
 @click.command("discard")
 @CHANGE_ID
 def discard(change_id: str) -> None:
-    """Delete a change set (ID or `last`)."""
+    """Delete a change set (ID, or `last`: the project here's newest)."""
     from nanocode.workspace import store
 
     click.echo(f"discarded change set {store.discard(change_id)}", err=True)

@@ -48,11 +48,20 @@ def listed() -> list[Manifest]:
     return sorted(found, key=lambda m: (m.created, m.id), reverse=True)
 
 
+def of_project(kept: list[Manifest], where: Path | None = None) -> list[Manifest]:
+    """The change sets of the project the current folder is in (the folder itself or one above it)."""
+    here = (where or Path.cwd()).resolve()
+    return [m for m in kept if here == Path(m.project) or Path(m.project) in here.parents]
+
+
 def folder_of(change_id: str) -> Path:
     if change_id == "last":
-        kept = listed()
+        kept = of_project(listed())
         if not kept:
-            raise ConfigError("there is no kept change set")
+            raise ConfigError(
+                f"there is no kept change set for the project here ({Path.cwd()}): nanocode changes --all lists "
+                "every project's, by ID"
+            )
         change_id = kept[0].id
     folder = paths.changes_folder() / change_id
     if "/" in change_id or change_id.startswith(".") or not (folder / MANIFEST).is_file():
