@@ -58,7 +58,7 @@ def _run(bench: Any, api: Any, goals: int, workers: int, pool: bool) -> dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCODE_")}
     env |= {"OPENROUTER_API_KEY": "bench", "INFERENCE_BASE_URL": api.url, "XDG_STATE_HOME": str(root / "state")}
     command = [sys.executable, "-m", "nanocode", "batch", str(goals_file), "--out", str(root / "out")]
-    command += ["--project", bench.project, "--workers", str(workers), "--memory", "256m", "--cpus", "0.05", "-q"]
+    command += ["--project", bench.project, "--workers", str(workers), "-q"]  # a user's defaults: 2g, 2 CPUs
     command += [] if pool else ["--no-pool"]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)

@@ -659,3 +659,23 @@ def test_goals_left_when_the_only_engine_stops_answering_are_counted(
     assert [g["id"] for g in summary["results"]] == ["001", "002", "003"], summary
     assert [g["outcome"] for g in summary["results"][1:]] == ["engine", "engine"]
     assert summary["results"][2]["reason"] == "not started: no engine of the batch answers"
+
+
+def test_workers_three_with_the_default_limits_runs_three_goals_at_once(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
+    # The default --memory 2g and --cpus 2: a CPU limit is a ceiling, not a reservation, so three run together.
+    entries = [{"id": f"w{n}", "goal": f"wide {n}"} for n in range(3)]
+    for n in range(3):
+        slow_goal(api, f"wide {n}", steps=6, delay=0.5)
+    out = tmp_path / "out"
+    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "3"))
+    try:
+        wait_for(lambda: len(_in_flight(api)) == 3, 120)  # all three talking to the model at the same time
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "3 workers on default, 3 goals at once (by --workers; room for" in stderr and "CPUs shared" in stderr

@@ -1,5 +1,6 @@
 """The engines a batch spreads its goals over: each with its client, its room and its workers."""
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ class Slot:
     client: Any  # docker.DockerClient, or None on the host
     ledger: Ledger
     workers: int = 1
+    why: str = ""  # what set the number of workers, for the start line
     alive: bool = True
     pending: int = 0  # goals taken from the queue and being prepared
     engine: Any = None  # the session's Engine: client and image
@@ -75,10 +77,31 @@ def capacity(client: Any) -> tuple[int, float]:
     return int(info.get("MemTotal") or 0), float(info.get("NCPU") or 1)
 
 
-def default_workers(ledger: Ledger, memory: int, cpus: float, goals: int) -> int:
-    by_memory = ledger.memory // max(memory, 1)
-    by_cpus = int(ledger.cpus / min(cpus, ledger.cpus) + 1e-9)
-    return max(1, min(by_memory, by_cpus, goals))
+PER_CORE = 4  # sandboxes a core, by default: goals spend most of their time waiting for the model
+
+
+@dataclass
+class Sizing:
+    """How many goals run at once on an engine, and why: said on the batch's start line."""
+
+    workers: int
+    why: str
+
+
+def default_workers(ledger: Ledger, memory: int, cpus: float, goals: int, cores: float) -> Sizing:
+    """Sized by memory (each sandbox's --memory within the total) and by a CPU oversubscription that
+    suits goals waiting on a model: a sandbox's --cpus is its ceiling, not a reservation, unless
+    --max-cpus-total asks for one."""
+    limits = {
+        f"memory for {ledger.memory // max(memory, 1)}": ledger.memory // max(memory, 1),
+        f"{PER_CORE} a core for {int(cores * PER_CORE)}": int(cores * PER_CORE),
+        f"{goals} goal{'s' if goals != 1 else ''}": goals,
+    }
+    if math.isfinite(ledger.cpus):
+        reserved = int(ledger.cpus / min(cpus, ledger.cpus) + 1e-9)
+        limits[f"--max-cpus-total for {reserved}"] = reserved
+    workers = max(1, min(limits.values()))
+    return Sizing(workers, ", ".join(limits))
 
 
 def copy_image(source: Any, target: Any, name: str, tag: str, note: Callable[[str], None]) -> None:

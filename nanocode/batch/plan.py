@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +85,15 @@ def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -
 
             client = engine.connect()
             total_memory, total_cpus = machine_memory(), float(machine_cpus())
+        # CPUs are reserved only where --max-cpus-total asks: a sandbox's --cpus is a ceiling.
         ledger = Ledger(
             size(batch.memory_total) if batch.memory_total else int(total_memory * SHARE),
-            batch.cpus_total or total_cpus * SHARE,
+            batch.cpus_total or math.inf,
         )
-        workers = count or batch.workers or default_workers(ledger, memory, cpus, goals)
-        slot = Slot(name, client, ledger, workers=workers)
+        sizing = default_workers(ledger, memory, cpus, goals, total_cpus)
+        given = count or batch.workers
+        why = ("--engine" if count else "--workers") if given else sizing.why
+        slot = Slot(name, client, ledger, workers=given or sizing.workers, why=why)
         # One image on every engine: the first engine's (built there if need be), loaded into the others.
         image = slots[0].engine.image if slots else first.image
         slot.engine = open_engine(dataclasses.replace(first, image=image), note, client)
@@ -108,7 +112,11 @@ def _check_room(todo: list[Planned], slots: list[Slot]) -> None:
 
 
 def _describe(slot: Slot) -> str:
+    """What really runs at once, and why: the number of goals that run together, what set it, and the
+    room they share (CPUs are shared, not reserved, unless --max-cpus-total says otherwise)."""
+    cpus = f"{slot.ledger.cpus:g} CPUs reserved" if math.isfinite(slot.ledger.cpus) else "CPUs shared"
     return (
-        f"{slot.workers} worker{'s' if slot.workers > 1 else ''} on {slot.name} "
-        f"(room for {slot.ledger.memory / (1 << 30):.1f} GiB and {slot.ledger.cpus:g} CPUs)"
+        f"{slot.workers} worker{'s' if slot.workers > 1 else ''} on {slot.name}, {slot.workers} goal"
+        f"{'s' if slot.workers > 1 else ''} at once (by {slot.why}; room for "
+        f"{slot.ledger.memory / (1 << 30):.1f} GiB, {cpus})"
     )

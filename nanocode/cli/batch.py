@@ -73,7 +73,8 @@ def batch() -> None:
     "--max-cpus-total",
     envvar="NANOCODE_MAX_CPUS_TOTAL",
     type=click.FloatRange(min=0.01),
-    help="CPUs of all running sandboxes together.  [default: 75% of the engine's]",
+    help="Reserve each sandbox's --cpus within this total (default: CPUs are shared, not reserved, and up to "
+    "4 sandboxes run a core).",
 )
 @click.option(
     "--engine",
