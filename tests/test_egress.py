@@ -437,6 +437,12 @@ def test_kill_9_leaves_what_the_next_start_removes(
     assert len(containers) == 2 and len(networks) == 1
     hosts = os.path.join(tempfile.gettempdir(), f"nanocode-hosts-{networks[0].rsplit('-', 1)[1]}-*")
     assert len(glob.glob(hosts)) == 1  # the sandbox's /etc/hosts
+    # The lease: with their owner gone, the sandbox and its proxy stop by themselves, no start needed.
+    owned = {"label": f"nanocode.owner.pid={process.pid}"}
+    deadline = time.monotonic() + 15
+    while {c["State"] for c in docker_engine.api.containers(all=True, filters=owned)} - {"exited"}:
+        assert time.monotonic() < deadline, "the killed goal's containers still run"
+        time.sleep(0.2)
     api.add(message(f"{MARKER} next goal"))
     done = subprocess.run(
         [sys.executable, "-m", "nanocode", "--sandbox", "-p", "next", "--project", str(project)],
