@@ -30,7 +30,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests see none of the developer's settings, and write their transcripts under tmp."""
     for name in list(os.environ):
         if (
-            name.startswith("NANOCODE_") and name not in ("NANOCODE_REQUIRE_DOCKER", "NANOCODE_TEST_GVISOR")
+            name.startswith("NANOCODE_")
+            and name not in ("NANOCODE_REQUIRE_DOCKER", "NANOCODE_TEST_GVISOR", "NANOCODE_TEST_SECOND_ENGINE")
         ) or name in (
             "OPENROUTER_API_KEY",
             "INFERENCE_BASE_URL",

@@ -192,6 +192,8 @@ def test_resume_after_kill_9_runs_only_what_was_left(
     process.communicate()
     stale = owned_by(docker_engine, process.pid)
     assert stale and volumes_of(docker_engine, process.pid)  # what the goals in flight left
+    # Their lease ends with their owner: they stop by themselves, and the next start removes them.
+    wait_for(lambda: {c.status for c in owned_by(docker_engine, process.pid)} <= {"exited"}, 15)
 
     api.goals.clear()
     for n in range(1, 5):
