@@ -114,6 +114,10 @@ def test_a_line_range_of_a_file_larger_than_the_cap(executor: Executor, project:
     assert executor.read_file("many.txt", (150_000, 150_002)) == "line 150000\nline 150001\nline 150002\n"
     assert executor.read_file("many.txt", (199_999, 300_000)) == "line 199999\nline 200000\n"
     assert executor.read_file("many.txt", (300_000, 300_001)).startswith("(no lines 300000 to 300001")
+    (project / "one.txt").write_text("x" * 3_000_000 + "\nsecond\n")  # a line past the cap is never held whole
+    first = executor.read_file("one.txt", (1, 2))
+    assert first.startswith("x" * 1000) and len(first) < CAP + 200 and "cut at" in first
+    assert executor.read_file("one.txt", (2, 2)) == "second\n"
 
 
 def test_background_job_with_redirected_output_does_not_block(executor: Executor) -> None:

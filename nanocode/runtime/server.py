@@ -773,15 +773,20 @@ def read(req):
 
 
 def read_lines(f, lines, cap):
-    """Lines first to last (counted from 1, both included) of a text file, at most `cap` bytes of them."""
+    """Lines first to last (counted from 1, both included) of a text file, at most `cap` bytes of them.
+    No line is read whole into memory: a file of one huge line costs `cap` bytes, not its size."""
     first, last = int(lines[0]), int(lines[1])
     kept, size, number = [], 0, 0
-    for number, line in enumerate(f, 1):
-        if number > last or size > cap:
+    while number < last and size <= cap:
+        part = f.readline(cap + 1)
+        if not part:
             break
+        number += 1
         if number >= first:
-            kept.append(line)
-            size += len(line)
+            kept.append(part)
+            size += len(part)
+        while not part.endswith(b"\n") and part:  # the rest of a line longer than the cap: passed over
+            part = f.readline(cap + 1)
     data = b"".join(kept)
     if b"\0" in data[:8192]:
         return {"content": "(a binary file: look into it with a command such as xxd or file)"}
