@@ -10,6 +10,7 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_ENDPOINT = 4
 EXIT_BUDGET = 5
+EXIT_CONFLICT = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -60,6 +61,13 @@ class NoProgress(BudgetExceeded):
     """The model repeated the same tool call with the same result until the circuit breaker stopped it."""
 
     outcome = "no progress"
+
+
+class ApplyError(NanocodeError):
+    """The change set was not applied: conflicts, a refused path, or a failure undone. Here, where both
+    the applier and the commit series can raise it without importing each other."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class Interrupted(NanocodeError):

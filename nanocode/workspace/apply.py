@@ -14,17 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nanocode.errors import NanocodeError
+from nanocode.errors import EXIT_CONFLICT, ApplyError
 from nanocode.workspace import gitseries, paths, store
 from nanocode.workspace.changeset import Entry, Manifest, State
 
-EXIT_CONFLICT = 6
-
-
-class ApplyError(NanocodeError):
-    """The change set was not applied: conflicts, a refused path, or a failure undone."""
-
-    exit_code = EXIT_CONFLICT
+__all__ = ["EXIT_CONFLICT", "ApplyError", "apply", "check"]
 
 
 def check(manifest: Manifest) -> list[str]:

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from nanocode.errors import ApplyError
 from nanocode.workspace.changeset import Manifest
 
 BRANCH = re.compile(r"^ref: (refs/heads/[A-Za-z0-9._/-]+)\s*$")
@@ -120,8 +121,6 @@ class Applier:
         self.before = ""
 
     def apply(self) -> None:
-        from nanocode.workspace.apply import ApplyError
-
         project, branch = self.manifest.project, self.manifest.git.get("branch", "")
         now = start_point(project)
         if now.get("branch") != branch:
