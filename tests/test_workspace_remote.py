@@ -55,7 +55,7 @@ def test_overlay_ships_the_project_and_brings_the_change_set_back(
     assert (project / "a.txt").read_text() == "one\n" and (project / "d" / "x.txt").exists()
     assert not _leftovers(second_engine)
 
-    applied = nanocode(tmp_path, None, "apply", "last")
+    applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
     assert applied.returncode == 0, applied.stderr
     assert git(project, "log", "--format=%s").split() == ["two", "start"]
     assert (project / "a.txt").read_text() == "one\ntwo\n"
