@@ -106,6 +106,8 @@ class Relay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
         self.open: set[socket.socket] = set()
+        self.closed = False
+        self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -123,18 +125,31 @@ class Relay:
         except OSError:
             client.close()
             return
-        self.open |= {client, engine}
+        with self.lock:
+            if self.closed:  # accepted as it closed: the engine answers no more
+                client.close()
+                engine.close()
+                return
+            self.open |= {client, engine}
         back = threading.Thread(target=_pump, args=(engine, client), daemon=True)
         back.start()
         _pump(client, engine)
         back.join()
+        with self.lock:
+            self.open -= {client, engine}
         for end in (client, engine):
-            self.open.discard(end)
             end.close()
 
     def close(self) -> None:
+        """No connection is served from now on: a listener closed while a thread waits in accept() still
+        listens until that accept returns, so it is shut down first, which wakes it."""
+        with self.lock:
+            self.closed = True
+            ends = list(self.open)
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
-        for end in list(self.open):
+        for end in ends:
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
 
