@@ -80,12 +80,14 @@ class Manifest:
     entries: list[Entry] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # paths never applied (git, secrets, special files)
     series: list[str] = field(default_factory=list)  # commit patches, under series/
+    flagged_commits: list[str] = field(default_factory=list)  # flagged paths the commits touch
     git: dict[str, str] = field(default_factory=dict)  # branch, start, tip
     applied: str = ""
 
     @property
     def flagged(self) -> list[str]:
-        return [e.path for e in self.entries if e.flagged]
+        entries = [e.path for e in self.entries if e.flagged]
+        return entries + [p for p in self.flagged_commits if p not in entries]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -28,7 +28,12 @@ def summary(manifest: Manifest, folder: Path) -> list[str]:
     if manifest.series:
         count = len(manifest.series)
         total += f"; {count} commit{'s' if count != 1 else ''} on {manifest.git.get('branch')}"
-    return [*lines, total]
+    return [*lines, total, *_commits_flagged(manifest)]
+
+
+def _commits_flagged(manifest: Manifest) -> list[str]:
+    shown = ", ".join(printable(p) for p in manifest.flagged_commits[:10])
+    return [f" the commits touch {shown}{FLAG}"] if manifest.flagged_commits and manifest.series else []
 
 
 def _label(entry: Entry) -> str:
@@ -101,6 +106,7 @@ def diff(manifest: Manifest, folder: Path) -> Iterator[str]:
         source = f"a/{old}" if entry.base.kind != "absent" else "/dev/null"
         target = f"b/{new}" if entry.new.kind != "absent" else "/dev/null"
         yield from difflib.unified_diff(before, after, source, target, lineterm="")
+    yield from _commits_flagged(manifest)
     for name in manifest.series:
         yield f"commit patch {name}"
         yield from _read_lines(str(folder / "series" / name))

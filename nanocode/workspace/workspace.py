@@ -22,7 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
-from nanocode.workspace import bind, gitseries, journal, overlay, remote, store, view, withhold
+from nanocode.workspace import bind, flagging, gitseries, journal, overlay, remote, store, view, withhold
 from nanocode.workspace.changeset import Builder, Manifest, Upper
 
 MODES = ("bind", "overlay")
@@ -120,6 +120,7 @@ class OverlayWorkspace(Workspace):
             kept = Kept(manifest, folder)
             self._commits(upper, kept)
             kept.notes += withhold.withhold(manifest, folder)
+            manifest.flagged_commits = flagging.mark(manifest, folder)
         except (OSError, RecursionError) as exc:  # a layer too deep, or a file that cannot be read
             _remove(folder)
             self.keep = True
