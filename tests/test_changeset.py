@@ -121,7 +121,7 @@ def test_modes_reach_the_project_as_git_has_them(trees: tuple[Path, Path], tmp_p
     }
 
 
-def test_symlinks_show_with_their_targets_and_those_leaving_are_marked(trees: tuple[Path, Path], tmp_path: Path) -> None:
+def test_symlinks_show_their_targets_and_those_leaving_are_marked(trees: tuple[Path, Path], tmp_path: Path) -> None:
     project, upper = trees
     for name, target in {"in": "keep.txt", "up": "../../etc/passwd", "abs": "/etc/passwd"}.items():
         os.symlink(target, upper / name)
