@@ -29,6 +29,15 @@ def _evil_repo(folder: str, marker: Path) -> str:
     return f"git init -q {folder} && git -C {folder} config core.fsmonitor 'touch {marker}; false'"
 
 
+def _bare_repo(folder: str, marker: Path) -> str:
+    """Shell that makes `folder` itself a repository, with no `.git`, whose config runs a command."""
+    config = f"git config -f {folder}/config"
+    return (
+        f"git init -q --bare {folder} && {config} core.bare false && {config} core.worktree $(cd {folder}; pwd) && "
+        f"{config} core.fsmonitor 'touch {marker}; false'"
+    )
+
+
 def _tree_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -100,7 +109,7 @@ def test_3_planted_then_killed(
     before = _tree_digest(project / ".git")
     script = (
         f"{_evil_repo('evil', marker)}; echo {project}/evil/.git > .git/commondir; "
-        f"mkdir -p sub && {_evil_repo('sub', marker)}; touch {project}/planted; sleep 300"
+        f"mkdir -p sub && {_evil_repo('sub', marker)}; {_bare_repo('bare', marker)}; touch {project}/planted; sleep 300"
     )
     api.add(tools(call("shell", {"command": script})))
     command = [sys.executable, "-m", "nanocode", "--sandbox", "--workspace", mode, "-p", "g", "--project", str(project)]
@@ -115,6 +124,7 @@ def test_3_planted_then_killed(
     done = nanocode(tmp_path, api, "--sandbox", "-p", "next", "--project", str(project))
     assert done.returncode == 0, done.stderr
     assert not (project / ".git" / "commondir").exists() and not (project / "sub" / ".git").exists()
+    assert not (project / "bare" / "HEAD").exists()
     if mode == "bind":
         assert "moved to" in done.stderr
     assert _tree_digest(project / ".git") == before

@@ -37,11 +37,11 @@ def test_every_git_is_found_and_mounted_read_only(tmp_path: Path) -> None:
 def test_what_appeared_or_changed_is_moved_aside_to_a_fresh_name(tmp_path: Path) -> None:
     (tmp_path / "wt").mkdir()
     (tmp_path / "wt" / ".git").write_text("gitdir: /somewhere\n")
-    before = bind.find_gits(str(tmp_path))
+    before = bind.snapshot(str(tmp_path))
     (tmp_path / "wt" / ".git").write_text("gitdir: /elsewhere\n")
     (tmp_path / "new" / ".git").mkdir(parents=True)
     (tmp_path / "new" / ".git.nanocode-quarantine-0000000000000000").mkdir()  # a name it cannot guess
-    moved = bind.quarantine(bind.planted(str(tmp_path), before))
+    moved = bind.quarantine(str(tmp_path), bind.planted(str(tmp_path), before), before)
     assert [os.path.relpath(path, tmp_path) for path, _ in moved] == ["new/.git", "wt/.git"]
     assert all(Path(target).exists() and ".nanocode-quarantine-" in target for _, target in moved)
     assert not (tmp_path / "new" / ".git").exists() and not (tmp_path / "wt" / ".git").exists()
@@ -56,7 +56,7 @@ def test_a_move_that_fails_is_one_line_and_its_own_exit_code(tmp_path: Path, mon
 
     monkeypatch.setattr(os, "rename", refused)
     with pytest.raises(QuarantineFailed) as caught:
-        bind.quarantine([str(tmp_path / ".git")])
+        bind.quarantine(str(tmp_path), [".git"], bind.Snapshot())
     assert caught.value.exit_code == 6
     assert "could not be moved aside (Permission denied)" in caught.value.format_message()
     assert "\n" not in caught.value.format_message()

@@ -85,6 +85,12 @@ class Manifest:
     git: dict[str, str] = field(default_factory=dict)  # branch, start, tip
     applied: str = ""
 
+    def drop_commits(self) -> None:
+        """The goal's commits are not applied (their changes still are, as uncommitted work)."""
+        self.series, self.committed = [], []
+        for key in ("tip", "bundle", "rewritten"):
+            self.git.pop(key, None)
+
     @property
     def flagged(self) -> list[str]:
         return [e.path for e in self.entries if e.flagged]

@@ -22,7 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
-from nanocode.workspace import bind, gitseries, journal, overlay, remote, store, view
+from nanocode.workspace import bind, gitseries, journal, overlay, remote, store, view, withhold
 from nanocode.workspace.changeset import Builder, Manifest, Upper
 
 MODES = ("bind", "overlay")
@@ -68,15 +68,15 @@ class Workspace:
         self.keep = False  # what the goal wrote could not be read: left for the user
 
     def open(self) -> None:
-        gits = bind.find_gits(self.project)
-        self.journal = journal.write(self.goal, mode="bind", project=self.project, gits=gits)
-        self.gits = gits
+        self.before = bind.snapshot(self.project)
+        self.journal = journal.write(self.goal, mode="bind", project=self.project, **self.before.fields())
         self.mounts = protect.project_mounts(self.project, os.getcwd())
-        self.mounts += bind.read_only_mounts(self.project, gits)
+        self.mounts += bind.read_only_mounts(self.project, self.before.gits)
 
     def finish(self, goal: str, outcome: str) -> Kept | None:
-        """Moves aside the `.git`s that came into being; never a change set: the project was live."""
-        for path, target in bind.quarantine(bind.planted(self.project, self.gits)):
+        """Moves aside the repositories that came into being or changed; never a change set: the
+        project was live."""
+        for path, target in bind.quarantine(self.project, bind.planted(self.project, self.before), self.before):
             self.note(f"warning: the sandbox made {path}, which host git would read; it was moved to {target}")
         if self.journal is not None:
             journal.done(self.journal)
@@ -122,6 +122,7 @@ class OverlayWorkspace(Workspace):
             Builder(upper, self.project, manifest, folder).build()
             kept = Kept(manifest, folder)
             self._commits(upper, kept)
+            manifest.notes += withhold.withhold(manifest, folder)
         except (OSError, RecursionError) as exc:  # a layer too deep, or a file that cannot be read
             _remove(folder)
             self.keep = True
@@ -131,7 +132,9 @@ class OverlayWorkspace(Workspace):
         except BaseException:
             _remove(folder)
             raise
-        if not manifest.entries and not manifest.git.get("tip") and not manifest.notes:
+        if not manifest.entries and not manifest.git.get("tip"):
+            for line in kept.notes:
+                self.note(line)
             _remove(folder)
             return None
         store.save(manifest, folder)
@@ -247,7 +250,8 @@ def recover(client: docker.DockerClient, note: Note) -> None:
             continue
         project = str(entry.get("project", ""))
         if entry.get("mode") == "bind" and os.path.isdir(project):
-            for planted, target in bind.quarantine(bind.planted(project, dict(entry.get("gits") or {}))):
+            before = bind.Snapshot.of(entry)
+            for planted, target in bind.quarantine(project, bind.planted(project, before), before):
                 note(f"warning: a killed goal's sandbox made {planted}; it was moved to {target}")
         elif entry.get("mode") == "overlay":
             overlay.remove_volume(client, str(entry.get("volume", "")))
