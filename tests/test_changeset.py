@@ -93,6 +93,45 @@ def test_every_kind_of_change_is_found_and_applied(trees: tuple[Path, Path], tmp
     assert not [p for p in project.iterdir() if p.name.startswith(".nanocode")]
 
 
+def test_modes_reach_the_project_as_git_has_them(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    (project / "private.txt").write_text("p\n")
+    os.chmod(project / "private.txt", 0o600)
+    (project / "sub").mkdir(mode=0o700)
+    modes = {"setuid": 0o4755, "wide": 0o777, "plain": 0o666, "private.txt": 0o2600, "run.sh": 0o1777}
+    _write(upper, {"setuid": "s\n", "wide": "w\n", "plain": "p\n", "private.txt": "changed\n", "run.sh": "echo\n"})
+    for name, mode in modes.items():
+        os.chmod(upper / name, mode)
+    (upper / "newdir").mkdir(mode=0o777)
+    (upper / "sub").mkdir(mode=0o777)
+    manifest, folder = _build(tmp_path, project, upper)
+    assert "sub" not in {e.path for e in manifest.entries}  # a folder's own mode is not carried
+    shown = "\n".join(view.diff(manifest, folder))
+    assert "old mode 100644\nnew mode 100755" in shown and "new file mode 100755" in shown
+    apply.apply(manifest, folder)
+    found = {name: stat.S_IMODE(os.lstat(project / name).st_mode) for name in [*modes, "newdir", "sub"]}
+    assert found == {
+        "setuid": 0o755,
+        "wide": 0o755,
+        "plain": 0o644,
+        "private.txt": 0o600,  # its executable bit untouched: the project's mode, less what the goal added
+        "run.sh": 0o755,
+        "newdir": 0o755,
+        "sub": 0o700,
+    }
+
+
+def test_symlinks_show_their_targets_and_those_leaving_are_marked(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    project, upper = trees
+    for name, target in {"in": "keep.txt", "up": "../../etc/passwd", "abs": "/etc/passwd"}.items():
+        os.symlink(target, upper / name)
+    manifest, folder = _build(tmp_path, project, upper)
+    lines = view.summary(manifest, folder)
+    marked = {line.split("|")[0].strip() for line in lines if "leaving the project" in line}
+    assert marked == {"up", "abs"} and any("-> keep.txt" in line for line in lines)
+    assert "symlink to /etc/passwd" in "\n".join(view.diff(manifest, folder))
+
+
 @needs_root
 def test_git_and_secrets_are_never_part_of_a_change_set(trees: tuple[Path, Path], tmp_path: Path) -> None:
     project, upper = trees
@@ -155,11 +194,11 @@ def test_a_failure_midway_leaves_the_project_as_it_was(
     real = os.replace
     calls = []
 
-    def failing(source: str, target: str) -> None:
+    def failing(source: str, target: str, **handles: int) -> None:
         calls.append(target)
         if len(calls) == 3:  # after the old mod.txt went aside and one new file was placed
             raise OSError(28, "No space left on device")
-        real(source, target)
+        real(source, target, **handles)
 
     monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(ApplyError, match=r"nothing applied: .*No space left"):

@@ -1,64 +1,100 @@
-"""Applying a change set to the project: all of it or nothing.
+"""Applying a change set to its project: all of it or nothing, and nothing outside the project.
 
-Every path is checked first (a name the sandbox gave may not leave the project, pass through a
-symlink the host has, or touch git or a secret) and compared with what the change set was computed
-against; any difference is a conflict, and nothing is applied. Then the new contents are staged
-beside the project's files, and renamed into place; a failure midway undoes what was done.
+The invariant: after `apply`, every path the change set touches is exactly its final state in the
+goal (absent, a folder, a regular file with its content and executable bit, or a symlink with its
+target), and nothing outside the project changed: no content, mode, owner or existence.
+
+How it holds, by construction rather than by checking names:
+- Every operation on the working tree (write, chmod, unlink, rename, mkdir, rmdir) is made
+  relative to a folder handle opened name by name without following symlinks (`handles.Tree`).
+  A symlink on the way, whether the host had it or anything made it since, stops the operation;
+  nothing is ever reached through one.
+- The working tree is written from the change set's final states alone. The goal's commits never
+  touch it: git fetches their objects, moves the branch and sets the index (`gitseries.History`),
+  so a commit cannot bring back a path the goal deleted, nor act on a path through a symlink.
+- Modes are git's: regular files 0644 or 0755 by their executable bit, folders 0755; no setuid,
+  setgid, sticky, group- or world-writable bit from the goal reaches the host.
+- Every path is first compared with what the change set was computed against; a folder on the
+  way that is a symlink (or not a folder) is a conflict; any conflict applies nothing (exit 6).
+- A failure midway undoes every step, the commits too, by the same handles.
 """
 
 import os
-import secrets
-import shutil
 import stat
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nanocode.errors import EXIT_CONFLICT, ApplyError
 from nanocode.workspace import gitseries, paths, store
-from nanocode.workspace.changeset import Entry, Manifest, State
+from nanocode.workspace.changeset import Entry, Manifest, State, digest_fd
+from nanocode.workspace.handles import Beyond, Tree
+from nanocode.workspace.transaction import Transaction
 
 __all__ = ["EXIT_CONFLICT", "ApplyError", "apply", "check"]
+SAFE_BITS = 0o755  # what a mode from the goal may hold
 
 
-def check(manifest: Manifest) -> list[str]:
+def state(tree: Tree, path: str) -> State:
+    """What `path` is in the tree, found without following a symlink."""
+    st = tree.lstat(path)
+    if st is None:
+        return State("absent")
+    if stat.S_ISLNK(st.st_mode):
+        with tree.at(path) as (folder, name):
+            return State("symlink", target=os.readlink(name, dir_fd=folder))
+    if stat.S_ISDIR(st.st_mode):
+        return State("dir", stat.S_IMODE(st.st_mode))
+    if stat.S_ISREG(st.st_mode):
+        with tree.open_file(path) as fd:
+            return State("file", stat.S_IMODE(st.st_mode), digest_fd(fd))
+    return State("other")
+
+
+def check(manifest: Manifest, tree: Tree) -> list[str]:
     """The paths that stop the change set from applying, each with its reason."""
     problems = []
-    project = manifest.project
     # A path deleted and made again as another kind (a file as a folder): its delete checks the base.
-    replaced = {e.path for e in manifest.entries if e.action == "delete"}
+    replaced = {e.origin or e.path for e in manifest.entries if e.action in ("delete", "rename")}
     for entry in manifest.entries:
         for path in filter(None, (entry.path, entry.origin)):
-            reason = _refused(project, path)
+            reason = _refused(tree, path, replaced)
             if reason:
                 problems.append(f"{path}: {reason}")
         if entry.changed_during_goal:
             problems.append(f"{entry.origin or entry.path}: changed on the host while the goal ran")
             continue
-        if entry.action == "add" and entry.path in replaced:
+        if entry.action == "add" and _under(entry.path, replaced):
             continue
-        if not _as_expected(project, entry):
+        try:
+            expected = _as_expected(tree, entry)
+        except Beyond as exc:
+            problems.append(f"{entry.origin or entry.path}: {exc.path} {exc.why} on the host")
+            continue
+        if not expected:
             problems.append(f"{entry.origin or entry.path}: changed on the host since the goal started")
     return sorted(set(problems))
 
 
-def _refused(project: str, path: str) -> str:
+def _under(path: str, replaced: set[str]) -> bool:
+    """Whether `path`, or a folder on its way, goes before anything is made there."""
+    names = path.split("/")
+    return any("/".join(names[:i]) in replaced for i in range(1, len(names) + 1))
+
+
+def _refused(tree: Tree, path: str, replaced: set[str]) -> str:
     if not paths.is_safe_name(path):
         return "not a path nanocode applies (outside the project, git, or a secret)"
-    here = project
-    for name in path.split("/")[:-1]:
-        here = os.path.join(here, name)
-        if os.path.islink(here):
-            return "a folder on the way is a symlink on the host"
+    blocked = tree.blocked(path)
+    if blocked and blocked not in replaced:
+        kind = "a symlink" if state(tree, blocked).kind == "symlink" else "not a folder"
+        return f"the folder on the way {blocked} is {kind} on the host"
     return ""
 
 
-def _as_expected(project: str, entry: Entry) -> bool:
+def _as_expected(tree: Tree, entry: Entry) -> bool:
     if entry.action == "rename":
-        return _same(State.of(os.path.join(project, entry.origin)), entry.base) and not os.path.lexists(
-            os.path.join(project, entry.path)
-        )
-    now = State.of(os.path.join(project, entry.path))
+        return _same(state(tree, entry.origin), entry.base) and tree.lstat(entry.path) is None
+    now = state(tree, entry.path)
     if entry.new.kind == "dir" and entry.action == "add" and now.kind == "dir":
         return True  # made by the user too: nothing to lose
     if entry.base.kind == "dir" and entry.action == "delete":
@@ -76,80 +112,35 @@ def _same(now: State, base: State) -> bool:
     return True
 
 
-class Transaction:
-    """What was done, in order, so that it can be undone."""
-
-    def __init__(self, project: str):
-        self.project = project
-        self.stage = os.path.join(project, f".nanocode-apply-{secrets.token_hex(6)}")
-        self.undo: list[Callable[[], None]] = []
-        self.count = 0
-        self.contents: dict[str, str] = {}  # path -> its new content, staged
-
-    def staged(self) -> str:
-        self.count += 1
-        return os.path.join(self.stage, str(self.count))
-
-    def put_aside(self, path: str) -> None:
-        """Moves the project's `path` into the stage; undone by moving it back."""
-        if not os.path.lexists(path):
-            return
-        aside = self.staged()
-        if os.path.isdir(path) and not os.path.islink(path):
-            mode = stat.S_IMODE(os.lstat(path).st_mode)
-            os.rmdir(path)  # its contents were put aside first; a file the user added stops it here
-            self.undo.append(lambda: os.mkdir(path, mode))
-            return
-        os.replace(path, aside)
-        self.undo.append(lambda: os.replace(aside, path))
-
-    def make_folder(self, path: str, mode: int) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
-            return
-        os.mkdir(path, 0o700)
-        os.chmod(path, mode)
-        self.undo.append(lambda: os.rmdir(path))
-
-    def place(self, source: str, path: str) -> None:
-        os.replace(source, path)
-        self.undo.append(lambda: os.unlink(path))
-
-    def chmod(self, path: str, mode: int) -> None:
-        old = stat.S_IMODE(os.lstat(path).st_mode)
-        os.chmod(path, mode)
-        self.undo.append(lambda: os.chmod(path, old))
-
-    def rollback(self) -> list[str]:
-        failed = []
-        for step in reversed(self.undo):
-            try:
-                step()
-            except OSError as exc:
-                failed.append(str(exc))
-        return failed
-
-
 def apply(manifest: Manifest, folder: Path) -> None:
     """Applies the change set to its project, atomically; raises ApplyError and changes nothing otherwise."""
-    problems = check(manifest)
-    if problems:
-        raise ApplyError(f"nothing applied: {len(problems)} conflict(s) with the project: " + "; ".join(problems[:20]))
-    series = gitseries.Applier(manifest, folder) if manifest.series else None
-    if series is not None:
-        series.apply()
-    done = Transaction(manifest.project)
     try:
-        os.mkdir(done.stage, 0o700)
+        tree = Tree(manifest.project)
+    except OSError as exc:
+        raise ApplyError(f"nothing applied: cannot open the project {manifest.project}: {exc.strerror}") from None
+    with tree:
+        history = gitseries.History(manifest, folder)
+        problems = check(manifest, tree) + history.check()
+        if problems:
+            count = len(problems)
+            raise ApplyError(f"nothing applied: {count} conflict(s) with the project: " + "; ".join(problems[:20]))
+        _carry_out_all(manifest, folder, tree, history)
+
+
+def _carry_out_all(manifest: Manifest, folder: Path, tree: Tree, history: "gitseries.History") -> None:
+    done = Transaction(tree)
+    try:
+        history.apply()
+        done.open()
         _stage_contents(manifest, folder, done)
         _carry_out(manifest, done)
-    except OSError as exc:
-        failed = done.rollback()
-        if series is not None:
-            failed += series.undo()
-        shutil.rmtree(done.stage, ignore_errors=True)
+    except (OSError, ApplyError) as exc:
+        failed = done.rollback() + history.undo()
+        done.close(keep=bool(failed))
         left = f"; could not undo: {'; '.join(failed)} (what was put aside is in {done.stage})" if failed else ""
-        raise ApplyError(f"nothing applied: {exc}{left}") from None
-    shutil.rmtree(done.stage, ignore_errors=True)
+        reason = exc.format_message().removeprefix("nothing applied: ") if isinstance(exc, ApplyError) else exc
+        raise ApplyError(f"nothing applied: {reason}{left}") from None
+    done.close()
 
 
 def mark_applied(manifest: Manifest, folder: Path) -> None:
@@ -162,31 +153,26 @@ def _stage_contents(manifest: Manifest, folder: Path, done: Transaction) -> None
     for entry in manifest.entries:
         if entry.action == "mode" or entry.new.kind not in ("file", "symlink"):
             continue
-        target = done.staged()
         if entry.new.kind == "symlink":
-            os.symlink(entry.new.target, target)
+            done.stage_link(entry.path, entry.new.target)
         else:
-            shutil.copyfile(folder / entry.blob, target)
-            os.chmod(target, entry.new.mode)
-        done.contents[entry.path] = target
+            done.stage_file(entry.path, folder / entry.blob, entry.new.mode & SAFE_BITS)
 
 
 def _carry_out(manifest: Manifest, done: Transaction) -> None:
-    project = manifest.project
     # Deepest first: a folder's files go before the folder.
     for entry in sorted(manifest.entries, key=lambda e: -(e.origin or e.path).count("/")):
         if _replaces(entry):
-            done.put_aside(os.path.join(project, entry.origin or entry.path))
+            done.put_aside(entry.origin or entry.path)
     for entry in sorted(manifest.entries, key=lambda e: e.path.count("/")):
-        path = os.path.join(project, entry.path)
         if entry.action == "mode":
-            done.chmod(path, entry.new.mode)
+            done.chmod(entry.path, entry.new.mode & SAFE_BITS)
         elif entry.new.kind == "dir":
-            _make_parents(project, entry.path, done)
-            done.make_folder(path, entry.new.mode)
+            _make_parents(entry.path, done)
+            done.make_folder(entry.path)
         elif entry.new.kind in ("file", "symlink"):
-            _make_parents(project, entry.path, done)
-            done.place(done.contents[entry.path], path)
+            _make_parents(entry.path, done)
+            done.place(entry.path)
 
 
 def _replaces(entry: Entry) -> bool:
@@ -196,8 +182,7 @@ def _replaces(entry: Entry) -> bool:
     return entry.action == "modify" and entry.base.kind != "absent"
 
 
-def _make_parents(project: str, path: str, done: Transaction) -> None:
-    here = project
-    for name in path.split("/")[:-1]:
-        here = os.path.join(here, name)
-        done.make_folder(here, 0o755)
+def _make_parents(path: str, done: Transaction) -> None:
+    names = path.split("/")[:-1]
+    for i in range(1, len(names) + 1):
+        done.make_folder("/".join(names[:i]))

@@ -79,10 +79,18 @@ class Manifest:
     outcome: str = ""
     entries: list[Entry] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # paths never applied (git, secrets, special files)
-    series: list[str] = field(default_factory=list)  # commit patches, under series/
+    series: list[str] = field(default_factory=list)  # the goal's commits, one line each (gitseries)
+    committed: list[str] = field(default_factory=list)  # the paths those commits change
     flagged_commits: list[str] = field(default_factory=list)  # flagged paths the commits touch
+    notes: list[str] = field(default_factory=list)  # what the user is told about the change set
     git: dict[str, str] = field(default_factory=dict)  # branch, start, tip
     applied: str = ""
+
+    def drop_commits(self) -> None:
+        """The goal's commits are not applied (their changes still are, as uncommitted work)."""
+        self.series, self.committed, self.flagged_commits = [], [], []
+        for key in ("tip", "bundle", "rewritten"):
+            self.git.pop(key, None)
 
     @property
     def flagged(self) -> list[str]:
@@ -103,11 +111,30 @@ class Manifest:
 
 
 def digest(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return digest_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def digest_fd(fd: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+    while chunk := os.read(fd, CHUNK):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def executable(mode: int) -> bool:
+    return bool(mode & 0o100)
+
+
+def git_mode(goal: int, base: State) -> int:
+    """A file's mode as git has it: 0755 or 0644 by its executable bit. A file whose executable bit the
+    goal left alone keeps the project's mode, less any setuid, setgid, sticky or group/world write bit."""
+    if base.kind == "file" and executable(base.mode) == executable(goal):
+        return base.mode & 0o755
+    return 0o755 if executable(goal) else 0o644
 
 
 def is_binary(path: str) -> bool:
@@ -164,12 +191,10 @@ class Builder:
             return
         base = self._base(lower)
         if stat.S_ISDIR(st.st_mode):
-            if base.kind != "dir":
+            if base.kind != "dir":  # a folder's own mode is not kept (git has none): a new one is 0755
                 if base.kind != "absent":
                     self._deleted(path)
-                self._add(path, State("dir", stat.S_IMODE(st.st_mode)), State("absent"))
-            elif stat.S_IMODE(st.st_mode) != base.mode:
-                self._add(path, State("dir", stat.S_IMODE(st.st_mode)), base, "mode")
+                self._add(path, State("dir", 0o755), State("absent"))
             self._walk(path)
             return
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
@@ -179,11 +204,13 @@ class Builder:
             self._deleted(path)
             base = State("absent")
         new = State.of(upper)
+        if new.kind == "file":
+            new.mode = git_mode(new.mode, base)
         if base.kind == "absent":
             self._add(path, new, base, "add", upper)
         elif (new.kind, new.sha256, new.target) != (base.kind, base.sha256, base.target):
             self._add(path, new, base, "modify", upper)
-        elif new.mode != base.mode:
+        elif new.kind == "file" and executable(new.mode) != executable(base.mode):
             self._add(path, new, base, "mode")
 
     def _base(self, lower: str) -> State:

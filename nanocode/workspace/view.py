@@ -1,4 +1,9 @@
-"""How a change set reads: a summary like `git diff --stat`, and a unified diff."""
+"""How a change set reads: a summary like `git diff --stat`, and a unified diff.
+
+Both show what `apply` does and nothing else: every path once (the goal's commits included: the
+commits themselves are listed after, by id and subject), every mode change as git shows it, every
+symlink with its target, flagged when it is absolute or leaves the project.
+"""
 
 import difflib
 import os
@@ -9,6 +14,7 @@ from nanocode.display import printable
 from nanocode.workspace.changeset import Entry, Manifest, State
 
 FLAG = "  [runs on the host: review]"
+OUTSIDE = "  [symlink leaving the project: review]"
 TEXT_LIMIT = 2 << 20
 
 
@@ -22,7 +28,7 @@ def summary(manifest: Manifest, folder: Path) -> list[str]:
         plus, minus = _counts(entry, manifest, folder)
         added, removed = added + plus, removed + minus
         label = printable(_label(entry)).ljust(width)
-        lines.append(f" {label} | {_what(entry, plus, minus)}{FLAG if entry.flagged else ''}")
+        lines.append(f" {label} | {_what(entry, plus, minus)}{_flags(entry)}")
     files = len(shown)
     total = f" {files} file{'s' if files != 1 else ''} changed, {added} insertions(+), {removed} deletions(-)"
     if manifest.series:
@@ -36,15 +42,39 @@ def _commits_flagged(manifest: Manifest) -> list[str]:
     return [f" the commits touch {shown}{FLAG}"] if manifest.flagged_commits and manifest.series else []
 
 
+def leaves_project(path: str, target: str) -> bool:
+    """Whether a symlink at `path` to `target` points out of the project (or anywhere, when absolute)."""
+    if target.startswith("/"):
+        return True
+    resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def _flags(entry: Entry) -> str:
+    outside = entry.new.kind == "symlink" and leaves_project(entry.path, entry.new.target)
+    return (FLAG if entry.flagged else "") + (OUTSIDE if outside else "")
+
+
+def git_mode(state: State) -> str:
+    """The mode as git writes it: 100644, 100755, 120000 or 040000."""
+    if state.kind == "symlink":
+        return "120000"
+    if state.kind == "dir":
+        return "040000"
+    return "100755" if state.mode & 0o100 else "100644"
+
+
 def _label(entry: Entry) -> str:
     return f"{entry.origin} => {entry.path}" if entry.action == "rename" else entry.path
 
 
 def _what(entry: Entry, plus: int, minus: int) -> str:
     if entry.action == "mode":
-        return f"mode {entry.base.mode:o} => {entry.new.mode:o}"
-    if entry.new.kind == "symlink" or (entry.action == "delete" and entry.base.kind == "symlink"):
-        return f"symlink {entry.action}"
+        return f"mode {git_mode(entry.base)} => {git_mode(entry.new)}"
+    if entry.new.kind == "symlink":
+        return f"symlink {entry.action} -> {printable(entry.new.target)}"
+    if entry.action == "delete" and entry.base.kind == "symlink":
+        return "symlink delete"
     if entry.binary or (entry.action == "delete" and entry.base.kind != "file"):
         return f"{entry.action} (binary)" if entry.binary else entry.action
     return f"{entry.action} {'+' * min(plus, 20)}{'-' * min(minus, 20)} (+{plus} -{minus})"
@@ -84,29 +114,55 @@ def _new(entry: Entry, folder: Path) -> list[str]:
 
 
 def diff(manifest: Manifest, folder: Path) -> Iterator[str]:
-    """A unified diff of every entry, binary files named, flagged files marked; then the commits."""
+    """A unified diff of every entry, binary files named, flagged files marked; then the commits, listed."""
+    yield from manifest.notes
     for entry in manifest.entries:
-        if entry.new.kind == "dir" and entry.action != "mode":
+        if entry.new.kind == "dir":
             continue
-        old, new = entry.origin or entry.path, entry.path
-        yield f"diff --nanocode a/{old} b/{new}{FLAG if entry.flagged else ''}"
-        if entry.action == "mode":
-            yield f"old mode {entry.base.mode:o}"
-            yield f"new mode {entry.new.mode:o}"
-            continue
-        if entry.new.kind == "symlink" or entry.base.kind == "symlink":
-            yield f"symlink: {entry.base.target or '(none)'} => {entry.new.target or '(none)'}"
-            if entry.new.kind == "symlink" and entry.base.kind != "file":
-                continue
-        if entry.binary:
-            yield f"Binary file {new} {entry.action}"
-            continue
-        before = _old(entry, manifest)
-        after = _new(entry, folder)
-        source = f"a/{old}" if entry.base.kind != "absent" else "/dev/null"
-        target = f"b/{new}" if entry.new.kind != "absent" else "/dev/null"
-        yield from difflib.unified_diff(before, after, source, target, lineterm="")
+        yield from _entry_diff(entry, manifest, folder)
     yield from _commits_flagged(manifest)
-    for name in manifest.series:
-        yield f"commit patch {name}"
-        yield from _read_lines(str(folder / "series" / name))
+    yield from _commits(manifest, folder)
+
+
+def _entry_diff(entry: Entry, manifest: Manifest, folder: Path) -> Iterator[str]:
+    old, new = entry.origin or entry.path, entry.path
+    yield f"diff --nanocode a/{old} b/{new}{_flags(entry)}"
+    yield from _mode_lines(entry)
+    if entry.new.kind == "symlink":
+        yield f"symlink to {entry.new.target}"
+    if entry.base.kind == "symlink":
+        yield f"was a symlink to {entry.base.target}"
+    if entry.action == "mode" or (entry.new.kind != "file" and entry.base.kind != "file"):
+        return
+    if entry.binary:
+        yield f"Binary file {new} {entry.action}"
+        return
+    before = _old(entry, manifest)
+    after = _new(entry, folder)
+    source = f"a/{old}" if entry.base.kind == "file" else "/dev/null"
+    target = f"b/{new}" if entry.new.kind == "file" else "/dev/null"
+    yield from difflib.unified_diff(before, after, source, target, lineterm="")
+
+
+def _mode_lines(entry: Entry) -> Iterator[str]:
+    """As git shows them: the new or deleted file's mode, or the old and new modes."""
+    was = entry.base.kind in ("file", "symlink")
+    now = entry.new.kind in ("file", "symlink")
+    if was and now and git_mode(entry.base) != git_mode(entry.new):
+        yield f"old mode {git_mode(entry.base)}"
+        yield f"new mode {git_mode(entry.new)}"
+    elif now and not was:
+        yield f"new file mode {git_mode(entry.new)}"
+    elif was and not now:
+        yield f"deleted file mode {git_mode(entry.base)}"
+
+
+def _commits(manifest: Manifest, folder: Path) -> Iterator[str]:
+    """The goal's commits by id, subject and files: their changes are in the diff above, once."""
+    if not manifest.series:
+        return
+    count = len(manifest.series)
+    branch = manifest.git.get("branch", "")
+    yield f"# {count} commit{'s' if count != 1 else ''} on {branch} (their changes are in the diff above)"
+    log = folder / "series.log"
+    yield from _read_lines(str(log)) if log.is_file() else manifest.series

@@ -88,13 +88,13 @@ def withhold(manifest: Manifest, folder: Path) -> list[str]:
 
 def _series(manifest: Manifest, folder: Path, places: set[str]) -> list[str]:
     """The commits go too when they touch a repository's own file, or any HEAD, commondir or gitdir."""
-    if not manifest.series:
+    if not manifest.git.get("tip"):
         return []
     paths = touched.series_paths(manifest, folder)
     bad = [p for p in paths if _under(p, places) or p.split("/")[-1] in MARKS]
     if not bad:
         return []
-    manifest.series = []
+    manifest.drop_commits()
     return [
         f"warning: the goal's commits are not kept (their changes are, as uncommitted work): they touch "
         f"files git would read as a repository's own ({', '.join(bad[:8])})"

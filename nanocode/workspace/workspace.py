@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -35,7 +35,6 @@ class Kept:
 
     manifest: Manifest
     folder: Path
-    notes: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -43,6 +42,10 @@ class Kept:
 
     def summary(self) -> list[str]:
         return view.summary(self.manifest, self.folder)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.manifest.notes
 
 
 class Workspace:
@@ -119,7 +122,7 @@ class OverlayWorkspace(Workspace):
             Builder(upper, self.project, manifest, folder).build()
             kept = Kept(manifest, folder)
             self._commits(upper, kept)
-            kept.notes += withhold.withhold(manifest, folder)
+            manifest.notes += withhold.withhold(manifest, folder)
             manifest.flagged_commits = flagging.mark(manifest, folder)
         except (OSError, RecursionError) as exc:  # a layer too deep, or a file that cannot be read
             _remove(folder)
@@ -130,7 +133,7 @@ class OverlayWorkspace(Workspace):
         except BaseException:
             _remove(folder)
             raise
-        if not manifest.entries and not manifest.series:
+        if not manifest.entries and not manifest.git.get("tip"):
             for line in kept.notes:
                 self.note(line)
             _remove(folder)
@@ -139,11 +142,13 @@ class OverlayWorkspace(Workspace):
         return kept
 
     def _commits(self, upper: Upper, kept: Kept) -> None:
-        git_folder = os.path.join(upper.root, ".git")
-        names, problem = gitseries.series(git_folder, self.project, self.start, kept.folder / "series")
-        kept.manifest.series = names
-        if problem:
-            kept.notes.append(problem)
+        found = gitseries.series(upper, self.project, self.start, kept.folder)
+        manifest = kept.manifest
+        manifest.series, manifest.committed = found.commits, found.paths
+        if found.tip:
+            manifest.git |= {"tip": found.tip, "bundle": found.bundle, "rewritten": found.note}
+        if found.note:
+            manifest.notes.append(found.note)
 
     def close(self) -> None:
         overlay.remove_volume(self.client, self.volume)
