@@ -48,3 +48,18 @@ def test_what_host_tools_run_is_flagged_and_nothing_else(
     flagged = [".vscode", "cfg/settings.json", "deep/er/Tox.ini", "lib.PTH", "sitecustomize.py", ".NPMRC", "new.sh"]
     assert all(flags[path] for path in [*flagged, "tool.sh", "also.sh", "build-it", "out"]), flags
     assert not any(flags[path] for path in ["README.md", "notes.txt", "MAKEFILE.d"]), flags
+
+
+def test_bind_mode_says_what_the_goal_changed_that_host_tools_run(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n", "tool.sh": "echo\n", "setup.cfg": "[x]\n"})
+    script = (
+        "echo 'all:; touch /tmp/x' > GNUmakefile && mkdir cfg && echo '{}' > cfg/settings.json && ln -s cfg .vscode && "
+        "echo i > lib.PTH && chmod +x tool.sh && rm setup.cfg && echo r > README.md && echo a >> a.txt"
+    )
+    stderr = _goal(tmp_path, api, project, script, "--workspace", "bind")
+    warning = next(line for line in stderr.splitlines() if "host tools run" in line)
+    listed = warning.split("themselves: ")[1].split(FLAG)[0].strip().split(", ")
+    assert {"GNUmakefile", "cfg/settings.json", ".vscode", "lib.PTH", "tool.sh", "setup.cfg"} <= set(listed)
+    assert "README.md" not in listed and "a.txt" not in listed
