@@ -11,7 +11,7 @@ import os
 
 from nanocode.workspace import flagging, paths
 from nanocode.workspace.gitdirs import is_dot_git
-from nanocode.workspace.trees import HostTree, Place, join, resolve
+from nanocode.workspace.trees import HostTree, Place, join, listing, resolve
 
 QUARANTINE = ".nanocode-quarantine"
 FOLDER = os.stat_result((0o040755, 0, 0, 0, 0, 0, 0, 0, 0, 0))
@@ -71,11 +71,8 @@ def _walk(project: str, stat: bool = True) -> list[tuple[str, os.stat_result]]:
     pending = [""]
     while pending:
         folder = pending.pop()
-        try:
-            with os.scandir(os.path.join(project, folder) if folder else project) as items:
-                listed = [(join(folder, item.name), item) for item in items if not _skipped(item.name)]
-        except OSError:
-            continue
+        items = listing(os.path.join(project, folder) if folder else project)
+        listed = [(join(folder, item.name), item) for item in items if not _skipped(item.name)]
         for path, item in listed:
             try:
                 st = item.stat(follow_symlinks=False) if stat else _kind(item)

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from nanocode.workspace.trees import HEAD_LIMIT, HostTree, Place, Tree, join, read_plain, resolve
+from nanocode.workspace.trees import HEAD_LIMIT, HostTree, Place, Tree, join, listing, read_plain, resolve
 
 # What git reads in a repository's own folder: never taken from the sandbox outside the real `.git`.
 REPO_OWN = frozenset(
@@ -138,15 +138,17 @@ def find(project: str) -> Found:
     """Walks the project on the host, following no symlink; nothing below a `.git` is walked."""
     tree = HostTree(project)
     found = Found()
-    for folder, dirs, files in os.walk(project):
-        relative = os.path.relpath(folder, project)
-        relative = "" if relative == "." else relative
-        names = [*dirs, *files]
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        items = listing(os.path.join(project, relative) if relative else project)
+        names = [item.name for item in items]
         found.dot_gits += [join(relative, name) for name in names if is_dot_git(name)]
         found.owned += [join(relative, name) for name in names if name in REPO_OWN]
-        dirs[:] = sorted(d for d in dirs if not is_dot_git(d))
+        pending += [join(relative, i.name) for i in items if i.is_dir(follow_symlinks=False) and not is_dot_git(i.name)]
         if is_git_directory(tree, relative):
             found.folders.append(relative)
     found.dot_gits.sort()
     found.owned.sort()
+    found.folders.sort()
     return found
