@@ -19,14 +19,12 @@ How it holds, by construction rather than by checking names:
 - A failure midway undoes every step, the commits too, by the same handles.
 """
 
-import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nanocode.errors import EXIT_CONFLICT, ApplyError
 from nanocode.workspace import gitseries, paths, store
-from nanocode.workspace.changeset import Entry, Manifest, State, digest_fd
+from nanocode.workspace.changeset import Entry, Manifest, State
 from nanocode.workspace.handles import Beyond, Tree
 from nanocode.workspace.transaction import Transaction
 
@@ -35,19 +33,7 @@ SAFE_BITS = 0o755  # what a mode from the goal may hold
 
 
 def state(tree: Tree, path: str) -> State:
-    """What `path` is in the tree, found without following a symlink."""
-    st = tree.lstat(path)
-    if st is None:
-        return State("absent")
-    if stat.S_ISLNK(st.st_mode):
-        with tree.at(path) as (folder, name):
-            return State("symlink", target=os.readlink(name, dir_fd=folder))
-    if stat.S_ISDIR(st.st_mode):
-        return State("dir", stat.S_IMODE(st.st_mode))
-    if stat.S_ISREG(st.st_mode):
-        with tree.open_file(path) as fd:
-            return State("file", stat.S_IMODE(st.st_mode), digest_fd(fd))
-    return State("other")
+    return State.at(tree, path)
 
 
 def check(manifest: Manifest, tree: Tree) -> list[str]:
@@ -66,7 +52,7 @@ def check(manifest: Manifest, tree: Tree) -> list[str]:
         if entry.action == "add" and _under(entry.path, replaced):
             continue
         try:
-            expected = _as_expected(tree, entry)
+            expected = _as_expected(tree, entry, replaced)
         except Beyond as exc:
             problems.append(f"{entry.origin or entry.path}: {exc.path} {exc.why} on the host")
             continue
@@ -91,9 +77,10 @@ def _refused(tree: Tree, path: str, replaced: set[str]) -> str:
     return ""
 
 
-def _as_expected(tree: Tree, entry: Entry) -> bool:
+def _as_expected(tree: Tree, entry: Entry, replaced: set[str]) -> bool:
     if entry.action == "rename":
-        return _same(state(tree, entry.origin), entry.base) and tree.lstat(entry.path) is None
+        free = _under(entry.path, replaced) or tree.lstat(entry.path) is None
+        return _same(state(tree, entry.origin), entry.base) and free
     now = state(tree, entry.path)
     if entry.new.kind == "dir" and entry.action == "add" and now.kind == "dir":
         return True  # made by the user too: nothing to lose
