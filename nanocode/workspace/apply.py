@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nanocode.errors import EXIT_CONFLICT, ApplyError
-from nanocode.workspace import gitseries, paths, store
+from nanocode.workspace import gitseries, paths, store, withhold
 from nanocode.workspace.changeset import Entry, Manifest, State
 from nanocode.workspace.handles import Beyond, Tree
 from nanocode.workspace.transaction import Transaction
@@ -107,7 +107,7 @@ def apply(manifest: Manifest, folder: Path) -> None:
         raise ApplyError(f"nothing applied: cannot open the project {manifest.project}: {exc.strerror}") from None
     with tree:
         history = gitseries.History(manifest, folder)
-        problems = check(manifest, tree) + history.check()
+        problems = check(manifest, tree) + history.check() + withhold.problems(manifest, folder)
         if problems:
             count = len(problems)
             raise ApplyError(f"nothing applied: {count} conflict(s) with the project: " + "; ".join(problems[:20]))

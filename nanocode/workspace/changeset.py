@@ -98,19 +98,21 @@ class Manifest:
     ignored: list[str] = field(default_factory=list)  # paths never applied (git, secrets, special files)
     series: list[str] = field(default_factory=list)  # the goal's commits, one line each (gitseries)
     committed: list[str] = field(default_factory=list)  # the paths those commits change
+    flagged_commits: list[str] = field(default_factory=list)  # flagged paths the commits touch
     notes: list[str] = field(default_factory=list)  # what the user is told about the change set
     git: dict[str, str] = field(default_factory=dict)  # branch, start, tip
     applied: str = ""
 
     def drop_commits(self) -> None:
         """The goal's commits are not applied (their changes still are, as uncommitted work)."""
-        self.series, self.committed = [], []
+        self.series, self.committed, self.flagged_commits = [], [], []
         for key in ("tip", "bundle", "rewritten"):
             self.git.pop(key, None)
 
     @property
     def flagged(self) -> list[str]:
-        return [e.path for e in self.entries if e.flagged]
+        entries = [e.path for e in self.entries if e.flagged]
+        return entries + [p for p in self.flagged_commits if p not in entries]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from nanocode.workspace.changeset import Entry, State
-from nanocode.workspace.trees import Node, node_of, read_plain
+from nanocode.workspace.trees import Node, join, node_of, read_plain
 
 
 def _node(state: State) -> Node | None:
@@ -50,6 +50,14 @@ class BaseTree:
     def read(self, path: str, limit: int) -> bytes | None:
         full = self._reachable(path)
         return None if full is None else read_plain(full, limit)
+
+    def real_folder(self, path: str) -> str | None:
+        """The host's folder at `path`, when it and every folder on the way are folders, not links."""
+        full = self._reachable(join(path, "x"))
+        if full is None:
+            return None
+        full = os.path.dirname(full)
+        return full if os.path.isdir(full) and not os.path.islink(full) else None
 
     def _reachable(self, path: str) -> str | None:
         here = self.root

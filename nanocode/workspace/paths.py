@@ -5,22 +5,23 @@ from pathlib import Path
 
 from nanocode.sandbox import protect
 
-# Files that host tools run or read by themselves: a change to one is flagged for review.
-FLAGGED_NAMES = (
-    ".envrc",
-    ".gitmodules",
-    ".gitattributes",
-    ".pre-commit-config.yaml",
-    "Makefile",
-    "GNUmakefile",
-    "makefile",
-    "package.json",
-    "pyproject.toml",
-    "setup.py",
-    "setup.cfg",
-    "conftest.py",
-)
-FLAGGED_FOLDERS = (".vscode", ".idea", ".devcontainer")
+# What host tools run or read by themselves (`make`, `npm`, `pip`, `pytest`, `tox`, `direnv`, an
+# editor, CI, git, Python at start-up...): a change to one is flagged for review. Compared without
+# case, at any depth: a file system that ignores case runs `MAKEFILE` as `make` reads `Makefile`.
+FLAGGED_NAMES = frozenset(
+    {
+        ".envrc", ".tool-versions", ".mise.toml", "mise.toml", ".mise.local.toml", "mise.local.toml",
+        ".gitlab-ci.yml", ".pre-commit-config.yaml", ".pre-commit-hooks.yaml", "makefile", "gnumakefile",
+        "justfile", ".justfile", "taskfile.yml", "taskfile.yaml", "taskfile.dist.yml", "taskfile.dist.yaml",
+        "package.json", ".npmrc", ".pnpmfile.cjs", "pyproject.toml", "setup.py", "setup.cfg", "tox.ini",
+        "noxfile.py", "conftest.py", "sitecustomize.py", "usercustomize.py", "build.rs", ".pdbrc",
+        "rakefile", "gemfile", ".bazelrc", "build.gradle", "gradlew",
+    }
+)  # fmt: skip
+FLAGGED_PREFIXES = (".git", ".yarnrc")  # every .gitignore, .gitattributes, .githooks/, ...; .yarnrc.yml
+FLAGGED_SUFFIXES = (".pth",)  # Python runs their `import` lines at start-up
+# Folders whose every file tools read: an editor's tasks and settings, a dev container, CI, mise.
+FLAGGED_FOLDERS = frozenset({".vscode", ".idea", ".devcontainer", ".github", ".mise", ".husky"})
 
 
 def state() -> Path:
@@ -45,8 +46,9 @@ def parts(path: str) -> list[str]:
 
 
 def is_git(path: str) -> bool:
-    """Anything under a .git (a folder or a gitfile), at any depth."""
-    return ".git" in parts(path)
+    """Anything under a .git (a folder or a gitfile), at any depth, in any case (a file system that
+    ignores case reads `.GIT` as `.git`)."""
+    return any(name.casefold() == ".git" for name in parts(path))
 
 
 def is_secret(path: str) -> bool:
@@ -54,13 +56,16 @@ def is_secret(path: str) -> bool:
 
 
 def is_flagged(path: str) -> bool:
-    names = parts(path)
-    name = names[-1]
-    if name in FLAGGED_NAMES or (name.startswith(".git") and name != ".git"):
-        return True
-    if any(folder in FLAGGED_FOLDERS for folder in names[:-1]):
-        return True
-    return "/".join(names[:2]) == ".github/workflows" and len(names) > 2
+    """Whether host tools run or read `path` by themselves, by its names alone (case ignored): a
+    flagged folder anywhere on the way, or the folder itself; `.cargo/config*`; a flagged file name."""
+    names = [n.casefold() for n in parts(path)]
+    for i, name in enumerate(names):
+        if name in FLAGGED_FOLDERS or name.startswith(FLAGGED_PREFIXES):
+            return True
+        if name == ".cargo" and i + 1 < len(names) and names[i + 1].startswith("config"):
+            return True
+    last = names[-1]
+    return last in FLAGGED_NAMES or last.endswith(FLAGGED_SUFFIXES)
 
 
 def is_safe_name(path: str) -> bool:

@@ -34,7 +34,12 @@ def summary(manifest: Manifest, folder: Path) -> list[str]:
     if manifest.series:
         count = len(manifest.series)
         total += f"; {count} commit{'s' if count != 1 else ''} on {manifest.git.get('branch')}"
-    return [*lines, total]
+    return [*lines, total, *_commits_flagged(manifest)]
+
+
+def _commits_flagged(manifest: Manifest) -> list[str]:
+    shown = ", ".join(printable(p) for p in manifest.flagged_commits[:10])
+    return [f" the commits touch {shown}{FLAG}"] if manifest.flagged_commits and manifest.series else []
 
 
 def leaves_project(path: str, target: str) -> bool:
@@ -115,6 +120,7 @@ def diff(manifest: Manifest, folder: Path) -> Iterator[str]:
         if entry.new.kind == "dir":
             continue
         yield from _entry_diff(entry, manifest, folder)
+    yield from _commits_flagged(manifest)
     yield from _commits(manifest, folder)
 
 

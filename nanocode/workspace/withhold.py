@@ -61,6 +61,21 @@ def _under(path: str, places: set[str]) -> bool:
     return any("/".join(names[: i + 1]) in places for i in range(len(names)))
 
 
+def problems(manifest: Manifest, folder: Path) -> list[str]:
+    """At apply, against the project as it is now: the entries that would still make or change a
+    repository (the project changed since the goal, or the change set predates this rule)."""
+    found = repositories(manifest.entries, manifest.project, folder)
+    if not found:
+        return []
+    after = FinalTree(manifest.project, manifest.entries, folder)
+    places = set().union(*(own_places(after, d) for d in found))
+    return [
+        f"{e.path}: a file git would read as the repository's own (of {', '.join(d or '.' for d in found)})"
+        for e in manifest.entries
+        if e.new.kind != "absent" and _under(e.path, places)
+    ]
+
+
 def withhold(manifest: Manifest, folder: Path) -> list[str]:
     """Leaves out of the change set what would plant or change a repository; returns the notes that
     say so (none when nothing was left out)."""

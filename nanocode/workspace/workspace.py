@@ -20,9 +20,10 @@ from docker.types import Mount
 from requests import RequestException
 from urllib3.exceptions import HTTPError
 
+from nanocode.display import printable
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
-from nanocode.workspace import bind, gitseries, journal, overlay, remote, store, view, withhold
+from nanocode.workspace import bind, bindflags, flagging, gitseries, journal, overlay, remote, store, view, withhold
 from nanocode.workspace.changeset import Builder, Manifest, Upper
 
 MODES = ("bind", "overlay")
@@ -72,12 +73,17 @@ class Workspace:
         self.journal = journal.write(self.goal, mode="bind", project=self.project, **self.before.fields())
         self.mounts = protect.project_mounts(self.project, os.getcwd())
         self.mounts += bind.read_only_mounts(self.project, self.before.gits)
+        self.flagged_before = bindflags.flagged_names(self.project)
 
     def finish(self, goal: str, outcome: str) -> Kept | None:
         """Moves aside the repositories that came into being or changed; never a change set: the
         project was live."""
         for path, target in bind.quarantine(self.project, bind.planted(self.project, self.before), self.before):
             self.note(f"warning: the sandbox made {path}, which host git would read; it was moved to {target}")
+        flagged = bindflags.changed(self.project, self.started, self.flagged_before)
+        if flagged:
+            shown = ", ".join(printable(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
+            self.note(f"warning: the goal changed what host tools run by themselves: {shown}{view.FLAG}")
         if self.journal is not None:
             journal.done(self.journal)
             self.journal = None
@@ -214,6 +220,7 @@ def compute(upper: Upper, manifest: Manifest, folder: Path) -> None:
     if found.note:
         manifest.notes.append(found.note)
     manifest.notes += withhold.withhold(manifest, folder)
+    manifest.flagged_commits = flagging.mark(manifest, folder)
 
 
 def _remove(folder: Path) -> None:
