@@ -85,6 +85,12 @@ class Entry:
     changed_during_goal: bool = False
     lines: tuple[int, int] = (0, 0)  # added, removed (text files)
 
+    def origin_gone(self) -> "Entry":
+        """A rename's other half: the delete of its origin, for when its new path is left out."""
+        gone = Entry(self.origin, "delete", State("absent"), self.base, flagged=self.flagged)
+        gone.changed_during_goal = self.changed_during_goal
+        return gone
+
 
 @dataclass
 class Manifest:
