@@ -127,7 +127,7 @@ def test_symlinks_show_their_targets_and_those_leaving_are_marked(trees: tuple[P
         os.symlink(target, upper / name)
     manifest, folder = _build(tmp_path, project, upper)
     lines = view.summary(manifest, folder)
-    marked = {line.split("|")[0].strip() for line in lines if "leaving the project" in line}
+    marked = {line.split("|")[0].strip() for line in lines if "[leaves the project]" in line}
     assert marked == {"up", "abs"} and any("-> keep.txt" in line for line in lines)
     assert "symlink to /etc/passwd" in "\n".join(view.diff(manifest, folder))
 

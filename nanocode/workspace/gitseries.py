@@ -136,7 +136,7 @@ def _describe(scratch: str, start: dict[str, str], tip: str, folder: Path) -> Se
         if made.returncode != 0:
             return Series(note=f"the goal's commits could not be read: {_first(made.stderr)}")
         found.bundle = BUNDLE
-        shown = "--format=commit %H%nAuthor: %an <%ae>%n%n    %s%n"
+        shown = "--format=commit %H%nAuthor: %an <%ae>%n%n    %s"
         log = git("log", "--stat", shown, tip, f"^{base}", git_dir=scratch)
         (folder / LOG).write_text(log.stdout, encoding="utf-8")
     return found

@@ -14,7 +14,7 @@ from nanocode.display import printable
 from nanocode.workspace.changeset import Entry, Manifest, State
 
 FLAG = "  [runs on the host: review]"
-OUTSIDE = "  [symlink leaving the project: review]"
+OUTSIDE = "  [leaves the project]"
 TEXT_LIMIT = 2 << 20
 
 
@@ -81,7 +81,7 @@ def _what(entry: Entry, plus: int, minus: int) -> str:
 
 
 def _counts(entry: Entry, manifest: Manifest, folder: Path) -> tuple[int, int]:
-    if entry.binary:
+    if entry.binary or entry.action == "mode":
         return 0, 0
     diff = list(difflib.unified_diff(_old(entry, manifest), _new(entry, folder), lineterm=""))
     plus = sum(1 for line in diff[2:] if line.startswith("+"))

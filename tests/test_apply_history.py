@@ -1,0 +1,76 @@
+"""The goal's commits against the real engine: shown once, applied as the history they are (rewritten
+too), and never bringing back what the goal's final tree no longer has."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanocode.prompts import MARKER
+from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.workspace_support import git, nanocode, repo
+
+pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
+IDENT = "git -c user.name=m -c user.email=m@x"
+
+
+def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, script: str) -> Any:
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "g", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _apply(tmp_path: Path, project: Path) -> None:
+    applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
+    assert applied.returncode == 0, applied.stderr
+
+
+def test_commits_show_once_with_modes_and_bring_back_nothing_the_goal_deleted(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "run.sh": "echo\n"})
+    script = (
+        f"echo two >> a.txt && {IDENT} commit -qam second && echo m > Makefile && git add Makefile"
+        f" && {IDENT} commit -qm make && rm Makefile && chmod +x run.sh"
+    )
+    done = _goal(tmp_path, api, project, script)
+    assert "2 commits on refs/heads/main" in done.stderr and "Makefile" not in done.stderr.split("changed,")[0]
+    shown = nanocode(tmp_path, None, "diff", "last", cwd=project).stdout
+    assert shown.count("+two") == 1, shown
+    assert "old mode 100644\nnew mode 100755" in shown and "run.sh" in shown
+    assert "second" in shown and "make" in shown  # the commits, listed after the changes
+    _apply(tmp_path, project)
+    assert git(project, "log", "--format=%s").split() == ["make", "second", "start"]
+    assert not (project / "Makefile").exists()
+    assert (project / "a.txt").read_text() == "one\ntwo\n"
+    assert sorted(git(project, "status", "--porcelain").splitlines()) == [" D Makefile", " M run.sh"]
+
+
+def test_an_amended_commit_is_said_and_applied_as_it_is(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n"})
+    start = git(project, "rev-parse", "HEAD").strip()
+    done = _goal(tmp_path, api, project, f"{IDENT} commit -q --amend -m reworded")
+    said = [line for line in done.stderr.splitlines() if "rewrote the history of refs/heads/main" in line]
+    assert len(said) == 1, done.stderr
+    _apply(tmp_path, project)
+    assert git(project, "log", "--format=%s").split() == ["reworded"]
+    assert start in git(project, "reflog", "--format=%H", "main")
+    assert git(project, "status", "--porcelain") == ""
+
+
+def test_a_reset_is_said_and_applied_as_it_is(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "one\n"})
+    first = git(project, "rev-parse", "HEAD").strip()
+    (project / "b.txt").write_text("b\n")
+    git(project, "add", "b.txt")
+    git(project, "commit", "-qm", "second")
+    done = _goal(tmp_path, api, project, "git reset -q --hard HEAD~1")
+    assert "1 commit(s) of it replaced by 0" in done.stderr
+    _apply(tmp_path, project)
+    assert git(project, "rev-parse", "HEAD").strip() == first
+    assert not (project / "b.txt").exists() and git(project, "status", "--porcelain") == ""
