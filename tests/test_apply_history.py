@@ -14,9 +14,9 @@ pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
 IDENT = "git -c user.name=m -c user.email=m@x"
 
 
-def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, script: str) -> Any:
+def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, script: str, name: str = "g") -> Any:
     api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
-    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", "g", "--project", str(project))
+    done = nanocode(tmp_path, api, "--sandbox", "--workspace", "overlay", "-p", name, "--project", str(project))
     assert done.returncode == 0, done.stderr
     return done
 
@@ -74,3 +74,32 @@ def test_a_reset_is_said_and_applied_as_it_is(
     _apply(tmp_path, project)
     assert git(project, "rev-parse", "HEAD").strip() == first
     assert not (project / "b.txt").exists() and git(project, "status", "--porcelain") == ""
+
+
+def _id(tmp_path: Path, project: Path, goal: str) -> str:
+    """The id of the kept change set of the goal named `goal`."""
+    listed = nanocode(tmp_path, None, "changes", cwd=project).stdout.splitlines()[1:]
+    return next(line.split()[0] for line in listed if line.split()[-1] == goal)
+
+
+@pytest.mark.parametrize("same_file", [False, True], ids=["apart", "same-file"])
+def test_two_goals_commits_apply_one_after_the_other(
+    same_file: bool, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    """As `batch apply` does: the second goal's commits go on top of the first's, made again there."""
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "b.txt": "bee\n"})
+    second = "a.txt" if same_file else "b.txt"
+    _goal(tmp_path, api, project, f"echo A >> a.txt && {IDENT} commit -qam first", "one")
+    _goal(tmp_path, api, project, f"echo B >> {second} && {IDENT} commit -qam second && echo wip > c.txt", "two")
+    first_id, second_id = _id(tmp_path, project, "one"), _id(tmp_path, project, "two")
+    assert nanocode(tmp_path, None, "apply", first_id, cwd=project).returncode == 0
+    head = git(project, "rev-parse", "HEAD")
+    done = nanocode(tmp_path, None, "apply", second_id, cwd=project)
+    if same_file:
+        assert done.returncode == 6 and "a.txt" in done.stderr, done.stderr
+        assert git(project, "rev-parse", "HEAD") == head and not (project / "c.txt").exists()
+        return
+    assert done.returncode == 0, done.stderr
+    assert git(project, "log", "--format=%s").split() == ["second", "first", "start"]
+    assert (project / "b.txt").read_text() == "bee\nB\n" and (project / "c.txt").read_text() == "wip\n"
+    assert git(project, "status", "--porcelain") == "?? c.txt\n"

@@ -10,7 +10,7 @@ How it holds, by construction rather than by checking names:
   A symlink on the way, whether the host had it or anything made it since, stops the operation;
   nothing is ever reached through one.
 - The working tree is written from the change set's final states alone. The goal's commits never
-  touch it: git fetches their objects, moves the branch and sets the index (`gitseries.History`),
+  touch it: git fetches their objects, moves the branch and sets the index (`history`),
   so a commit cannot bring back a path the goal deleted, nor act on a path through a symlink.
 - Modes are git's: regular files 0644 or 0755 by their executable bit, folders 0755; no setuid,
   setgid, sticky, group- or world-writable bit from the goal reaches the host.
@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nanocode.errors import EXIT_CONFLICT, ApplyError
-from nanocode.workspace import gitseries, paths, store, withhold
+from nanocode.workspace import paths, store, withhold
 from nanocode.workspace.changeset import Entry, Manifest, State
 from nanocode.workspace.handles import Beyond, Tree
+from nanocode.workspace.history import History
 from nanocode.workspace.transaction import Transaction
 
 __all__ = ["EXIT_CONFLICT", "ApplyError", "apply", "check"]
@@ -106,23 +107,23 @@ def apply(manifest: Manifest, folder: Path) -> None:
     except OSError as exc:
         raise ApplyError(f"nothing applied: cannot open the project {manifest.project}: {exc.strerror}") from None
     with tree:
-        history = gitseries.History(manifest, folder)
-        problems = check(manifest, tree) + history.check() + withhold.problems(manifest, folder)
+        commits = History(manifest, folder)
+        problems = check(manifest, tree) + commits.check() + withhold.problems(manifest, folder)
         if problems:
             count = len(problems)
             raise ApplyError(f"nothing applied: {count} conflict(s) with the project: " + "; ".join(problems[:20]))
-        _carry_out_all(manifest, folder, tree, history)
+        _carry_out_all(manifest, folder, tree, commits)
 
 
-def _carry_out_all(manifest: Manifest, folder: Path, tree: Tree, history: "gitseries.History") -> None:
+def _carry_out_all(manifest: Manifest, folder: Path, tree: Tree, commits: History) -> None:
     done = Transaction(tree)
     try:
-        history.apply()
+        commits.apply()
         done.open()
         _stage_contents(manifest, folder, done)
         _carry_out(manifest, done)
     except (OSError, ApplyError) as exc:
-        failed = done.rollback() + history.undo()
+        failed = done.rollback() + commits.undo()
         done.close(keep=bool(failed))
         left = f"; could not undo: {'; '.join(failed)} (what was put aside is in {done.stage})" if failed else ""
         reason = exc.format_message().removeprefix("nothing applied: ") if isinstance(exc, ApplyError) else exc
