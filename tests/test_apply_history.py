@@ -103,3 +103,17 @@ def test_two_goals_commits_apply_one_after_the_other(
     assert git(project, "log", "--format=%s").split() == ["second", "first", "start"]
     assert (project / "b.txt").read_text() == "bee\nB\n" and (project / "c.txt").read_text() == "wip\n"
     assert git(project, "status", "--porcelain") == "?? c.txt\n"
+
+
+def test_commits_on_a_branch_with_no_commit_yet_are_kept_and_applied(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    git(project, "init", "-q")
+    (project / "a.txt").write_text("one\n")
+    done = _goal(tmp_path, api, project, f"git add a.txt && {IDENT} commit -qm first && echo wip >> a.txt")
+    assert "1 commit on refs/heads/main" in done.stderr
+    _apply(tmp_path, project)
+    assert git(project, "log", "--format=%s").split() == ["first"]
+    assert (project / "a.txt").read_text() == "one\nwip\n" and git(project, "status", "--porcelain") == " M a.txt\n"

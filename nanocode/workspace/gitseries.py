@@ -73,6 +73,8 @@ def start_point(project: str) -> dict[str, str]:
 
 
 BUNDLE = "series.bundle"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's own name for a tree with nothing in it
+NO_COMMIT = "0" * 40  # to update-ref: the branch must not exist
 LOG = "series.log"
 
 
@@ -90,7 +92,7 @@ class Series:
 def series(upper: Upper, project: str, start: dict[str, str], folder: Path) -> Series:
     """The goal's commits on the start branch, kept under `folder`; none when the layer's .git is not to
     be read (the note says why)."""
-    if not start.get("start"):
+    if not start.get("branch"):
         return Series()
     try:
         with GitLayer(upper) as layer:
@@ -130,24 +132,25 @@ def _scratch(scratch: str, layer: GitLayer, project: str, branch: str, tip: str)
 
 
 def _describe(scratch: str, start: dict[str, str], tip: str, folder: Path) -> Series:
-    branch, base = start["branch"], start["start"]
+    branch, base = start["branch"], start["start"]  # no base: the branch had no commit yet
     if git("cat-file", "-e", f"{tip}^{{commit}}", git_dir=scratch).returncode != 0:
         return Series(note=f"the goal's commits on {branch} could not be read: they are not kept")
-    new = lines(git("log", "--reverse", "--format=%h %s", tip, f"^{base}", git_dir=scratch))
-    gone = lines(git("rev-list", base, f"^{tip}", git_dir=scratch))
-    found = Series(commits=new, tip=tip, paths=_changed(scratch, base, tip))
+    since = [f"^{base}"] if base else []
+    new = lines(git("log", "--reverse", "--format=%h %s", tip, *since, git_dir=scratch))
+    gone = lines(git("rev-list", base, f"^{tip}", git_dir=scratch)) if base else []
+    found = Series(commits=new, tip=tip, paths=_changed(scratch, base or EMPTY_TREE, tip))
     if gone:
         found.note = (
             f"the goal rewrote the history of {branch}: {len(gone)} commit(s) of it replaced by {len(new)}; "
             f"applying moves {branch} to the goal's {tip[:12]} (the old commits stay in its reflog)"
         )
     if new:
-        made = git("bundle", "create", "-q", str(folder / BUNDLE), branch, f"^{base}", git_dir=scratch)
+        made = git("bundle", "create", "-q", str(folder / BUNDLE), branch, *since, git_dir=scratch)
         if made.returncode != 0:
             return Series(note=f"the goal's commits could not be read: {first_line(made.stderr)}")
         found.bundle = BUNDLE
         shown = "--format=commit %H%nAuthor: %an <%ae>%n%n    %s"
-        log = git("log", "--stat", shown, tip, f"^{base}", git_dir=scratch)
+        log = git("log", "--stat", shown, tip, *since, git_dir=scratch)
         (folder / LOG).write_text(log.stdout, encoding="utf-8")
     return found
 

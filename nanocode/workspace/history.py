@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nanocode.errors import ApplyError
 from nanocode.workspace.changeset import Manifest
-from nanocode.workspace.gitseries import committer, first_line, git, lines, start_point
+from nanocode.workspace.gitseries import NO_COMMIT, committer, first_line, git, lines, start_point
 
 
 class History:
@@ -46,9 +46,14 @@ class History:
         self.head = now["start"]
         if self.head != self.start and not self._can_replay():
             return [f"{self.branch}: it moved since the goal started ({self.start[:12]} is now {self.head[:12]})"]
-        if git("diff-index", "--cached", "--quiet", "HEAD", "--", cwd=self.project).returncode != 0:
+        if self._staged():
             return [f"{self.branch}: the project's index holds staged changes (commit or unstage them first)"]
         return []
+
+    def _staged(self) -> bool:
+        if not self.head:  # no commit yet: anything in the index is staged
+            return bool(lines(git("ls-files", "--cached", cwd=self.project)))
+        return git("diff-index", "--cached", "--quiet", "HEAD", "--", cwd=self.project).returncode != 0
 
     def _can_replay(self) -> bool:
         """The branch only moved forward, and the goal only added commits: they can go on top."""
@@ -65,22 +70,29 @@ class History:
             self._run(*fetch, str(self.folder / bundle), self.branch, what="git fetch refused the goal's commits")
         self.target = self.tip if self.head == self.start else self._replay()
         message = f"nanocode: apply change set {self.manifest.id}"
-        self._run("update-ref", "-m", message, self.branch, self.target, self.head, what="the branch could not move")
+        old = self.head or NO_COMMIT
+        self._run("update-ref", "-m", message, self.branch, self.target, old, what="the branch could not move")
         self.moved = True
         self.index = self._index().read_bytes() if self._index().is_file() else None
-        self._run("read-tree", "-m", self.head, self.target, what="the index could not be set")
+        trees = ("-m", self.head, self.target) if self.head else (self.target,)
+        self._run("read-tree", *trees, what="the index could not be set")
 
     def undo(self) -> list[str]:
         failed = []
-        if self.index is not None:
-            try:
+        try:
+            if self.index is not None:
                 _write_atomically(self._index(), self.index)
-            except OSError as exc:
-                failed.append(f"the index: {exc}")
+            elif self.moved:
+                self._index().unlink(missing_ok=True)  # there was none
+        except OSError as exc:
+            failed.append(f"the index: {exc}")
         if self.moved:
-            done = git("update-ref", self.branch, self.head, self.target, cwd=self.project)
+            back = (
+                ("update-ref", self.branch, self.head, self.target) if self.head else ("update-ref", "-d", self.branch)
+            )
+            done = git(*back, cwd=self.project)
             if done.returncode != 0:
-                failed.append(f"git update-ref {self.branch} {self.head}: {first_line(done.stderr)}")
+                failed.append(f"git update-ref {self.branch} {self.head or '-d'}: {first_line(done.stderr)}")
         return failed
 
     def _replay(self) -> str:
