@@ -117,3 +117,31 @@ def test_commits_on_a_branch_with_no_commit_yet_are_kept_and_applied(
     _apply(tmp_path, project)
     assert git(project, "log", "--format=%s").split() == ["first"]
     assert (project / "a.txt").read_text() == "one\nwip\n" and git(project, "status", "--porcelain") == " M a.txt\n"
+
+
+def test_a_failure_after_the_first_commit_of_a_branch_leaves_no_branch(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from nanocode.workspace import apply, store
+
+    project = tmp_path / "p"
+    project.mkdir()
+    git(project, "init", "-q")
+    (project / "a.txt").write_text("one\n")
+    _goal(tmp_path, api, project, f"git add a.txt && {IDENT} commit -qm first && echo wip >> a.txt")
+    manifest, folder = store.load(store.of_project(store.listed(), project)[0].id)
+    real = os.replace
+
+    def full(source: str, target: str, **handles: int) -> None:
+        if handles:  # the applier's moves in the project
+            raise OSError(28, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(apply.ApplyError, match="No space left"):
+        apply.apply(manifest, folder)
+    monkeypatch.setattr(os, "replace", real)
+    assert git(project, "branch", "--list") == "" and not (project / ".git" / "index").exists()
+    assert (project / "a.txt").read_text() == "one\n"
