@@ -49,7 +49,7 @@ step = st.one_of(
     st.tuples(st.just("rename"), names, names),
     st.tuples(st.sampled_from(["commit", "amend", "reset"])),
 )
-tamper = st.one_of(st.none(), st.tuples(st.sampled_from(["link", "write"]), names))
+tamper = st.one_of(st.none(), st.tuples(st.sampled_from(["link", "write", "commit"]), names))
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -254,6 +254,18 @@ def _check_final(project: dict, before: dict, goal: dict, touched: set[str]) -> 
             assert mode in (0o644, 0o755) or mode == kept, f"{path}: mode {mode:o}"
 
 
+def _tamper(project: Path, host: tuple, outside: Path) -> None:  # type: ignore[type-arg]
+    """A change on the host after the goal: a symlink to the outside, a file written, or a commit of
+    the host's own (the branch moves on under the goal's commits)."""
+    kind, path = host
+    if kind == "commit":
+        (project / "host.txt").write_text("host\n")
+        _git(project, "add", "host.txt")
+        _git(project, "commit", "-qm", "host")
+    else:
+        _act(project, ("link", path, OUTSIDE) if kind == "link" else ("write", path, b"host\n", 0o644), outside)
+
+
 def _events(manifest: Manifest) -> None:
     """What the case exercised (--hypothesis-show-statistics)."""
     event(f"commits: {bool(manifest.series)}, history rewritten: {bool(manifest.git.get('rewritten'))}")
@@ -306,8 +318,7 @@ def test_apply_makes_every_touched_path_its_final_state_and_nothing_outside_chan
     outside_before = _snapshot(outside)
     if host is not None:
         time.sleep(0.01)  # after the goal: a change on the host the change set must not write over
-        change = ("link", host[1], OUTSIDE) if host[0] == "link" else ("write", host[1], b"host\n", 0o644)
-        _act(project, change, outside)
+        _tamper(project, host, outside)
     _events(manifest)
     before = _snapshot(project)
     head = _git(project, "rev-parse", "HEAD").stdout
@@ -323,7 +334,12 @@ def test_apply_makes_every_touched_path_its_final_state_and_nothing_outside_chan
         touched = {p for e in manifest.entries for p in (e.path, e.origin) if p}
         _check_final(_snapshot(project), before, _snapshot(goal), touched)
         tip = manifest.git.get("tip") or head.strip()
-        assert _git(project, "rev-parse", "HEAD").stdout.strip() == tip
+        if host is not None and host[0] == "commit":  # the goal's commits were made again on the host's
+            event(f"applied over a host commit, with commits: {bool(manifest.series)}")
+            assert _git(project, "diff", "--name-only", tip, "HEAD").stdout.split() in (["host.txt"], [])
+            assert _git(project, "merge-base", "--is-ancestor", head.strip(), "HEAD").returncode == 0
+        else:
+            assert _git(project, "rev-parse", "HEAD").stdout.strip() == tip
         assert _git(project, "diff", "--cached", "--quiet", "HEAD").returncode == 0
     assert _snapshot(outside) == outside_before, "something outside the project changed"
     shutil.rmtree(case)
