@@ -5,6 +5,7 @@ whether the change set is applied by `nanocode apply last` or by `-p --apply`.
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,37 @@ def test_a_delete_below_a_folder_a_commit_made_a_symlink_stays_inside(
     else:
         assert done.returncode == 6 and "d/f.txt" in done.stderr
     assert git(project, "status", "--porcelain") is not None
+
+
+def _outside_repo(tmp_path: Path) -> tuple[Path, str]:
+    """A clone outside the project with a private commit of its own."""
+    other = repo(tmp_path / "other", {"a.txt": "a\n"})
+    (other / "private.txt").write_text("private\n")
+    git(other, "add", "private.txt")
+    git(other, "commit", "-qm", "private")
+    return other, git(other, "rev-parse", "HEAD").strip()
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "rm -rf .git && ln -s {other}/.git .git",
+        "rm -rf .git/objects && ln -s {other}/.git/objects .git/objects && {ident} commit -qam wip",
+        "echo 'gitdir: {other}/.git' > .git.file && rm -rf .git && mv .git.file .git",
+    ],
+    ids=["git-symlink", "objects-symlink", "gitfile"],
+)
+def test_a_repository_the_goal_replaced_is_not_read(
+    script: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    head = git(project, "rev-parse", "HEAD")
+    other, private = _outside_repo(tmp_path)
+    command = "echo b > a.txt && " + script.format(other=other, ident=IDENT)
+    done = _goal_then_apply(tmp_path, api, project, "-p --apply", command)
+    assert done.returncode == 0, done.stderr
+    assert "replaced its repository" in done.stderr
+    assert git(project, "rev-parse", "HEAD") == head and (project / ".git").is_dir()
+    has = subprocess.run(["git", "cat-file", "-e", private], cwd=project, capture_output=True)
+    assert has.returncode != 0, "a commit of a repository outside the project reached it"
+    assert (project / "a.txt").read_text() == "b\n"

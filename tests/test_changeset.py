@@ -127,7 +127,7 @@ def test_symlinks_show_their_targets_and_those_leaving_are_marked(trees: tuple[P
         os.symlink(target, upper / name)
     manifest, folder = _build(tmp_path, project, upper)
     lines = view.summary(manifest, folder)
-    marked = {line.split("|")[0].strip() for line in lines if "leaving the project" in line}
+    marked = {line.split("|")[0].strip() for line in lines if "[leaves the project]" in line}
     assert marked == {"up", "abs"} and any("-> keep.txt" in line for line in lines)
     assert "symlink to /etc/passwd" in "\n".join(view.diff(manifest, folder))
 
@@ -241,3 +241,20 @@ def test_last_is_the_newest_change_set_of_the_project_here(tmp_path: Path, monke
     every = subprocess.run([*listed, "--all"], env=environment, capture_output=True, text=True, timeout=60, cwd=mine)
     assert first.id in here.stdout and newer.id not in here.stdout and str(mine)[-20:] in here.stdout
     assert first.id in every.stdout and newer.id in every.stdout
+
+
+@needs_root
+def test_a_rename_into_a_repository_is_left_out_and_its_origin_still_goes(
+    trees: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from nanocode.workspace import withhold
+
+    project, upper = trees
+    _write(project, {"repo/HEAD": "ref: refs/heads/main\n", "repo/objects/.keep": "", "repo/refs/.keep": ""})
+    _write(upper, {"repo/config": "moved\n"})  # the goal moved old/name.txt there
+    _whiteout(upper / "old")
+    manifest, folder = _build(tmp_path, project, upper)
+    assert [(e.action, e.origin) for e in manifest.entries if e.path == "repo/config"] == [("rename", "old/name.txt")]
+    assert withhold.withhold(manifest, folder) and "repo/config" in manifest.ignored
+    apply.apply(manifest, folder)
+    assert not (project / "repo" / "config").exists() and not (project / "old").exists()

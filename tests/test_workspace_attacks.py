@@ -1,4 +1,5 @@
-"""The six ways a sandboxed goal made a later host `git status` run a command it planted, in both modes.
+"""The ways a sandboxed goal made a later host `git status` run a command it planted: in bind mode,
+in overlay mode applied by `apply last`, and in overlay mode applied by the goal itself (`-p --apply`).
 
 Each attack plants a `core.fsmonitor` command that writes a marker file outside the project; after
 the goal (and after `apply` in overlay mode), host git runs in every folder of the project and the
@@ -19,8 +20,7 @@ from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
 from tests.workspace_support import env, git, host_git_status_runs_nothing, nanocode, repo
 
-pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
-MODES = ["bind", "overlay"]
+pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes", "sandbox_image")
 IDENT = "git -c user.name=m -c user.email=m@x"
 
 
@@ -38,6 +38,23 @@ def _bare_repo(folder: str, marker: Path) -> str:
     )
 
 
+@pytest.fixture(params=["bind", "overlay", "overlay --apply"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """The workspace, and for overlay whether the goal applies its change set itself (-p --apply)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    """Where a planted command would leave its trace."""
+    return tmp_path / "pwned"
+
+
+def _options(mode: str) -> list[str]:
+    workspace, *applying = mode.split()
+    return ["--sandbox", "--workspace", workspace, *applying]
+
+
 def _tree_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -49,7 +66,10 @@ def _tree_digest(folder: Path) -> str:
 
 def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, mode: str, script: str) -> Any:
     api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
-    return nanocode(tmp_path, api, "--sandbox", "--workspace", mode, "-p", "attack", "--project", str(project))
+    done = nanocode(tmp_path, api, *_options(mode), "-p", "attack", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    assert "internal error" not in done.stderr
+    return done
 
 
 def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: Path | None, before: str) -> None:
@@ -57,7 +77,7 @@ def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: P
     git runs nothing planted."""
     if git_folder:
         assert _tree_digest(git_folder) == before
-    if mode == "overlay":
+    if mode == "overlay":  # with --apply, the goal applied it already
         applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
         assert "internal error" not in applied.stderr
         if git_folder:
@@ -65,12 +85,8 @@ def _after(tmp_path: Path, project: Path, mode: str, marker: Path, git_folder: P
     host_git_status_runs_nothing(project, marker)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_1_a_nested_repo_added_as_a_gitlink(
-    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_1_a_nested_repo_added_as_a_gitlink(mode: str, marker: Path, api: ScriptedAPI, tmp_path: Path) -> None:
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
-    marker = tmp_path / "pwned"
     index = (project / ".git" / "index").read_bytes()
     before = _tree_digest(project / ".git")
     script = (
@@ -78,41 +94,30 @@ def test_1_a_nested_repo_added_as_a_gitlink(
         "git update-index --add --cacheinfo 160000,$(git -C sub rev-parse HEAD),sub; true"
     )
     done = _goal(tmp_path, api, project, mode, script)
-    assert done.returncode == 0, done.stderr
     assert (project / ".git" / "index").read_bytes() == index
     if mode == "bind":
         assert not (project / "sub" / ".git").exists() and "moved to" in done.stderr
     _after(tmp_path, project, mode, marker, project / ".git", before)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_2_a_planted_commondir(
-    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_2_a_planted_commondir(mode: str, marker: Path, api: ScriptedAPI, tmp_path: Path) -> None:
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
-    marker = tmp_path / "pwned"
     before = _tree_digest(project / ".git")
     script = f"{_evil_repo('evil', marker)}; echo {project}/evil/.git > .git/commondir; true"
-    done = _goal(tmp_path, api, project, mode, script)
-    assert done.returncode == 0, done.stderr
-    assert "internal error" not in done.stderr
+    _goal(tmp_path, api, project, mode, script)
     assert not (project / ".git" / "commondir").exists()
     _after(tmp_path, project, mode, marker, project / ".git", before)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_3_planted_then_killed(
-    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_3_planted_then_killed(mode: str, marker: Path, docker_engine: Any, api: ScriptedAPI, tmp_path: Path) -> None:
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
-    marker = tmp_path / "pwned"
     before = _tree_digest(project / ".git")
     script = (
         f"{_evil_repo('evil', marker)}; echo {project}/evil/.git > .git/commondir; "
         f"mkdir -p sub && {_evil_repo('sub', marker)}; {_bare_repo('bare', marker)}; touch {project}/planted; sleep 300"
     )
     api.add(tools(call("shell", {"command": script})))
-    command = [sys.executable, "-m", "nanocode", "--sandbox", "--workspace", mode, "-p", "g", "--project", str(project)]
+    command = [sys.executable, "-m", "nanocode", *_options(mode), "-p", "g", "--project", str(project)]
     process = subprocess.Popen(command, env=env(tmp_path, api), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not _planted(docker_engine, process.pid) and time.monotonic() < deadline:
@@ -145,51 +150,38 @@ def _planted(docker_engine: Any, pid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_4_git_init_in_a_project_without_git(
-    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_4_git_init_in_a_project_without_git(mode: str, marker: Path, api: ScriptedAPI, tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
     (project / "a.txt").write_text("a\n")
-    marker = tmp_path / "pwned"
-    done = _goal(tmp_path, api, project, mode, f"{_evil_repo('.', marker)} && echo b > b.txt")
-    assert done.returncode == 0, done.stderr
+    _goal(tmp_path, api, project, mode, f"{_evil_repo('.', marker)} && echo b > b.txt")
     assert not (project / ".git").exists()
     _after(tmp_path, project, mode, marker, None, "")
     assert not (project / ".git").exists()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_5_a_project_inside_a_host_repo(
-    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_5_a_project_inside_a_host_repo(mode: str, marker: Path, api: ScriptedAPI, tmp_path: Path) -> None:
     outer = repo(tmp_path / "outer", {"top.txt": "t\n"})
     project = outer / "project"
     project.mkdir()
     (project / "a.txt").write_text("a\n")
-    marker = tmp_path / "pwned"
     before = _tree_digest(outer / ".git")
-    done = _goal(tmp_path, api, project, mode, _evil_repo(".", marker))
-    assert done.returncode == 0, done.stderr
+    _goal(tmp_path, api, project, mode, _evil_repo(".", marker))
     assert not (project / ".git").exists()
     _after(tmp_path, project, mode, marker, outer / ".git", before)
     assert not (project / ".git").exists()
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_6_a_linked_worktree_whose_gitfile_is_rewritten(
-    mode: str, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+    mode: str, marker: Path, api: ScriptedAPI, tmp_path: Path
 ) -> None:
     main = repo(tmp_path / "main", {"a.txt": "a\n"})
     project = tmp_path / "p"
     git(main, "worktree", "add", "-q", str(project))
     gitfile = (project / ".git").read_text()
-    marker = tmp_path / "pwned"
     before = _tree_digest(main / ".git")
     script = f"{_evil_repo('evil', marker)}; echo 'gitdir: {project}/evil/.git' > .git; true"
-    done = _goal(tmp_path, api, project, mode, script)
-    assert done.returncode == 0, done.stderr
+    _goal(tmp_path, api, project, mode, script)
     assert (project / ".git").read_text() == gitfile
     _after(tmp_path, project, mode, marker, main / ".git", before)
     assert (project / ".git").read_text() == gitfile

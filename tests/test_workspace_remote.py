@@ -91,3 +91,35 @@ def test_the_local_engine_sees_the_project(docker_engine: Any, sandbox_image: st
 
     assert remote.sees_project(docker_engine, str(tmp_path), sandbox_image)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_upper_brought_back_is_extracted_through_no_symlink(tmp_path: Path) -> None:
+    """An archive whose members name a way through a symlink an earlier member made (or the same name
+    twice) writes nothing outside the folder it is extracted into."""
+    import io
+    import tarfile
+
+    from nanocode.workspace import remote
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("mine\n")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, target in [
+            ("u/d", tarfile.SYMTYPE, str(outside)),
+            ("u/d/victim", tarfile.REGTYPE, ""),
+            ("u/f", tarfile.SYMTYPE, str(outside / "victim")),
+            ("u/f", tarfile.REGTYPE, ""),
+            ("u/ok", tarfile.REGTYPE, ""),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode = kind, target, 0o644
+            data = b"pwned\n" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    root = tmp_path / "upper"
+    root.mkdir()
+    remote.RemoteUpper(str(root)).extract(iter([buffer.getvalue()]), "u")
+    assert (outside / "victim").read_text() == "mine\n" and sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert (root / "ok").read_text() == "pwned\n" and (root / "f").is_symlink()

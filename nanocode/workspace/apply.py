@@ -10,7 +10,7 @@ How it holds, by construction rather than by checking names:
   A symlink on the way, whether the host had it or anything made it since, stops the operation;
   nothing is ever reached through one.
 - The working tree is written from the change set's final states alone. The goal's commits never
-  touch it: git fetches their objects, moves the branch and sets the index (`gitseries.History`),
+  touch it: git fetches their objects, moves the branch and sets the index (`history`),
   so a commit cannot bring back a path the goal deleted, nor act on a path through a symlink.
 - Modes are git's: regular files 0644 or 0755 by their executable bit, folders 0755; no setuid,
   setgid, sticky, group- or world-writable bit from the goal reaches the host.
@@ -19,15 +19,14 @@ How it holds, by construction rather than by checking names:
 - A failure midway undoes every step, the commits too, by the same handles.
 """
 
-import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nanocode.errors import EXIT_CONFLICT, ApplyError
-from nanocode.workspace import gitseries, paths, store, withhold
-from nanocode.workspace.changeset import Entry, Manifest, State, digest_fd
+from nanocode.workspace import paths, store, withhold
+from nanocode.workspace.changeset import Entry, Manifest, State
 from nanocode.workspace.handles import Beyond, Tree
+from nanocode.workspace.history import History
 from nanocode.workspace.transaction import Transaction
 
 __all__ = ["EXIT_CONFLICT", "ApplyError", "apply", "check"]
@@ -35,19 +34,7 @@ SAFE_BITS = 0o755  # what a mode from the goal may hold
 
 
 def state(tree: Tree, path: str) -> State:
-    """What `path` is in the tree, found without following a symlink."""
-    st = tree.lstat(path)
-    if st is None:
-        return State("absent")
-    if stat.S_ISLNK(st.st_mode):
-        with tree.at(path) as (folder, name):
-            return State("symlink", target=os.readlink(name, dir_fd=folder))
-    if stat.S_ISDIR(st.st_mode):
-        return State("dir", stat.S_IMODE(st.st_mode))
-    if stat.S_ISREG(st.st_mode):
-        with tree.open_file(path) as fd:
-            return State("file", stat.S_IMODE(st.st_mode), digest_fd(fd))
-    return State("other")
+    return State.at(tree, path)
 
 
 def check(manifest: Manifest, tree: Tree) -> list[str]:
@@ -66,7 +53,7 @@ def check(manifest: Manifest, tree: Tree) -> list[str]:
         if entry.action == "add" and _under(entry.path, replaced):
             continue
         try:
-            expected = _as_expected(tree, entry)
+            expected = _as_expected(tree, entry, replaced)
         except Beyond as exc:
             problems.append(f"{entry.origin or entry.path}: {exc.path} {exc.why} on the host")
             continue
@@ -91,9 +78,10 @@ def _refused(tree: Tree, path: str, replaced: set[str]) -> str:
     return ""
 
 
-def _as_expected(tree: Tree, entry: Entry) -> bool:
+def _as_expected(tree: Tree, entry: Entry, replaced: set[str]) -> bool:
     if entry.action == "rename":
-        return _same(state(tree, entry.origin), entry.base) and tree.lstat(entry.path) is None
+        free = _under(entry.path, replaced) or tree.lstat(entry.path) is None
+        return _same(state(tree, entry.origin), entry.base) and free
     now = state(tree, entry.path)
     if entry.new.kind == "dir" and entry.action == "add" and now.kind == "dir":
         return True  # made by the user too: nothing to lose
@@ -119,23 +107,23 @@ def apply(manifest: Manifest, folder: Path) -> None:
     except OSError as exc:
         raise ApplyError(f"nothing applied: cannot open the project {manifest.project}: {exc.strerror}") from None
     with tree:
-        history = gitseries.History(manifest, folder)
-        problems = check(manifest, tree) + history.check() + withhold.problems(manifest, folder)
+        commits = History(manifest, folder)
+        problems = check(manifest, tree) + commits.check() + withhold.problems(manifest, folder)
         if problems:
             count = len(problems)
             raise ApplyError(f"nothing applied: {count} conflict(s) with the project: " + "; ".join(problems[:20]))
-        _carry_out_all(manifest, folder, tree, history)
+        _carry_out_all(manifest, folder, tree, commits)
 
 
-def _carry_out_all(manifest: Manifest, folder: Path, tree: Tree, history: "gitseries.History") -> None:
+def _carry_out_all(manifest: Manifest, folder: Path, tree: Tree, commits: History) -> None:
     done = Transaction(tree)
     try:
-        history.apply()
+        commits.apply()
         done.open()
         _stage_contents(manifest, folder, done)
         _carry_out(manifest, done)
     except (OSError, ApplyError) as exc:
-        failed = done.rollback() + history.undo()
+        failed = done.rollback() + commits.undo()
         done.close(keep=bool(failed))
         left = f"; could not undo: {'; '.join(failed)} (what was put aside is in {done.stage})" if failed else ""
         reason = exc.format_message().removeprefix("nothing applied: ") if isinstance(exc, ApplyError) else exc

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nanocode.workspace import paths
+from nanocode.workspace.handles import Beyond, Tree
 
 CHUNK = 1 << 20
 
@@ -54,6 +55,22 @@ class State:
             return cls("file", mode, digest(path))
         return cls("other")
 
+    @classmethod
+    def at(cls, tree: Tree, path: str) -> "State":
+        """What `path` is in the tree, found without following a symlink (`Beyond` if one is on the way)."""
+        st = tree.lstat(path)
+        if st is None:
+            return cls("absent")
+        if stat.S_ISLNK(st.st_mode):
+            with tree.at(path) as (folder, name):
+                return cls("symlink", target=os.readlink(name, dir_fd=folder))
+        if stat.S_ISDIR(st.st_mode):
+            return cls("dir", stat.S_IMODE(st.st_mode))
+        if stat.S_ISREG(st.st_mode):
+            with tree.open_file(path) as fd:
+                return cls("file", stat.S_IMODE(st.st_mode), digest_fd(fd))
+        return cls("other")
+
 
 @dataclass
 class Entry:
@@ -67,6 +84,12 @@ class Entry:
     flagged: bool = False
     changed_during_goal: bool = False
     lines: tuple[int, int] = (0, 0)  # added, removed (text files)
+
+    def origin_gone(self) -> "Entry":
+        """A rename's other half: the delete of its origin, for when its new path is left out."""
+        gone = Entry(self.origin, "delete", State("absent"), self.base, flagged=self.flagged)
+        gone.changed_during_goal = self.changed_during_goal
+        return gone
 
 
 @dataclass
@@ -161,7 +184,8 @@ class Builder:
         self._blobs = 0
 
     def build(self) -> Manifest:
-        self._walk("")
+        with Tree(self.project) as self.tree:
+            self._walk("")
         self._find_renames()
         self.manifest.entries.sort(key=lambda e: e.path)
         return self.manifest
@@ -174,22 +198,19 @@ class Builder:
             self._one(f"{folder}/{item.name}" if folder else item.name, item.path)
         if folder and self.upper.is_opaque(here):
             # Re-created in the goal: whatever the project has there and the layer does not is gone.
-            lower = os.path.join(self.project, folder)
-            if os.path.isdir(lower) and not os.path.islink(lower):
-                for name in sorted(os.listdir(lower)):
-                    if name not in names:
-                        self._deleted(f"{folder}/{name}")
+            for name in self._listed(folder):
+                if name not in names:
+                    self._deleted(f"{folder}/{name}")
 
     def _one(self, path: str, upper: str) -> None:
         st = os.lstat(upper)
         if not paths.is_safe_name(path):
             self.manifest.ignored.append(path)
             return
-        lower = os.path.join(self.project, path)
         if self.upper.is_whiteout(upper, st):
             self._deleted(path)
             return
-        base = self._base(lower)
+        base = self._base(path)
         if stat.S_ISDIR(st.st_mode):
             if base.kind != "dir":  # a folder's own mode is not kept (git has none): a new one is 0755
                 if base.kind != "absent":
@@ -213,26 +234,35 @@ class Builder:
         elif new.kind == "file" and executable(new.mode) != executable(base.mode):
             self._add(path, new, base, "mode")
 
-    def _base(self, lower: str) -> State:
-        if self._is_below_link(lower):
+    def _base(self, path: str) -> State:
+        """What the project has at `path`: nothing, when a folder on the way is a symlink (applying
+        never reaches through one)."""
+        try:
+            return State.at(self.tree, path)
+        except Beyond:
             return State("absent")
-        return State.of(lower)
 
-    def _is_below_link(self, lower: str) -> bool:
-        parent = os.path.dirname(lower)
-        return os.path.realpath(parent) != os.path.abspath(parent)
+    def _listed(self, folder: str) -> list[str]:
+        """The names in the project's `folder` (none when it is not a folder reached without a symlink)."""
+        try:
+            fd = self.tree.folder(folder)
+        except (Beyond, FileNotFoundError):
+            return []
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
 
     def _deleted(self, path: str) -> None:
         """The project's `path` is gone, with all that is below it."""
         if not paths.is_safe_name(path):
             self.manifest.ignored.append(path)
             return
-        lower = os.path.join(self.project, path)
-        base = self._base(lower)
+        base = self._base(path)
         if base.kind == "absent":
             return
         if base.kind == "dir":
-            for name in sorted(os.listdir(lower)):
+            for name in self._listed(path):
                 self._deleted(f"{path}/{name}")
         self._add(path, State("absent"), base, "delete")
 
@@ -246,9 +276,10 @@ class Builder:
 
     def _changed_during_goal(self, path: str) -> bool:
         try:
-            return os.lstat(os.path.join(self.project, path)).st_ctime > self.manifest.started
+            st = self.tree.lstat(path)
         except OSError:
             return False
+        return st is not None and st.st_ctime > self.manifest.started
 
     def _keep(self, source: str) -> str:
         self._blobs += 1

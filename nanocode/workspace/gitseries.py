@@ -1,12 +1,10 @@
-"""The goal's commits: read from its layer as a git bundle, applied on the host as the history they are.
+"""The goal's commits: read from its layer as a git bundle, and git run safely on the host.
 
 Nothing of the sandbox's git configuration is ever read: the goal's objects are copied out of its
 layer through folder handles (`gitlayer`) into a scratch git folder that borrows the project's
 objects and has a config of nanocode's own; the commits from the start to the goal's tip of the
-start branch are kept as a bundle. On the host, git (hooks, fsmonitor and the like turned off)
-fetches the bundle with its objects checked, moves the branch from the start to the tip (only if it
-is still at the start) and sets the index; it never writes the working tree, which is the change
-set's alone. A history the goal rewrote (amend, rebase, reset) is said so, and applied as it is.
+start branch are kept as a bundle, which `history` applies. A history the goal rewrote (amend,
+rebase, reset) is said so.
 """
 
 import os
@@ -16,8 +14,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nanocode.errors import ApplyError
-from nanocode.workspace.changeset import Manifest
 from nanocode.workspace.gitlayer import GitLayer, Replaced, Upper
 
 BRANCH = re.compile(r"^ref: (refs/heads/[A-Za-z0-9._/-]+)\s*$")
@@ -36,13 +32,27 @@ SAFE = (
 
 
 def git(
-    *args: str, cwd: str | None = None, git_dir: str | None = None, extra: dict[str, str] | None = None
+    *args: str,
+    cwd: str | None = None,
+    git_dir: str | None = None,
+    extra: dict[str, str] | None = None,
+    given: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """git, run safely; bytes that are not text pass through unchanged (surrogateescape)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env |= {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", **(extra or {})}
     if git_dir:
         env |= {"GIT_DIR": git_dir, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-    return subprocess.run(["git", *SAFE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["git", *SAFE, *args],
+        cwd=cwd,
+        env=env,
+        input=given,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        timeout=120,
+    )
 
 
 def start_point(project: str) -> dict[str, str]:
@@ -63,6 +73,8 @@ def start_point(project: str) -> dict[str, str]:
 
 
 BUNDLE = "series.bundle"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's own name for a tree with nothing in it
+NO_COMMIT = "0" * 40  # to update-ref: the branch must not exist
 LOG = "series.log"
 
 
@@ -80,7 +92,7 @@ class Series:
 def series(upper: Upper, project: str, start: dict[str, str], folder: Path) -> Series:
     """The goal's commits on the start branch, kept under `folder`; none when the layer's .git is not to
     be read (the note says why)."""
-    if not start.get("start"):
+    if not start.get("branch"):
         return Series()
     try:
         with GitLayer(upper) as layer:
@@ -120,29 +132,30 @@ def _scratch(scratch: str, layer: GitLayer, project: str, branch: str, tip: str)
 
 
 def _describe(scratch: str, start: dict[str, str], tip: str, folder: Path) -> Series:
-    branch, base = start["branch"], start["start"]
+    branch, base = start["branch"], start["start"]  # no base: the branch had no commit yet
     if git("cat-file", "-e", f"{tip}^{{commit}}", git_dir=scratch).returncode != 0:
         return Series(note=f"the goal's commits on {branch} could not be read: they are not kept")
-    new = _lines(git("log", "--reverse", "--format=%h %s", tip, f"^{base}", git_dir=scratch))
-    gone = _lines(git("rev-list", base, f"^{tip}", git_dir=scratch))
-    found = Series(commits=new, tip=tip, paths=_changed(scratch, base, tip))
+    since = [f"^{base}"] if base else []
+    new = lines(git("log", "--reverse", "--format=%h %s", tip, *since, git_dir=scratch))
+    gone = lines(git("rev-list", base, f"^{tip}", git_dir=scratch)) if base else []
+    found = Series(commits=new, tip=tip, paths=_changed(scratch, base or EMPTY_TREE, tip))
     if gone:
         found.note = (
             f"the goal rewrote the history of {branch}: {len(gone)} commit(s) of it replaced by {len(new)}; "
             f"applying moves {branch} to the goal's {tip[:12]} (the old commits stay in its reflog)"
         )
     if new:
-        made = git("bundle", "create", "-q", str(folder / BUNDLE), branch, f"^{base}", git_dir=scratch)
+        made = git("bundle", "create", "-q", str(folder / BUNDLE), branch, *since, git_dir=scratch)
         if made.returncode != 0:
-            return Series(note=f"the goal's commits could not be read: {_first(made.stderr)}")
+            return Series(note=f"the goal's commits could not be read: {first_line(made.stderr)}")
         found.bundle = BUNDLE
-        shown = "--format=commit %H%nAuthor: %an <%ae>%n%n    %s%n"
-        log = git("log", "--stat", shown, tip, f"^{base}", git_dir=scratch)
+        shown = "--format=commit %H%nAuthor: %an <%ae>%n%n    %s"
+        log = git("log", "--stat", shown, tip, *since, git_dir=scratch)
         (folder / LOG).write_text(log.stdout, encoding="utf-8")
     return found
 
 
-def _lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+def lines(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
@@ -151,86 +164,13 @@ def _changed(scratch: str, base: str, tip: str) -> list[str]:
     return [name for name in done.stdout.split("\0") if name] if done.returncode == 0 else []
 
 
-class History:
-    """The goal's commits applied on the host: the branch moved from the start to the tip, the index set;
-    undone by moving both back."""
-
-    def __init__(self, manifest: Manifest, folder: Path):
-        self.manifest = manifest
-        self.folder = folder
-        self.project = manifest.project
-        self.branch = manifest.git.get("branch", "")
-        self.start = manifest.git.get("start", "")
-        self.tip = manifest.git.get("tip", "")
-        self.index: bytes | None = None
-        self.moved = False
-
-    @property
-    def active(self) -> bool:
-        return bool(self.tip) and self.tip != self.start
-
-    def check(self) -> list[str]:
-        """What stops the commits from applying (nothing when there are none)."""
-        if not self.active:
-            old = self.manifest.series and not self.tip
-            return [f"{self.branch}: this change set's commits were kept by an older nanocode"] if old else []
-        now = start_point(self.project)
-        if now.get("branch") != self.branch:
-            return [f"{self.branch}: the commits are for {self.branch}, and the project is on another branch"]
-        if now.get("start") != self.start:
-            return [f"{self.branch}: it moved since the goal started ({self.start[:12]} is now {now['start'][:12]})"]
-        if git("diff-index", "--cached", "--quiet", "HEAD", "--", cwd=self.project).returncode != 0:
-            return [f"{self.branch}: the project's index holds staged changes (commit or unstage them first)"]
-        return []
-
-    def apply(self) -> None:
-        if not self.active:
-            return
-        bundle = self.manifest.git.get("bundle", "")
-        if bundle:
-            fetch = ("-c", "fetch.fsckObjects=true", "fetch", "-q", "--no-tags", "--no-write-fetch-head")
-            self._run(*fetch, str(self.folder / bundle), self.branch, what="git fetch refused the goal's commits")
-        message = f"nanocode: apply change set {self.manifest.id}"
-        self._run("update-ref", "-m", message, self.branch, self.tip, self.start, what="the branch could not move")
-        self.moved = True
-        self.index = self._index().read_bytes() if self._index().is_file() else None
-        self._run("read-tree", "-m", self.start, self.tip, what="the index could not be set")
-
-    def undo(self) -> list[str]:
-        failed = []
-        if self.index is not None:
-            try:
-                _write_atomically(self._index(), self.index)
-            except OSError as exc:
-                failed.append(f"the index: {exc}")
-        if self.moved:
-            done = git("update-ref", self.branch, self.start, self.tip, cwd=self.project)
-            if done.returncode != 0:
-                failed.append(f"git update-ref {self.branch} {self.start}: {_first(done.stderr)}")
-        return failed
-
-    def _index(self) -> Path:
-        return Path(self.project, ".git", "index")
-
-    def _run(self, *args: str, what: str) -> None:
-        done = git(*args, cwd=self.project, extra=_committer(self.project))
-        if done.returncode != 0:
-            raise ApplyError(f"nothing applied: {what}: {_first(done.stderr)}")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    part = path.with_name(path.name + ".nanocode")
-    part.write_bytes(data)
-    os.replace(part, path)
-
-
-def _committer(project: str) -> dict[str, str]:
+def committer(project: str) -> dict[str, str]:
     """Where the host has no identity for git, the reflog names nanocode."""
     if git("var", "GIT_COMMITTER_IDENT", cwd=project).returncode == 0:
         return {}
     return {"GIT_COMMITTER_NAME": "nanocode", "GIT_COMMITTER_EMAIL": "nanocode@localhost"}
 
 
-def _first(text: str) -> str:
+def first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else "no reason given"

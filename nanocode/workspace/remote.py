@@ -9,6 +9,8 @@ engine, as the project is on a local one. The upper folder comes back the same w
 ends, with the list of opaque folders from a small helper that reads overlayfs's marks.
 """
 
+import contextlib
+import io
 import os
 import secrets
 import stat
@@ -26,6 +28,8 @@ from docker.types import Mount
 from nanocode.errors import ConfigError
 from nanocode.sandbox import protect
 from nanocode.sandbox.container import NO_NEW_PRIVILEGES, owner_labels
+from nanocode.workspace.handles import FOLDER, Beyond, Tree
+from nanocode.workspace.transaction import NEW_FILE
 
 CHUNK = 1 << 20
 _seen: dict[tuple[str, str], bool] = {}
@@ -148,8 +152,6 @@ def streamed(project: str) -> Iterator[bytes]:
 
 def layer_tar(uid: int, gid: int, mode: int) -> bytes:
     """The upper and work folders, made on the engine's side, the upper owned like the project."""
-    import io
-
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, folder_mode in (("u", mode), ("w", 0o700)):
@@ -174,35 +176,55 @@ class RemoteUpper:
         return path in self.opaque
 
     def extract(self, stream: Iterator[bytes], top: str) -> None:
-        """Extracts the archive of `top` (the upper folder); names that leave it are dropped."""
+        """Extracts the archive of `top` (the upper folder); names that leave it are dropped, and every
+        member is made through folder handles: nothing lands through a symlink an earlier member made."""
         reader = _Reader(stream)
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        with Tree(self.root) as tree, tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
-                self._one(tar, member, top)
+                name = _inside(member.name, top)
+                if name:
+                    with contextlib.suppress(Beyond, FileNotFoundError, FileExistsError):
+                        self._one(tar, member, tree, name)
 
-    def _one(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str) -> None:
-        name = member.name.removeprefix("./")
-        name = name[len(top) :].lstrip("/") if name == top or name.startswith(top + "/") else ""
-        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
-            return
-        path = os.path.join(self.root, name)
-        if os.path.islink(os.path.dirname(path)) or not os.path.isdir(os.path.dirname(path)):
-            return
-        if member.isdir():
-            os.makedirs(path, exist_ok=True)
-            os.chmod(path, 0o700 | (member.mode & 0o7777))
-        elif member.isfile():
-            source = tar.extractfile(member)
-            assert source is not None
-            with open(path, "wb") as out:
-                while chunk := source.read(CHUNK):
-                    out.write(chunk)
-            os.chmod(path, member.mode & 0o7777)
-        elif member.issym():
-            os.symlink(member.linkname, path)
-        elif member.ischr() and member.devmajor == 0 and member.devminor == 0:
-            Path(path).write_bytes(b"")
-            self.whiteouts.add(path)
+    def _one(self, tar: tarfile.TarFile, member: tarfile.TarInfo, tree: Tree, name: str) -> None:
+        with tree.at(name) as (folder, last):
+            if member.isdir():
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(last, 0o700, dir_fd=folder)
+                made = os.open(last, FOLDER, dir_fd=folder)
+                try:
+                    os.fchmod(made, 0o700 | (member.mode & 0o7777))
+                finally:
+                    os.close(made)
+            elif member.isfile():
+                source = tar.extractfile(member)
+                assert source is not None
+                _write(folder, last, source, member.mode & 0o7777)
+            elif member.issym():
+                os.symlink(member.linkname, last, dir_fd=folder)
+            elif member.ischr() and member.devmajor == 0 and member.devminor == 0:
+                _write(folder, last, io.BytesIO(b""), 0o600)
+                self.whiteouts.add(os.path.join(self.root, name))
+
+
+def _inside(member: str, top: str) -> str:
+    """The member's path below `top`; "" when it is not one, or names a way out."""
+    name = member.removeprefix("./")
+    name = name[len(top) :].lstrip("/") if name == top or name.startswith(top + "/") else ""
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+        return ""
+    return name
+
+
+def _write(folder: int, name: str, source: IO[bytes], mode: int) -> None:
+    fd = os.open(name, NEW_FILE, 0o600, dir_fd=folder)
+    try:
+        with open(fd, "wb", closefd=False) as out:
+            while chunk := source.read(CHUNK):
+                out.write(chunk)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 class _Reader:

@@ -50,9 +50,9 @@ class Transaction:
         name = self._name()
         fd = os.open(name, NEW_FILE, 0o600, dir_fd=self.stage_fd)
         try:
-            with open(source, "rb") as src:
+            with open(source, "rb") as src, open(fd, "wb", closefd=False) as out:
                 while chunk := src.read(CHUNK):
-                    os.write(fd, chunk)
+                    out.write(chunk)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nanocode.display import printable
-from nanocode.workspace.changeset import Entry, Manifest, State
+from nanocode.workspace.changeset import Entry, Manifest, State, digest_fd
+from nanocode.workspace.handles import Tree
 
 FLAG = "  [runs on the host: review]"
-OUTSIDE = "  [symlink leaving the project: review]"
+OUTSIDE = "  [leaves the project]"
 TEXT_LIMIT = 2 << 20
+CHANGED = "(the project's file changed since the goal; its old text is not kept)"
 
 
 def summary(manifest: Manifest, folder: Path) -> list[str]:
@@ -81,7 +83,7 @@ def _what(entry: Entry, plus: int, minus: int) -> str:
 
 
 def _counts(entry: Entry, manifest: Manifest, folder: Path) -> tuple[int, int]:
-    if entry.binary:
+    if entry.binary or entry.action == "mode":
         return 0, 0
     diff = list(difflib.unified_diff(_old(entry, manifest), _new(entry, folder), lineterm=""))
     plus = sum(1 for line in diff[2:] if line.startswith("+"))
@@ -100,13 +102,21 @@ def _read_lines(path: str) -> list[str]:
 
 
 def _old(entry: Entry, manifest: Manifest) -> list[str]:
-    """The old text: the project's file, if it still holds what the change set was computed against."""
+    """The old text: the project's file, if it still holds what the change set was computed against
+    (read through folder handles, never through a symlink)."""
     if entry.base.kind != "file":
         return []
-    path = os.path.join(manifest.project, entry.origin or entry.path)
-    if State.of(path).sha256 != entry.base.sha256:
-        return ["(the project's file changed since the goal; its old text is not kept)"]
-    return _read_lines(path)
+    try:
+        with Tree(manifest.project) as tree, tree.open_file(entry.origin or entry.path) as fd:
+            if digest_fd(fd) != entry.base.sha256:
+                return [CHANGED]
+            if os.fstat(fd).st_size > TEXT_LIMIT:
+                return ["(too long to show)"]
+            os.lseek(fd, 0, os.SEEK_SET)
+            with open(fd, "rb", closefd=False) as f:
+                return f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return [CHANGED]
 
 
 def _new(entry: Entry, folder: Path) -> list[str]:

@@ -88,7 +88,9 @@ def withhold(manifest: Manifest, folder: Path) -> list[str]:
     left: list[Entry] = []
     for entry in manifest.entries:
         (left if entry.new.kind != "absent" and _under(entry.path, places) else kept).append(entry)
-    manifest.entries = kept
+    # A rename left out still deletes its origin (deleting is not bringing).
+    kept += [e.origin_gone() for e in left if e.action == "rename"]
+    manifest.entries = sorted(kept, key=lambda e: e.path)
     manifest.ignored += [e.path for e in left]
     notes = []
     if left:

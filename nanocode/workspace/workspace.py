@@ -125,11 +125,8 @@ class OverlayWorkspace(Workspace):
         change_id, folder = store.new_change()
         manifest = Manifest(change_id, goal, self.project, self.started, outcome=outcome, git=dict(self.start))
         try:
-            Builder(upper, self.project, manifest, folder).build()
+            compute(upper, manifest, folder)
             kept = Kept(manifest, folder)
-            self._commits(upper, kept)
-            manifest.notes += withhold.withhold(manifest, folder)
-            manifest.flagged_commits = flagging.mark(manifest, folder)
         except (OSError, RecursionError) as exc:  # a layer too deep, or a file that cannot be read
             _remove(folder)
             self.keep = True
@@ -146,15 +143,6 @@ class OverlayWorkspace(Workspace):
             return None
         store.save(manifest, folder)
         return kept
-
-    def _commits(self, upper: Upper, kept: Kept) -> None:
-        found = gitseries.series(upper, self.project, self.start, kept.folder)
-        manifest = kept.manifest
-        manifest.series, manifest.committed = found.commits, found.paths
-        if found.tip:
-            manifest.git |= {"tip": found.tip, "bundle": found.bundle, "rewritten": found.note}
-        if found.note:
-            manifest.notes.append(found.note)
 
     def close(self) -> None:
         overlay.remove_volume(self.client, self.volume)
@@ -219,6 +207,20 @@ class RemoteWorkspace(OverlayWorkspace):
             if name:
                 overlay.remove_volume(self.client, name)
         super().close()
+
+
+def compute(upper: Upper, manifest: Manifest, folder: Path) -> None:
+    """Fills the manifest (made with the goal's start in `git`) from the goal's layer: the final state of
+    every path it changed, its commits, and what is withheld from both."""
+    Builder(upper, manifest.project, manifest, folder).build()
+    found = gitseries.series(upper, manifest.project, dict(manifest.git), folder)
+    manifest.series, manifest.committed = found.commits, found.paths
+    if found.tip:
+        manifest.git |= {"tip": found.tip, "bundle": found.bundle, "rewritten": found.note}
+    if found.note:
+        manifest.notes.append(found.note)
+    manifest.notes += withhold.withhold(manifest, folder)
+    manifest.flagged_commits = flagging.mark(manifest, folder)
 
 
 def _remove(folder: Path) -> None:
