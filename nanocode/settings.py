@@ -48,6 +48,7 @@ class Settings:
     resume: Path | None = None
     workspace: str = "bind"
     apply_changes: bool = False
+    writable_root: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "Settings":
@@ -97,6 +98,7 @@ class Settings:
             values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
         values["allow_hosts"] = allow_hosts
+        values["writable_root"] = _writable_root(options.get("writable_root"), options["allow_hosts"])
         values["require_isolation"] = sorted(
             set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
         )
@@ -111,6 +113,13 @@ class Settings:
         values["checks"] = tuple(check for check in options["checks"] if check.strip())
         values["resume"] = found
         return cls(**values)
+
+
+def _writable_root(given: bool | None, rules: Any) -> bool:
+    """Asked for, or by default where the allowlist has @debian: its point is `apt-get install`."""
+    if given is not None:
+        return given
+    return any(rule.strip() == "@debian" for value in rules or () for rule in str(value).split(","))
 
 
 def _check_base_url(url: str) -> None:
