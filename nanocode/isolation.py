@@ -20,6 +20,7 @@ KEYS = (
     "network",
     "allow_hosts",
     "host_ca",
+    "writable_root",
     "image",
     "runtime",
     "require_isolation",
@@ -40,17 +41,19 @@ def restore(
     recorded: dict[str, Any], options: dict[str, Any], given: Collection[str]
 ) -> tuple[dict[str, Any], list[str]]:
     """The options of a resumed run: `recorded` where nothing was given, and what was restored."""
-    looser = [key for key in KEYS if key in given and key in recorded and _looser(key, options, recorded)]
+    # Requirements add up: --require-limits given now keeps the run's own requirements too.
+    taken = {key: _MERGE.get(key, _recorded)(options[key], recorded[key]) for key in KEYS if key in recorded}
+    restored = [key for key, value in taken.items() if key not in given and options[key] != value]
+    resumed = {**options, **{key: taken[key] for key in restored}}
+    # Judged on what will run: a network given and an allowlist restored make one reach together.
+    looser = [key for key in KEYS if key in given and key in recorded and _looser(key, resumed, recorded)]
     if looser and not options.get("resume_less_isolated"):
         named = ", ".join(_flag(key, options) for key in looser)
         raise ConfigError(
             f"--resume: {named} would isolate the goal less than its run did ({_describe(recorded)}): "
             f"add {ALLOW} to allow it"
         )
-    # Requirements add up: --require-limits given now keeps the run's own requirements too.
-    taken = {key: _MERGE.get(key, _recorded)(options[key], recorded[key]) for key in KEYS if key in recorded}
-    restored = [key for key, value in taken.items() if key not in given and options[key] != value]
-    return {**options, **{key: taken[key] for key in restored}}, restored
+    return resumed, restored
 
 
 def _recorded(new: Any, old: Any) -> Any:
@@ -98,6 +101,7 @@ _LOOSER: dict[str, Callable[[Any, Any], bool]] = {
     "sandbox": lambda new, old: bool(old) and not new,
     "workspace": lambda new, old: old == "overlay" and new != "overlay",
     "host_ca": lambda new, old: bool(new) and not old,
+    "writable_root": lambda new, old: bool(new) and not old,
     "image": lambda new, old: new != old,
     "runtime": lambda new, old: new != old and new != "runsc",
     "require_isolation": lambda new, old: not set(old or ()) <= set(new or ()),
@@ -112,7 +116,9 @@ def _flag(key: str, options: dict[str, Any]) -> str:
     if key == "sandbox":
         return "--sandbox" if value else "--no-sandbox"
     if key == "host_ca":
-        return "--host-ca"
+        return "--host-ca" if value else "--no-host-ca"
+    if key == "writable_root":
+        return "--writable-root" if value else "--read-only-root"
     if key == "allow_hosts":
         return "--allow-host " + ",".join(value) if value else "no --allow-host"
     if isinstance(value, list | tuple):

@@ -49,6 +49,7 @@ class Settings:
     resume: Path | None = None
     workspace: str = "bind"
     apply_changes: bool = False
+    writable_root: bool = False
     restored: tuple[str, ...] = ()  # the isolation settings a resumed run took from its transcript
 
     @classmethod
@@ -126,7 +127,15 @@ def _normalised(options: dict[str, Any]) -> dict[str, Any]:
         "allow_hosts": allowlist.expand(options["allow_hosts"]),
         "require_isolation": sorted(required),
         "memory": options["memory"].lower(),
+        "writable_root": _writable_root(options.get("writable_root"), options["allow_hosts"]),
     }
+
+
+def _writable_root(given: bool | None, rules: Any) -> bool:
+    """Asked for, or by default where the allowlist has @debian: its point is `apt-get install`."""
+    if given is not None:
+        return given
+    return any(rule.strip() == "@debian" for value in rules or () for rule in str(value).split(","))
 
 
 def _check_base_url(url: str) -> None:

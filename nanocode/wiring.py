@@ -68,7 +68,14 @@ def executor_factory(
     recorder = recorder or _Unrecorded()
     tag = s.image or engine.image
     config = SandboxConfig(
-        project=project, image=tag, memory=s.memory, cpus=s.cpus, pids=s.pids, network=s.network, runtime=s.runtime
+        project=project,
+        image=tag,
+        memory=s.memory,
+        cpus=s.cpus,
+        pids=s.pids,
+        network=s.network,
+        runtime=s.runtime,
+        writable_root=s.writable_root,
     )
     if engine.facts.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs

@@ -1,5 +1,6 @@
 """The presets against the real registries, through the goal's egress proxy: pip, npm and apt
-install or fetch something real. Behind a TLS-inspecting proxy, each works with the host's CA and
+install or fetch something real (`apt-get install` into the sandbox's root filesystem, writable by
+default with @debian). Behind a TLS-inspecting proxy, each works with the host's CA and
 fails in seconds, with a clear line, without it (--no-host-ca). github.com is a preset too, but
 this machine cannot reach it: git over https through the proxy is tried in test_egress.py."""
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from nanocode import settings
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
@@ -25,11 +27,12 @@ COMMANDS = {
     "&& python3 -c 'import iniconfig; print(\"iniconfig\")'",
     "npm": "mkdir -p /tmp/n && cd /tmp/n && npm install --no-audit --no-fund is-number >/dev/null "
     "&& node -p 'require(\"is-number\")(5)'",
-    "apt-http": "apt-get update -qq && apt-get install -y -qq -d hello >/dev/null "
-    "&& ls /tmp/apt/archives/ | grep hello",
-    "apt-https": f"echo '{HTTPS_SOURCES}' > /tmp/https.list && "
-    "apt-get -qq -o Dir::Etc::SourceList=/tmp/https.list -o Dir::Etc::SourceParts=/nonexistent update "
-    "&& cd /tmp && apt-get -o Dir::Etc::SourceList=/tmp/https.list download hello 2>&1 | tail -1 && ls hello_*.deb",
+    # @debian makes the root filesystem writable, and nothing else: every capability stays dropped.
+    "root": "touch /usr/local/bin/written && grep CapEff /proc/self/status",
+    "apt-http": "apt-get update -qq && apt-get install -y -qq --no-install-recommends jq >/dev/null && jq --version",
+    "apt-https": f"echo '{HTTPS_SOURCES}' > /tmp/https.list && LIST='-o Dir::Etc::SourceList=/tmp/https.list "
+    "-o Dir::Etc::SourceParts=/nonexistent' && apt-get -qq $LIST update "
+    "&& apt-get $LIST install -y -qq --no-install-recommends hello >/dev/null && hello",
 }
 
 
@@ -60,8 +63,9 @@ def test_the_presets_install_through_the_proxy_and_fail_fast_without_the_hosts_c
     ok = _goal(api, project, tmp_path)
     assert ok["pip"][0].rstrip().endswith("\niniconfig"), ok["pip"]
     assert ok["npm"][0].strip() == "true", ok["npm"]
-    assert "hello_2" in ok["apt-http"][0] and "W: " not in ok["apt-http"][0], ok["apt-http"]
-    assert ok["apt-https"][0].rstrip().endswith(".deb") and "hello_" in ok["apt-https"][0], ok["apt-https"]
+    assert ok["root"][0].split() == ["CapEff:", "0000000000000000"], ok["root"]
+    assert ok["apt-http"][0].rstrip().endswith("jq-1.6") and "W: " not in ok["apt-http"][0], ok["apt-http"]
+    assert ok["apt-https"][0].rstrip().endswith("Hello, world!"), ok["apt-https"]
     assert time.monotonic() - started < 120
     without = _goal(api, project, tmp_path, "--no-host-ca")
     if without["pip"][0].rstrip().endswith("\niniconfig"):
@@ -76,4 +80,14 @@ def test_the_presets_install_through_the_proxy_and_fail_fast_without_the_hosts_c
         assert words in output, (name, output)
         print(name, millis, "ms without the host CA")
         assert millis < 10000, (name, millis, output)
-    assert "hello_2" in without["apt-http"][0]  # plain http needs no CA
+    assert without["apt-http"][0].rstrip().endswith("jq-1.6")  # plain http needs no CA
+
+
+@pytest.mark.parametrize(
+    ("given", "rules", "writable"),
+    [(None, (), False), (None, ("@python,@debian",), True), (False, ("@debian",), False), (True, (), True)],
+)
+def test_the_root_is_writable_when_asked_or_with_debian(
+    given: bool | None, rules: tuple[str, ...], writable: bool
+) -> None:
+    assert settings._writable_root(given, rules) is writable

@@ -41,6 +41,7 @@ def test_resume_restores_the_sandbox_and_refuses_less_unless_told(
         (["--network", "bridge"], "--network bridge"),
         (["--memory", "8g"], "--memory 8g"),
         (["--allow-host", "example.com"], "--allow-host example.com"),
+        (["--writable-root"], "--writable-root"),
     ]:
         line = _refused(*less, env=env)
         assert named in line and isolation.ALLOW in line
@@ -107,6 +108,7 @@ OPTIONS = st.fixed_dictionaries(
         "network": NETWORKS,
         "allow_hosts": HOSTS,
         "host_ca": st.booleans(),
+        "writable_root": st.booleans(),
         "image": st.sampled_from([None, "img:1", "img:2"]),
         "runtime": st.sampled_from([None, "runc", "runsc"]),
         "require_isolation": st.lists(st.sampled_from(["gvisor", "limits", "rootless"]), unique=True).map(sorted),

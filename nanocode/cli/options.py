@@ -93,6 +93,13 @@ GOAL_OPTIONS = [
         help="Trust the host's CA bundle inside a sandbox with a network.",
     ),
     env_option(
+        "--writable-root/--read-only-root",
+        envvar="NANOCODE_WRITABLE_ROOT",
+        default=None,
+        help="Let the sandbox write its own root filesystem (thrown away with it), so `apt-get install` "
+        "works; capabilities stay dropped.  [default: writable with --allow-host @debian, read-only otherwise]",
+    ),
+    env_option(
         "--runtime",
         envvar="NANOCODE_RUNTIME",
         help="The engine's OCI runtime for the sandbox (runsc for gVisor).  [default: the engine's]",

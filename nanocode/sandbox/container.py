@@ -58,6 +58,9 @@ class SandboxConfig:
     user: str = field(default_factory=lambda: f"{os.getuid()}:{os.getgid()}")
     # How the project is shared: its workspace's mounts (nanocode.workspace), or protect.project_mounts.
     mounts: list[Mount] = field(default_factory=list)
+    # A root filesystem the sandbox may write (dpkg installs into /usr and /var): the container is
+    # thrown away with the goal, and its capabilities stay dropped (docs/security.md).
+    writable_root: bool = False
 
 
 # A container created but not started this long ago is one whose owner died between the two.
@@ -110,7 +113,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
         working_dir=project,
         mounts=mounts,
         tmpfs={"/tmp": tmpfs_options, HOME: tmpfs_options},
-        read_only=True,
+        read_only=not config.writable_root,
         cap_drop=["ALL"],
         security_opt=[NO_NEW_PRIVILEGES],
         mem_limit=config.memory,
