@@ -3,7 +3,7 @@
 import uuid
 from typing import Any, cast
 
-from nanocode import context, instructions, prompts, resume
+from nanocode import context, instructions, isolation, prompts, resume
 from nanocode.agent import Agent
 from nanocode.context import Context
 from nanocode.context.window import Lookups
@@ -48,6 +48,9 @@ class Session:
             self.transcript.close()
             raise
         system = self._system_prompt(environment)
+        if self.resumed and self.resumed.messages[0].get("role") == "system":
+            # The model is told where its commands run now, not where they ran before.
+            self.resumed.messages[0] = {"role": "system", "content": system}
         self.context = self._context()
         self._start_record(system)
         self.agent = Agent(
@@ -68,6 +71,7 @@ class Session:
             model=self.model.name,
             project=str(s.project),
             sandbox=s.sandbox,
+            isolation_settings=isolation.record(vars(s)),
             base_url=s.base_url,
             context_window=self.context.window.tokens,
             context_window_source=self.context.window.source,
@@ -77,6 +81,8 @@ class Session:
         if self.resumed:
             cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
             self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
+            if s.restored:
+                self.display.note(f"as the run was: {isolation.describe_options(vars(s), s.restored)}")
         # Where the figure came from matters when nanocode found it: said as the first goal starts.
         self._tell_window = not self.resumed and s.context_window is None
 

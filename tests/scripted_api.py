@@ -96,6 +96,7 @@ class ScriptedAPI:
         self.chars_per_token = 4  # how the server counts
         self.props: dict[str, Any] | None = None  # GET /props (llama.cpp's server); None: 404
         self.get_trickle = 0  # seconds of one byte every half second before a GET's answer
+        self.head_trickle = False  # every answer's status line and headers go out one byte every half second
         self.summary: str | None = None  # the answer to requests without tools (compaction summaries)
         self.usage: dict[str, Any] = {}  # added to the usage of every reply (cached tokens)
         # Per goal: replies keyed by the goal's text (the first user message), for goals run in parallel.
@@ -151,6 +152,16 @@ class ScriptedAPI:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def flush_headers(self) -> None:
+                head = b"".join(getattr(self, "_headers_buffer", []))
+                if not api.head_trickle or not head:
+                    return super().flush_headers()
+                self._headers_buffer = []
+                for byte in head:  # each read well within any read timeout, the whole never done
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.5)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -12,7 +12,7 @@ import urllib3
 
 from nanocode.errors import EndpointError
 from nanocode.interfaces import Completion, Message
-from nanocode.model import refusals
+from nanocode.model import deadline, refusals
 
 
 class Gate(Protocol):
@@ -25,6 +25,7 @@ class Gate(Protocol):
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 CACHE_MARK = {"type": "ephemeral"}
+BAD_URL = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
 LOOKUP_SECONDS = 5.0  # the whole of a GET that only informs (the window): after it, nanocode goes on without
 
 
@@ -53,7 +54,7 @@ class OpenAIModel:
         self.max_backoff = max_backoff
         self.gate = gate  # shared by the models of a batch, so that one back-off slows them all
         self.notify = notify  # told of each retry, so that a person sees why nothing happens
-        self.session = requests.Session()
+        self.session = deadline.session()  # its requests are bounded as a whole, headers included
         # Proxies and CA bundle are read from the environment once, not on every request.
         self.session.trust_env = False
         self.session.proxies.update(requests.utils.get_environ_proxies(self.url))
@@ -82,17 +83,15 @@ class OpenAIModel:
     def _lookup(self, url: str) -> Any:
         # A short deadline for the whole answer: a lookup may hold the start of a goal, never for long.
         self.late = False
-        deadline = time.monotonic() + LOOKUP_SECONDS
-        try:
-            response = self.session.get(url, stream=True, timeout=(LOOKUP_SECONDS, LOOKUP_SECONDS))
-            with response:
-                raw = _read_until(response, deadline)
-            return json.loads(raw) if response.status_code == 200 else None
-        except _Late:
-            self.late = True
-            return None
-        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError):
-            return None
+        with deadline.whole(LOOKUP_SECONDS) as watch:
+            try:
+                response = self.session.get(url, stream=True, timeout=(LOOKUP_SECONDS, LOOKUP_SECONDS))
+                with response:
+                    raw = _read_until(response, watch)
+                return json.loads(raw) if response.status_code == 200 else None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError, _Late):
+                self.late = watch.expired
+                return None
 
     def complete(self, messages: list[Message], tools: list[dict[str, Any]]) -> Completion:
         # Some endpoints refuse an empty tool list: a request without tools (a summary) sends none.
@@ -122,22 +121,15 @@ class OpenAIModel:
     def _once(self, body: bytes) -> Completion:
         # The timeout is for the whole reply: a server that keeps the connection alive with
         # whitespace would otherwise hold a request for ever, each read well within a read timeout.
-        deadline = time.monotonic() + self.timeout
-        try:
-            response = self.session.post(
-                self.url, data=body, stream=True, timeout=(min(self.timeout, 30.0), self.timeout)
-            )
-            with response:
-                raw = _read_until(response, deadline)
-        except (requests.Timeout, urllib3.exceptions.TimeoutError, _Late):
-            raise _Retry(f"the model endpoint did not answer within {self.timeout:g}s") from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):
-            raise EndpointError(f"{self.url} is not a URL nanocode can use: check INFERENCE_BASE_URL") from None
-        except requests.ConnectionError as exc:
-            raise _Retry(f"cannot reach the model endpoint at {self.url}: {_root_cause(exc)}") from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            # Reading the body from the raw stream, urllib3's own errors arrive unwrapped.
-            raise _Retry(f"the model endpoint broke off its reply: {_root_cause(exc)}") from None
+        with deadline.whole(self.timeout) as watch:
+            try:
+                response = self.session.post(
+                    self.url, data=body, stream=True, timeout=(min(self.timeout, 30.0), self.timeout)
+                )
+                with response:
+                    raw = _read_until(response, watch)
+            except Exception as exc:
+                raise self._failed(exc, watch) from None
         try:
             data = json.loads(raw)
         except ValueError:
@@ -164,6 +156,19 @@ class OpenAIModel:
             usage = {}
         cost = usage.get("cost")
         return Completion(message, cost=float(cost) if isinstance(cost, (int, float)) else None, usage=usage)
+
+    def _failed(self, exc: Exception, watch: deadline.Watch) -> Exception:
+        """What a request that raised `exc` means: a retry, a refusal, or the error itself."""
+        if watch.expired or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, _Late)):
+            return _Retry(f"the model endpoint did not answer within {self.timeout:g}s")
+        if isinstance(exc, BAD_URL):
+            return EndpointError(f"{self.url} is not a URL nanocode can use: check INFERENCE_BASE_URL")
+        if isinstance(exc, requests.ConnectionError):
+            return _Retry(f"cannot reach the model endpoint at {self.url}: {_root_cause(exc)}")
+        if isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError)):
+            # Reading the body from the raw stream, urllib3's own errors arrive unwrapped.
+            return _Retry(f"the model endpoint broke off its reply: {_root_cause(exc)}")
+        return exc
 
     def _fail(self, status: int, detail: str, response: requests.Response, data: Any, raw: bytes) -> None:
         detail = detail.strip() or "no detail given"
@@ -229,15 +234,15 @@ class _Late(Exception):
     """The whole answer did not come before its deadline."""
 
 
-def _read_until(response: requests.Response, deadline: float) -> bytes:
+def _read_until(response: requests.Response, watch: deadline.Watch) -> bytes:
     """The body, as long as it all comes before the deadline: a server that trickles a byte at a time
-    stays within every read timeout, and is cut off here."""
+    stays within every read timeout, and is cut off here (a read that waits is ended by the watch)."""
     # read1 returns what has arrived; read() would wait for a whole chunk first.
     read = getattr(response.raw, "read1", response.raw.read)
     chunks = []
     while chunk := read(1 << 16, decode_content=True):
         chunks.append(chunk)
-        if time.monotonic() > deadline:
+        if watch.expired:
             raise _Late
     return b"".join(chunks)
 
