@@ -33,13 +33,16 @@ class Engine:
 def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
     """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
     from nanocode import cleanup
+    from nanocode.egress import trust
     from nanocode.sandbox import engine, image
 
     client = client or engine.connect()
     facts = engine.facts(client)
     for line in cleanup.remove_leftovers(client, note).lines():
         note(line)
-    tag = settings.image or image.ensure_image(client, note)
+    # Built on first use: behind a TLS-inspecting proxy its steps trust the host, as `sandbox build` does.
+    bundle = trust.host_bundle() if settings.host_ca else None
+    tag = settings.image or image.ensure_image(client, note, bundle=bundle)
     return Engine(client, tag, facts)
 
 
