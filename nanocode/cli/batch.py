@@ -95,7 +95,7 @@ def batch_run(ctx: click.Context, /, goals_file: str | None, goal_texts: tuple[s
     """Run the goals of GOALS (JSON Lines or YAML; '-' reads stdin) and --goal."""
     from nanocode.batch.ledger import size
     from nanocode.batch.plan import BatchOptions, default_out, run
-    from nanocode.batch.run import Budgets
+    from nanocode.batch.state import Budgets
 
     goals = _read_goals(ctx, goals_file, list(goal_texts))
     _each_goal_in_a_sandbox_and_a_layer(ctx, options)
