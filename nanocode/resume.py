@@ -1,4 +1,7 @@
-"""Resume: the conversation of a run's last goal rebuilt from its transcript, exactly as the model saw it."""
+"""Resume: the conversation of a run's last goal rebuilt from its transcript, exactly as the model saw it.
+
+A record that is not whole (a line cut short, or one whose fields are not what nanocode writes) is
+skipped and counted: the conversation is rebuilt from the whole records, never from a guess."""
 
 import json
 from dataclasses import dataclass
@@ -38,6 +41,17 @@ def project_of(path: Path) -> str | None:
     start = next((r for r in read(path)[0] if r.get("kind") == "start"), {})
     project = start.get("project")
     return project if isinstance(project, str) else None
+
+
+def isolation_of(path: Path) -> dict[str, Any]:
+    """The isolation the run was started with: its start record's `isolation_settings` (a resumed
+    run's own start records do not count, so resuming with less once does not lower the next resume).
+    Older transcripts say only `sandbox`."""
+    starts = [r for r in read(path)[0] if r.get("kind") == "start" and not r.get("resumed")]
+    start = starts[-1] if starts else {}
+    if isinstance(start.get("isolation_settings"), dict):
+        return dict(start["isolation_settings"])
+    return {"sandbox": start["sandbox"]} if isinstance(start.get("sandbox"), bool) else {}
 
 
 def rebuild(path: Path) -> Conversation:
@@ -100,8 +114,62 @@ def read(path: Path) -> tuple[list[dict[str, Any]], int]:
             record = json.loads(line)
         except ValueError:
             record = None
-        if isinstance(record, dict):
+        if isinstance(record, dict) and _whole(record):
             records.append(record)
         else:
             skipped += 1
     return records, skipped
+
+
+def _whole(record: dict[str, Any]) -> bool:
+    """Whether a record has the fields resume reads, of the types nanocode writes."""
+    kind = record.get("kind")
+    if kind == "start":
+        return isinstance(record.get("system", ""), str) and isinstance(record.get("isolation_settings", {}), dict)
+    if kind == "goal":
+        return isinstance(record.get("goal"), str)
+    if kind == "drop":
+        return type(record.get("start")) is int
+    if kind == "response":
+        return bool(record.get("empty")) or _message(record.get("message"), "assistant")
+    if kind == "tool":
+        return isinstance(record.get("id"), str) and isinstance(record.get("result"), str)
+    if kind == "prompt":
+        return isinstance(record.get("content"), str)
+    if kind == "compact":
+        steps = record.get("steps") or []
+        return isinstance(steps, list) and all(isinstance(edits, list) and all(map(_edit, edits)) for edits in steps)
+    return True
+
+
+def _edit(edit: Any) -> bool:
+    """[start, end, replacement]: two indices and the messages put in their place."""
+    if not (isinstance(edit, list) and len(edit) == 3):
+        return False
+    start, end, replacement = edit
+    indices = type(start) is int and type(end) is int and 0 <= start <= end
+    return indices and isinstance(replacement, list) and all(_message(m) for m in replacement)
+
+
+def _message(message: Any, role: str | None = None) -> bool:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        return False
+    if role is not None and message["role"] != role:
+        return False
+    calls = message.get("tool_calls") or []
+    return (
+        isinstance(message.get("content"), str | None)
+        and isinstance(calls, list)
+        and all(_call(call) for call in calls)
+    )
+
+
+def _call(call: Any) -> bool:
+    function = call.get("function") if isinstance(call, dict) else None
+    return (
+        isinstance(call, dict)
+        and isinstance(call.get("id"), str)
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+        and isinstance(function.get("arguments"), str)
+    )

@@ -3,7 +3,7 @@
 import uuid
 from typing import Any, cast
 
-from nanocode import context, instructions, prompts, resume
+from nanocode import context, instructions, isolation, prompts, resume
 from nanocode.agent import Agent
 from nanocode.context import Context
 from nanocode.context.window import Lookups
@@ -37,6 +37,7 @@ class Session:
         self.gate = gate
         self.model = self._model()
         self.kept: Any = None  # the change set of the last goal
+        self.asks = False  # whether the person is asked what to do with a kept change set (the REPL)
         path = self.resumed.path if self.resumed else settings.transcript or default_path()
         self.transcript = transcript or Transcript(path)
         try:
@@ -48,6 +49,9 @@ class Session:
             self.transcript.close()
             raise
         system = self._system_prompt(environment)
+        if self.resumed and self.resumed.messages[0].get("role") == "system":
+            # The model is told where its commands run now, not where they ran before.
+            self.resumed.messages[0] = {"role": "system", "content": system}
         self.context = self._context()
         self._start_record(system)
         self.agent = Agent(
@@ -68,6 +72,7 @@ class Session:
             model=self.model.name,
             project=str(s.project),
             sandbox=s.sandbox,
+            isolation_settings=isolation.record(vars(s)),
             base_url=s.base_url,
             context_window=self.context.window.tokens,
             context_window_source=self.context.window.source,
@@ -77,6 +82,8 @@ class Session:
         if self.resumed:
             cut = f" ({self.resumed.skipped} damaged lines skipped)" if self.resumed.skipped else ""
             self.display.note(f"resuming the last goal of {self.resumed.path}{cut} · {self.context.window.describe()}")
+            if s.restored:
+                self.display.note(f"as the run was: {isolation.describe_options(vars(s), s.restored)}")
         # Where the figure came from matters when nanocode found it: said as the first goal starts.
         self._tell_window = not self.resumed and s.context_window is None
 
@@ -173,4 +180,5 @@ class Session:
 
                     record = self.transcript.record
                     apply_now = self.settings.apply_changes
-                    self.kept = review.conclude(workspace, text, outcome, apply_now, self.display.note, record)
+                    note = self.display.note
+                    self.kept = review.conclude(workspace, text, outcome, apply_now, note, record, self.asks)

@@ -1,12 +1,13 @@
 """The settings of a run: the command line's options, checked, with the environment's and .env's."""
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from nanocode import resume
+from nanocode import isolation, resume
 from nanocode.budget import Limits
 from nanocode.egress import allowlist
 from nanocode.errors import ConfigError
@@ -49,10 +50,16 @@ class Settings:
     workspace: str = "bind"
     apply_changes: bool = False
     writable_root: bool = False
+    restored: tuple[str, ...] = ()  # the isolation settings a resumed run took from its transcript
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "Settings":
+    def from_options(cls, options: dict[str, Any], given: Collection[str] = ()) -> "Settings":
+        """`given`: the options set on the command line or by their variable (the others are defaults)."""
         found = resume.find(options["resume"]) if options["resume"] else None
+        options = _normalised(options)
+        restored: list[str] = []
+        if found:
+            options, restored = isolation.restore(resume.isolation_of(found), options, given)
         # A resumed goal goes on in its own project unless told otherwise.
         project = Path(options["project"] or (found and resume.project_of(found)) or Path.cwd()).expanduser()
         if not project.is_dir():
@@ -72,18 +79,18 @@ class Settings:
                 "container: use none, bridge, or a network of your own"
             )
         _check_base_url(options["base_url"])
-        allow_hosts = allowlist.expand(options["allow_hosts"])
+        allow_hosts = options["allow_hosts"]
         if allow_hosts and not options["sandbox"]:
             raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
         sandboxed = ("--runtime", options["runtime"]), ("--require-isolation", options["require_isolation"])
-        for name, given in (*sandboxed, ("--require-limits", options["require_limits"])):
-            if given and not options["sandbox"]:
+        for name, value in (*sandboxed, ("--require-limits", options["require_limits"])):
+            if value and not options["sandbox"]:
                 # Fail-closed: without the sandbox, commands would run on the host with no isolation at all.
                 raise ConfigError(f"{name} applies to the sandbox: add --sandbox")
         if found and options.get("workspace") == "overlay":
             raise ConfigError(
                 "--resume cannot carry an overlay goal's layer into a new one: apply or discard its change set "
-                "(nanocode changes), then resume with --workspace bind"
+                f"(nanocode changes), then resume with --workspace bind {isolation.ALLOW}"
             )
         if not MEMORY.match(options["memory"]):
             raise ConfigError(f"--memory {options['memory']!r} is not a size such as 512m or 2g")
@@ -98,10 +105,6 @@ class Settings:
             values[name] = Path(options[name]) if options[name] else None
         values["memory"] = options["memory"].lower()
         values["allow_hosts"] = allow_hosts
-        values["writable_root"] = _writable_root(options.get("writable_root"), options["allow_hosts"])
-        values["require_isolation"] = sorted(
-            set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
-        )
         values["limits"] = Limits(
             max_steps=options["max_steps"],
             max_continuations=options["max_continuations"],
@@ -112,7 +115,20 @@ class Settings:
         )
         values["checks"] = tuple(check for check in options["checks"] if check.strip())
         values["resume"] = found
+        values["restored"] = tuple(restored)
         return cls(**values)
+
+
+def _normalised(options: dict[str, Any]) -> dict[str, Any]:
+    """The isolation options as they are compared and recorded: hosts expanded, requirements as one set."""
+    required = set(options["require_isolation"]) | ({"limits"} if options["require_limits"] else set())
+    return {
+        **options,
+        "allow_hosts": allowlist.expand(options["allow_hosts"]),
+        "require_isolation": sorted(required),
+        "memory": options["memory"].lower(),
+        "writable_root": _writable_root(options.get("writable_root"), options["allow_hosts"]),
+    }
 
 
 def _writable_root(given: bool | None, rules: Any) -> bool:

@@ -63,6 +63,7 @@ def executor_factory(
         secrets = [s.api_key] if s.api_key else []
         return lambda workspace, note: HostExecutor(project, s.output_cap, secrets), None, prompts.HOST
     from nanocode.sandbox import engine as engines
+    from nanocode.sandbox import identity
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.workspace import workspace
 
@@ -80,6 +81,7 @@ def executor_factory(
         runtime=s.runtime,
         writable_root=s.writable_root,
     )
+    config.environment.update(identity.git_environment(project))  # the user's name and email, nothing else
     if engine.facts.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
     bundle = _trust(s, config, note)

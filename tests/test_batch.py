@@ -586,8 +586,9 @@ def test_resume_is_refused_and_its_variable_ignored(
 def test_the_sweep_removes_the_batchs_networks_and_only_its_own_volumes(docker_engine: Any, tmp_path: Path) -> None:
     from nanocode.batch.engines import Slot
     from nanocode.batch.ledger import Ledger
+    from nanocode.batch.local import LocalEngines
     from nanocode.batch.progress import Progress
-    from nanocode.batch.run import Batch, Budgets
+    from nanocode.batch.state import BatchState, Budgets
     from nanocode.sandbox.container import owner_labels
 
     labels = owner_labels("sweep", str(tmp_path))
@@ -596,7 +597,7 @@ def test_the_sweep_removes_the_batchs_networks_and_only_its_own_volumes(docker_e
     other = docker_engine.api.create_volume(labels=labels | {"nanocode.owner.host": "another-host"})["Name"]
     try:
         slot = Slot("default", docker_engine, Ledger(1 << 30, 1.0))
-        Batch([], [slot], tmp_path, Budgets(), Progress(0, quiet=True)).sweep()
+        LocalEngines(BatchState(tmp_path, Budgets(), Progress(0, quiet=True)), [slot]).sweep()
         assert not docker_engine.api.networks(ids=[network])
         names = {v["Name"] for v in docker_engine.api.volumes(filters={"label": "nanocode"}).get("Volumes") or []}
         assert mine not in names and other in names  # another machine's batch may share the engine and the pid

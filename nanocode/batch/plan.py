@@ -12,8 +12,10 @@ from nanocode.batch import results
 from nanocode.batch.engines import SHARE, Slot, capacity, connect, copy_image, default_workers, parse_spec
 from nanocode.batch.goals import Goal
 from nanocode.batch.ledger import Ledger, machine_cpus, machine_memory, size
+from nanocode.batch.local import LocalEngines
 from nanocode.batch.progress import Progress
-from nanocode.batch.run import Batch, Budgets, Planned, locked
+from nanocode.batch.run import Batch, locked
+from nanocode.batch.state import BatchState, Budgets, Planned
 from nanocode.errors import ConfigError
 from nanocode.settings import Settings
 from nanocode.wiring import open_engine
@@ -67,7 +69,8 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
             + f"; results in {batch.out}"
         )
         with progress:
-            return Batch(planned, slots, batch.out, batch.budgets, progress, pool=batch.pool).run(skipped)
+            state = BatchState(batch.out, batch.budgets, progress)
+            return Batch(planned, state, LocalEngines(state, slots, pool=batch.pool)).run(skipped)
 
 
 def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -> list[Slot]:

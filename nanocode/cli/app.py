@@ -39,7 +39,9 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     goal = options["goal"]
     if goal is not None and options["resume"]:
         raise ConfigError("--resume carries on with the goal its transcript holds: give no -p with it")
-    settings = Settings.from_options(options)
+    sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    given = {name for name in options if ctx.get_parameter_source(name) in sources}
+    settings = Settings.from_options(options, given)
     if goal == "-":
         goal = sys.stdin.buffer.read().decode("utf-8", "replace")
     if goal is not None and not goal.strip():

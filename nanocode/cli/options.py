@@ -251,7 +251,14 @@ GOAL_OPTIONS = [
         is_flag=False,
         flag_value="last",
         metavar="[RUN]",
-        help="Carry on with the last goal of a run: a transcript, or `last` (the newest run).",
+        help="Carry on with the last goal of a run: a transcript, or `last` (the newest run). The run's "
+        "isolation (sandbox, workspace, network, allowlist, image, runtime, limits) is restored unless given.",
+    ),
+    env_option(
+        "--resume-less-isolated",
+        envvar="NANOCODE_RESUME_LESS_ISOLATED",
+        is_flag=True,
+        help="Let --resume go on with less isolation than the run had (no sandbox, a wider network, higher limits).",
     ),
 ]
 
