@@ -33,13 +33,16 @@ class Engine:
 def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
     """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
     from nanocode import cleanup
+    from nanocode.egress import trust
     from nanocode.sandbox import engine, image
 
     client = client or engine.connect()
     facts = engine.facts(client)
     for line in cleanup.remove_leftovers(client, note).lines():
         note(line)
-    tag = settings.image or image.ensure_image(client, note)
+    # Built on first use: behind a TLS-inspecting proxy its steps trust the host, as `sandbox build` does.
+    bundle = trust.host_bundle() if settings.host_ca else None
+    tag = settings.image or image.ensure_image(client, note, bundle=bundle)
     return Engine(client, tag, facts)
 
 
@@ -81,6 +84,8 @@ def executor_factory(
     config.environment.update(identity.git_environment(project))  # the user's name and email, nothing else
     if engine.facts.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+    if s.writable_root:
+        note(_writable_root_line(config.user))
     bundle = _trust(s, config, note)
     start = _sandbox_opener(s, engine, bundle, recorder)
 
@@ -91,6 +96,16 @@ def executor_factory(
         return start(replace(config, mounts=workspace.mounts), note)
 
     return open_executor, open_workspace, _environment(s, tag, config.user, engine.facts)
+
+
+def _writable_root_line(user: str) -> str:
+    """Said at the start: dpkg needs to own the image's files, which only root in the container does."""
+    if user.split(":")[0] == "0":
+        return "sandbox: its root filesystem is writable for the goal, so apt-get install works (--read-only-root: not)"
+    return (
+        f"sandbox: its root filesystem is writable, but apt-get install needs root in it and commands run as uid "
+        f"{user.split(':')[0]}: add packages to the image instead (docs/sandbox.md, adding tools to the image)"
+    )
 
 
 def _environment(s: Settings, image: str, user: str, facts: Any) -> str:
