@@ -64,8 +64,8 @@ diff and log work, but commits do not (they need nanocode's overlay workspace):
 leave your work uncommitted."""
 GIT_OVERLAY = """\
 Your changes go to a private layer that the user reviews before applying them: use
-git freely (pass identity with `git -c user.name=... -c user.email=...` if git asks);
-your new commits on the current branch become commits for the user."""
+git freely (it commits as the user: set no name or email); your new commits on the
+current branch become commits for the user."""
 
 NETWORK_NONE = "There is no network: nothing can be downloaded or installed from the internet."
 NETWORK_ON = "The network is available (mode {mode}): you may install what you need (pip install --user, venv)."

@@ -24,6 +24,7 @@ def run(session: Session) -> None:
 class Repl:
     def __init__(self, session: Session):
         self.session = session
+        session.asks = True  # a goal's change set is asked about before it is said kept
 
     def run(self) -> None:
         s = self.session

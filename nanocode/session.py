@@ -37,6 +37,7 @@ class Session:
         self.gate = gate
         self.model = self._model()
         self.kept: Any = None  # the change set of the last goal
+        self.asks = False  # whether the person is asked what to do with a kept change set (the REPL)
         path = self.resumed.path if self.resumed else settings.transcript or default_path()
         self.transcript = transcript or Transcript(path)
         try:
@@ -179,4 +180,5 @@ class Session:
 
                     record = self.transcript.record
                     apply_now = self.settings.apply_changes
-                    self.kept = review.conclude(workspace, text, outcome, apply_now, self.display.note, record)
+                    note = self.display.note
+                    self.kept = review.conclude(workspace, text, outcome, apply_now, note, record, self.asks)

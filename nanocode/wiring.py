@@ -33,13 +33,16 @@ class Engine:
 def open_engine(settings: Settings, note: Note, client: Any = None) -> Engine:
     """Connects (unless given a client), removes what killed runs left, and makes sure of the image."""
     from nanocode import cleanup
+    from nanocode.egress import trust
     from nanocode.sandbox import engine, image
 
     client = client or engine.connect()
     facts = engine.facts(client)
     for line in cleanup.remove_leftovers(client, note).lines():
         note(line)
-    tag = settings.image or image.ensure_image(client, note)
+    # Built on first use: behind a TLS-inspecting proxy its steps trust the host, as `sandbox build` does.
+    bundle = trust.host_bundle() if settings.host_ca else None
+    tag = settings.image or image.ensure_image(client, note, bundle=bundle)
     return Engine(client, tag, facts)
 
 
@@ -60,6 +63,7 @@ def executor_factory(
         secrets = [s.api_key] if s.api_key else []
         return lambda workspace, note: HostExecutor(project, s.output_cap, secrets), None, prompts.HOST
     from nanocode.sandbox import engine as engines
+    from nanocode.sandbox import identity
     from nanocode.sandbox.container import SandboxConfig
     from nanocode.workspace import workspace
 
@@ -77,6 +81,7 @@ def executor_factory(
         runtime=s.runtime,
         writable_root=s.writable_root,
     )
+    config.environment.update(identity.git_environment(project))  # the user's name and email, nothing else
     if engine.facts.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
     bundle = _trust(s, config, note)

@@ -185,12 +185,18 @@ def batch_apply(out: str, only: str | None) -> None:
     missing = (wanted or set()) - {r.id for r in found}
     if missing:
         raise click.UsageError(f"no results for {', '.join(sorted(missing))} in {out}")
+    skipped: list[str] = []  # why each goal chosen was not applied
+    applied = 0
     for result in found:
-        if (wanted is not None and result.id not in wanted) or result.outcome != "complete" or not result.change_set:
+        if wanted is not None and result.id not in wanted:
+            continue
+        if result.outcome != "complete" or not result.change_set:
+            skipped.append("not complete" if result.outcome != "complete" else "changed nothing")
             continue
         folder = results.folder(Path(out), result.id) / results.CHANGES
         manifest = Manifest.from_json((folder / store.MANIFEST).read_text(encoding="utf-8"))
         if manifest.applied:
+            skipped.append("applied already")
             continue
         try:
             apply.apply(manifest, folder)
@@ -200,6 +206,19 @@ def batch_apply(out: str, only: str | None) -> None:
         with contextlib.suppress(ConfigError):  # the copy kept with the other change sets, if it still is
             apply.mark_applied(*store.load(manifest.id))
         click.echo(f"{result.id}: applied change set {manifest.id} to {manifest.project}", err=True)
+        applied += 1
+    if not applied:
+        _nothing_to_apply(out, skipped)
+
+
+def _nothing_to_apply(out: str, skipped: list[str]) -> None:
+    """One line, and the code `nanocode apply` gives: 6 when all was applied already (as applying a
+    change set twice), else 3 (as when there is no kept change set)."""
+    from nanocode.errors import EXIT_CONFIG, EXIT_CONFLICT
+
+    counts = ", ".join(f"{skipped.count(why)} {why}" for why in dict.fromkeys(skipped)) or "no results"
+    click.echo(f"nanocode: nothing to apply in {out}: {counts}", err=True)
+    sys.exit(EXIT_CONFLICT if "applied already" in skipped else EXIT_CONFIG)
 
 
 @batch.command("ls")

@@ -24,7 +24,7 @@ def sandbox() -> None:
     "--host-ca/--no-host-ca",
     envvar="NANOCODE_HOST_CA",
     default=True,
-    help="With --file: the build's steps trust the host's CA bundle (behind a TLS-inspecting proxy).",
+    help="The build's steps trust the host's CA bundle (behind a TLS-inspecting proxy); the image made does not.",
 )
 def sandbox_build(force: bool, dockerfile: Path | None, tag: str | None, host_ca: bool) -> None:
     """Build the sandbox image (done on first use otherwise), or an image of yours on top of it."""
@@ -33,10 +33,10 @@ def sandbox_build(force: bool, dockerfile: Path | None, tag: str | None, host_ca
 
     progress = lambda line: click.echo(line, err=True)  # noqa: E731
     client = engine.connect()
-    if dockerfile is None:
-        click.echo(image.ensure_image(client, progress, force=force))
-        return
     bundle = trust.host_bundle() if host_ca else None
+    if dockerfile is None:
+        click.echo(image.ensure_image(client, progress, force=force, bundle=bundle))
+        return
     click.echo(image.build_custom(client, dockerfile.resolve(), tag or "nanocode-custom", progress, bundle))
 
 

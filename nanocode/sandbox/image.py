@@ -17,6 +17,7 @@ from nanocode.errors import ConfigError
 
 REPOSITORY = "nanocode-sandbox"
 DEFAULT_BASE = "debian:bookworm-slim"
+FAILED = "building the image failed: "
 # Built from Debian's packages by `make sandbox-base` where no registry can be reached.
 LOCAL_BASE = "nanocode/base:bookworm"
 
@@ -47,8 +48,12 @@ def image_tag(directory: Path, base: str) -> str:
     return f"{REPOSITORY}:{digest.hexdigest()[:12]}"
 
 
-def ensure_image(client: docker.DockerClient, progress: Callable[[str], None], force: bool = False) -> str:
-    """The tag of an up-to-date sandbox image, building it if needed."""
+def ensure_image(
+    client: docker.DockerClient, progress: Callable[[str], None], force: bool = False, bundle: str | None = None
+) -> str:
+    """The tag of an up-to-date sandbox image, building it if needed; with the host's CA bundle,
+    the build's steps trust what the host trusts (a base whose sources are https, behind a
+    TLS-inspecting proxy), and the image made keeps only its own trust store."""
     directory = context_dir()
     base = choose_base(client)
     tag = image_tag(directory, base)
@@ -56,17 +61,21 @@ def ensure_image(client: docker.DockerClient, progress: Callable[[str], None], f
         return tag
     progress(f"building the sandbox image {tag} from {base} (once; a minute or two)")
     try:
-        for chunk in client.api.build(
-            path=str(directory), tag=tag, buildargs={"BASE": base}, rm=True, forcerm=True, decode=True
-        ):
-            if "error" in chunk:
-                raise ConfigError(_build_error(str(chunk["error"]).strip(), base))
-            line = progress_line(str(chunk.get("stream", "")))
-            if line is not None:
-                progress(f"  {line}")
-    except (APIError, DockerException) as exc:
-        raise ConfigError(_build_error(str(exc), base)) from None
+        built = trusted(
+            client, base, bundle, lambda start: _build(client, progress, path=str(directory), buildargs={"BASE": start})
+        )
+    except ConfigError as exc:
+        raise ConfigError(_build_error(str(exc).removeprefix(FAILED), base)) from None
+    client.api.tag(built, tag)
     return tag
+
+
+def _built_id(chunk: dict[str, Any], built: str) -> str:
+    """The image id a build's output names (Docker's aux record, or its last line), else `built`."""
+    if "aux" in chunk and isinstance(chunk["aux"], dict):
+        return str(chunk["aux"].get("ID", built))
+    stream = str(chunk.get("stream", ""))
+    return (built or stream.split()[-1]) if stream.startswith("Successfully built ") else built
 
 
 def progress_line(stream: str) -> str | None:
@@ -118,24 +127,28 @@ def build_custom(
 ) -> str:
     """Builds a Dockerfile of the user's (its folder the context) with SANDBOX set to nanocode's
     image; with the host's CA bundle, the steps it runs FROM that image trust what the host trusts."""
-    sandbox = ensure_image(client, progress)
-    base = sandbox
-    if bundle:
-        base = _build_text(client, TRUSTING.format(base=sandbox), {"host-ca.crt": Path(bundle).read_bytes()})
+    sandbox = ensure_image(client, progress, bundle=bundle)
+    context = {"path": str(dockerfile.parent), "dockerfile": dockerfile.name}
+    built = trusted(
+        client, sandbox, bundle, lambda start: _build(client, progress, **context, buildargs={"SANDBOX": start})
+    )
+    client.api.tag(built, tag)
+    return tag
+
+
+def trusted(client: docker.DockerClient, base: str, bundle: str | None, build: Callable[[str], str]) -> str:
+    """The id `build` makes FROM the image it is given: `base` itself, or, with the host's CA
+    bundle, `base` trusting it; the host's trust is then taken out of the image made again."""
+    if not bundle:
+        return build(base)
+    start = _build_text(client, TRUSTING.format(base=base), {"host-ca.crt": Path(bundle).read_bytes()})
     try:
-        context = {"path": str(dockerfile.parent), "dockerfile": dockerfile.name}
-        built = _build(client, progress, **context, buildargs={"SANDBOX": base})
-        if not bundle:
-            client.api.tag(built, tag)
-            return tag
+        built = build(start)
         user = client.api.inspect_image(built)["Config"].get("User") or "root"
-        final = _build_text(client, RESTORED.format(built=built, user=user), {})
-        client.api.tag(final, tag)
-        return tag
+        return _build_text(client, RESTORED.format(built=built, user=user), {})
     finally:
-        if bundle and base != sandbox:
-            with contextlib.suppress(DockerException):
-                client.api.remove_image(base, noprune=False)
+        with contextlib.suppress(DockerException):
+            client.api.remove_image(start, noprune=False)
 
 
 def _build_text(client: docker.DockerClient, dockerfile: str, files: dict[str, bytes]) -> str:
@@ -157,20 +170,17 @@ def _build(client: docker.DockerClient, progress: Callable[[str], None], **how: 
             if "error" in chunk:
                 error = str(chunk["error"]).strip().splitlines()[-1]
                 said = _telling(output)
-                raise ConfigError(f"building the image failed: {error}" + (f" ({said})" if said else ""))
-            if "aux" in chunk and isinstance(chunk["aux"], dict):
-                built = str(chunk["aux"].get("ID", built))
+                raise ConfigError(f"{FAILED}{error}" + (f" ({said})" if said else ""))
+            built = _built_id(chunk, built)
             stream = str(chunk.get("stream", ""))
             output = (output + ANSI.sub("", stream))[-8192:]
-            if stream.startswith("Successfully built "):
-                built = built or stream.split()[-1]
             line = progress_line(stream)
             if line is not None:
                 progress(f"  {line}")
     except (APIError, DockerException) as exc:
-        raise ConfigError(f"building the image failed: {first_line(exc)}") from None
+        raise ConfigError(f"{FAILED}{first_line(exc)}") from None
     if not built:
-        raise ConfigError("building the image failed: the engine named no image")
+        raise ConfigError(f"{FAILED}the engine named no image")
     return built
 
 

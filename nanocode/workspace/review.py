@@ -17,9 +17,11 @@ def conclude(
     apply_now: bool,
     note: Callable[[str], None],
     record: Callable[..., None],
+    asked: bool = False,
 ) -> Kept | None:
     """Finishes and closes the workspace; the change set is summarised, then applied (when `apply_now`
-    and the goal completed) or kept. Returns the change set if it was kept."""
+    and the goal completed) or kept. Returns the change set if it was kept. `asked`: the person is
+    asked next what to do with it (the REPL), so it is not said kept before they answer."""
     try:
         kept = workspace.finish(goal, outcome)
     finally:
@@ -33,8 +35,13 @@ def conclude(
         _apply(kept)
         click.echo(f"nanocode: applied change set {kept.id}", err=True)
         return None
-    click.echo(f"nanocode: change set {kept.id} kept: nanocode diff {kept.id}; nanocode apply {kept.id}", err=True)
+    if not asked:
+        click.echo(f"nanocode: change set {kept.id} {_kept(kept)}", err=True)
     return kept
+
+
+def _kept(kept: Kept) -> str:
+    return f"kept: nanocode diff {kept.id}; nanocode apply {kept.id}"
 
 
 def _apply(kept: Kept) -> None:
@@ -60,6 +67,6 @@ def ask(kept: Kept) -> None:
             store.discard(kept.id)
             click.echo(f"discarded change set {kept.id}", err=True)
         else:
-            click.echo(f"kept change set {kept.id}", err=True)
+            click.echo(f"change set {kept.id} {_kept(kept)}", err=True)
     except NanocodeError as exc:
         exc.show()
