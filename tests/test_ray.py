@@ -47,7 +47,7 @@ def two_nodes(request: pytest.FixtureRequest, docker_engine: Any, sandbox_image:
     home = tempfile.mkdtemp(prefix="nanocode-ray-node-", dir="/var/tmp")
     if os.environ.get("NANOCODE_TEST_SECOND_ENGINE"):
         second = {"DOCKER_HOST": request.getfixturevalue("second_engine").url}
-        second |= {"XDG_STATE_HOME": f"{home}/state", "XDG_CACHE_HOME": f"{home}/cache"}
+        second |= {"XDG_STATE_HOME": f"{home}/state"}
     cluster = cluster_utils.Cluster()
     _node(cluster, {})
     worker = _node(cluster, second)

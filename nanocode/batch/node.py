@@ -97,7 +97,7 @@ def _gone(item: Prepared, message: str) -> str:
 
 def unpacked(digest: str, project: bytes) -> Path:
     """The project's copy on this node, unpacked once per content hash and shared by its goals."""
-    state = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     folder = Path(state) / "nanocode" / "ray-projects" / digest
     if folder.is_dir():
         return folder
