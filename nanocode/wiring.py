@@ -84,6 +84,8 @@ def executor_factory(
     config.environment.update(identity.git_environment(project))  # the user's name and email, nothing else
     if engine.facts.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+    if s.writable_root:
+        note(_writable_root_line(config.user))
     bundle = _trust(s, config, note)
     start = _sandbox_opener(s, engine, bundle, recorder)
 
@@ -94,6 +96,16 @@ def executor_factory(
         return start(replace(config, mounts=workspace.mounts), note)
 
     return open_executor, open_workspace, _environment(s, tag, config.user, engine.facts)
+
+
+def _writable_root_line(user: str) -> str:
+    """Said at the start: dpkg needs to own the image's files, which only root in the container does."""
+    if user.split(":")[0] == "0":
+        return "sandbox: its root filesystem is writable for the goal, so apt-get install works (--read-only-root: not)"
+    return (
+        f"sandbox: its root filesystem is writable, but apt-get install needs root in it and commands run as uid "
+        f"{user.split(':')[0]}: add packages to the image instead (docs/sandbox.md, adding tools to the image)"
+    )
 
 
 def _environment(s: Settings, image: str, user: str, facts: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from nanocode import settings
+from nanocode import settings, wiring
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
@@ -48,6 +48,7 @@ def _goal(api: ScriptedAPI, project: Path, tmp_path: Path, *extra: str) -> dict[
         [sys.executable, "-m", "nanocode", *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
+    assert "sandbox: its root filesystem is writable for the goal, so apt-get install works" in done.stderr
     results = [text(m) for m in api.requests[-1]["messages"] if m["role"] == "tool"]
     timed = {}
     for name, result in zip(COMMANDS, results, strict=True):
@@ -91,3 +92,8 @@ def test_the_root_is_writable_when_asked_or_with_debian(
     given: bool | None, rules: tuple[str, ...], writable: bool
 ) -> None:
     assert settings._writable_root(given, rules) is writable
+
+
+def test_a_sandbox_not_run_as_root_is_told_apt_get_install_will_not_work() -> None:
+    line = wiring._writable_root_line("1000:1000")
+    assert "apt-get install needs root in it and commands run as uid 1000" in line

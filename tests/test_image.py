@@ -1,6 +1,7 @@
 """The sandbox image: probed with testcontainers; its tag follows its build context."""
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,21 @@ def test_docker_not_answering_is_one_clear_line(host: str, tmp_path: Path) -> No
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nanocode: "), done.stderr
     assert "Docker" in lines[0] or "docker" in lines[0].lower()
+
+
+def test_a_failed_build_leaves_no_layer_of_its_own(docker_engine: Any, sandbox_image: str, tmp_path: Path) -> None:
+    token = secrets.token_hex(8)  # a step no cache holds
+    (tmp_path / "sandbox.Dockerfile").write_text(
+        f"ARG SANDBOX\nFROM ${{SANDBOX}}\nRUN echo {token} > /made\nENV MADE={token}\nRUN echo {token} && false\n"
+    )
+    before = {image.id for image in docker_engine.images.list(all=True)}
+    done = subprocess.run(
+        [sys.executable, "-m", "nanocode", "sandbox", "build", "--file", str(tmp_path / "sandbox.Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("nanocode: building the image failed: The command")
+    others = {image.id for image in docker_engine.images.list(all=True)} - before  # the engine is shared
+    assert [i for i in others if token in str(docker_engine.api.inspect_image(i))] == []

@@ -164,7 +164,17 @@ def _build_text(client: docker.DockerClient, dockerfile: str, files: dict[str, b
 
 
 def _build(client: docker.DockerClient, progress: Callable[[str], None], **how: Any) -> str:
-    built, output = "", ""
+    made: list[str] = []
+    try:
+        return _run_build(client, progress, made, how)
+    except ConfigError:
+        _remove_made(client, made)
+        raise
+
+
+def _run_build(client: docker.DockerClient, progress: Callable[[str], None], made: list[str], how: Any) -> str:
+    """The id built; `made` gets the ids of the steps this build ran (not those it found in the cache)."""
+    built, output, ran = "", "", False
     try:
         for chunk in client.api.build(rm=True, forcerm=True, decode=True, **how):
             if "error" in chunk:
@@ -174,6 +184,7 @@ def _build(client: docker.DockerClient, progress: Callable[[str], None], **how: 
             built = _built_id(chunk, built)
             stream = str(chunk.get("stream", ""))
             output = (output + ANSI.sub("", stream))[-8192:]
+            ran = _steps_made(stream, made, ran)
             line = progress_line(stream)
             if line is not None:
                 progress(f"  {line}")
@@ -182,6 +193,29 @@ def _build(client: docker.DockerClient, progress: Callable[[str], None], **how: 
     if not built:
         raise ConfigError(f"{FAILED}the engine named no image")
     return built
+
+
+STEP_MADE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+
+
+def _steps_made(stream: str, made: list[str], ran: bool) -> bool:
+    """Docker's classic builder says ` ---> Running in C` for a step it runs, then ` ---> ID` for
+    the layer it made; a step from the cache says `Using cache` instead, and its layer is not ours."""
+    for line in stream.splitlines():
+        if line.startswith(" ---> Running in "):
+            ran = True
+        elif (found := STEP_MADE.match(line)) is not None:
+            if ran:
+                made.append(found.group(1))
+            ran = False
+    return ran
+
+
+def _remove_made(client: docker.DockerClient, made: list[str]) -> None:
+    """A failed build leaves no layer of its own: the steps it ran are removed, last first."""
+    for image_id in reversed(made):
+        with contextlib.suppress(DockerException):
+            client.api.remove_image(image_id, noprune=False)
 
 
 # The engine's own lines in a build's output, as against what the build's steps said.
