@@ -37,6 +37,42 @@ def record(options: dict[str, Any]) -> dict[str, Any]:
     return {key: options[key] for key in KEYS}
 
 
+def well_formed(recorded: Any) -> bool:
+    """Whether a recorded isolation holds only known settings, each of the type nanocode writes: a
+    start record that does not is damaged (so its run cannot be resumed, rather than resumed with less)."""
+    if not isinstance(recorded, dict):
+        return False
+    return all(key in _TYPES and _TYPES[key](value) for key, value in recorded.items())
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "sandbox": lambda value: isinstance(value, bool),
+    "workspace": lambda value: value in ("bind", "overlay"),
+    "network": lambda value: isinstance(value, str) and bool(value),
+    "allow_hosts": _texts,
+    "host_ca": lambda value: isinstance(value, bool),
+    "writable_root": lambda value: isinstance(value, bool),
+    "image": _text_or_none,
+    "runtime": _text_or_none,
+    "require_isolation": _texts,
+    "memory": lambda value: isinstance(value, str) and bool(_SIZE.match(value)),
+    "cpus": _number,
+    "pids": lambda value: _number(value) and isinstance(value, int),
+}
+
+
 def restore(
     recorded: dict[str, Any], options: dict[str, Any], given: Collection[str]
 ) -> tuple[dict[str, Any], list[str]]:

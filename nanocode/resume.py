@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanocode import isolation
 from nanocode.context import apply
 from nanocode.errors import ConfigError
 from nanocode.interfaces import Message
@@ -75,8 +76,9 @@ def rebuild(path: Path) -> Conversation:
             dropped = record["start"]
         else:
             _replay(record, messages)
-    if not messages:
-        raise ConfigError(f"{path} records no system prompt: it cannot be resumed")
+    if not messages or messages[0].get("role") != "system":  # its run's start record is not whole
+        cut = f" ({skipped} damaged lines skipped)" if skipped else ""
+        raise ConfigError(f"{path} records no system prompt{cut}: it cannot be resumed")
     if goal is None or goal not in messages:
         raise ConfigError(f"{path} holds no goal to resume")
     if outcome == "complete":
@@ -125,7 +127,7 @@ def _whole(record: dict[str, Any]) -> bool:
     """Whether a record has the fields resume reads, of the types nanocode writes."""
     kind = record.get("kind")
     if kind == "start":
-        return isinstance(record.get("system", ""), str) and isinstance(record.get("isolation_settings", {}), dict)
+        return isinstance(record.get("system", ""), str) and isolation.well_formed(record.get("isolation_settings", {}))
     if kind == "goal":
         return isinstance(record.get("goal"), str)
     if kind == "drop":

@@ -79,7 +79,7 @@ class Settings:
                 "container: use none, bridge, or a network of your own"
             )
         _check_base_url(options["base_url"])
-        allow_hosts = options["allow_hosts"]
+        allow_hosts = allowlist.expand(options["allow_hosts"])  # checked again: they may come from a transcript
         if allow_hosts and not options["sandbox"]:
             raise ConfigError("--allow-host works in the sandbox only: add --sandbox")
         sandboxed = ("--runtime", options["runtime"]), ("--require-isolation", options["require_isolation"])

@@ -97,6 +97,15 @@ def test_resume_skips_damaged_records_and_says_how_many(api: ScriptedAPI, projec
     assert resumed[len(seen) + 1] == {"role": "tool", "tool_call_id": "one", "content": "one\n"}
 
 
+@pytest.mark.parametrize("damaged", [{"sandbox": "yes"}, {"memory": 5}, {"pids": True}, {"unknown": 1}, []])
+def test_a_damaged_isolation_record_is_not_resumed_with_less(tmp_path: Path, damaged: Any) -> None:
+    transcript = tmp_path / "run.jsonl"
+    start = {"kind": "start", "system": "s", "project": str(tmp_path), "isolation_settings": damaged}
+    transcript.write_text(json.dumps(start) + "\n" + json.dumps({"kind": "goal", "goal": "g"}) + "\n")
+    line = _refused(str(transcript), env=_env(tmp_path, INFERENCE_BASE_URL="http://127.0.0.1:9"))
+    assert "records no system prompt (1 damaged lines skipped): it cannot be resumed" in line
+
+
 # Generated: whatever was recorded and whatever is given, a resume either refuses, or runs with
 # nothing less isolated than the run had unless --resume-less-isolated was given.
 NETWORKS = st.sampled_from(["none", "bridge", "mynet"])
