@@ -69,6 +69,12 @@ OTHER_VARIABLES = [
         "`debian:bookworm-slim` if present, else `nanocode/base:bookworm` if present, else pulled",
         "the sandbox image's base ([the image](sandbox.md#the-image))",
     ),
+    (
+        "NANOCODE_LEASE",
+        "`10`",
+        "seconds a sandbox outlives its owner's last heartbeat; `0`: only the end of its connection "
+        "([ownership by lease](sandbox.md#nothing-left-behind-ownership-by-lease))",
+    ),
     ("XDG_STATE_HOME", "`~/.local/state`", "transcripts, change sets, layers and batches live under `nanocode/` here"),
     ("XDG_RUNTIME_DIR", "the temporary folder", "where the runtime's socket folders are made, if writable"),
     (

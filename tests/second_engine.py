@@ -107,6 +107,7 @@ class Relay:
         self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
         self.open: set[socket.socket] = set()
         self.closed = False
+        self.frozen = False  # bytes are read and dropped, and every connection stays open
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -131,14 +132,26 @@ class Relay:
                 engine.close()
                 return
             self.open |= {client, engine}
-        back = threading.Thread(target=_pump, args=(engine, client), daemon=True)
+        back = threading.Thread(target=self._pump, args=(engine, client), daemon=True)
         back.start()
-        _pump(client, engine)
+        self._pump(client, engine)
         back.join()
         with self.lock:
             self.open -= {client, engine}
         for end in (client, engine):
             end.close()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                if not self.frozen:
+                    sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def freeze(self) -> None:
+        """As a machine gone or a network cut looks to the engine: nothing more comes, and nothing ends."""
+        self.frozen = True
 
     def close(self) -> None:
         """No connection is served from now on: a listener closed while a thread waits in accept() still
@@ -152,14 +165,6 @@ class Relay:
         for end in ends:
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(1 << 16):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
 
 
 def _wait(engine: SecondEngine) -> Any:

@@ -311,3 +311,37 @@ def test_commands_no_shell_can_take_leave_nothing_behind(executor: Executor) -> 
     for _ in range(10):
         assert "could not start" in executor.run("echo \ud800", 10).stderr
     assert int(executor.run(count, 10).stdout) <= before + 1  # one more shell may be on its way
+
+
+@pytest.mark.parametrize("heard", ["silence", "heartbeats"])
+def test_the_runtime_ends_with_its_command_when_its_owner_is_silent_past_the_lease(project: Path, heard: str) -> None:
+    """The lease, with stdin still open: silence ends the runtime and what it runs; heartbeats keep it."""
+    import subprocess
+    import sys
+
+    from nanocode.host import PipeTransport
+    from nanocode.runtime import client
+
+    process = subprocess.Popen(
+        [sys.executable, *client.BOOTSTRAP[1:], "--lease", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=project,
+        start_new_session=True,
+    )
+    pipes = PipeTransport(process)
+    runtime = client.RuntimeClient(pipes, str(project), CAP)
+    try:
+        if heard == "heartbeats":
+            for _ in range(6):
+                pipes.send(b"\n")
+                time.sleep(0.5)
+            assert runtime.run("echo held", 10).stdout == "held\n"
+            return
+        with pytest.raises(client.RuntimeExited):
+            runtime.run("sleep 313", 30)
+        assert process.wait(timeout=5) == 0
+        assert subprocess.run(["pgrep", "-f", "^sleep 313"], capture_output=True).returncode == 1
+    finally:
+        runtime.close()
+        process.kill()

@@ -4,6 +4,7 @@ A sandbox lives as long as its owner's connection (the runtime's stdin): a start
 remove only what is stopped, never a running sandbox for a pid that looks gone from where they stand.
 """
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -11,10 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
+from docker.errors import DockerException
 
 from nanocode.prompts import MARKER
 from nanocode.sandbox import container as lifecycle
+from nanocode.sandbox.container import SandboxConfig
+from nanocode.sandbox.executor import SandboxExecutor
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 from tests.test_sandbox import _env, _nanocode, _wait_for
 
@@ -105,3 +110,72 @@ def test_a_running_sandbox_no_owner_ended_goes_only_with_stale_and_others_only_w
         assert item.id not in [c.id for c in lifecycle.ours(docker_engine)]
     finally:
         lifecycle.remove(docker_engine, item.id)
+
+
+# A short lease, so that these tests wait little; the default is channel.LEASE.
+LEASE = 3.0
+# What a busy machine may add to the lease before the engine has seen the runtime end.
+SLACK = 15.0
+
+
+def _state(client: Any, container: str) -> str:
+    return str(client.api.inspect_container(container)["State"]["Status"])
+
+
+def test_an_owner_killed_with_kill_9_leaves_a_sandbox_that_ends_by_itself_and_the_next_prune_removes(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add_goal("killed", tools(call("shell", {"command": "sleep 120"})), message(f"{MARKER} never"))
+    (tmp_path / "runtime").mkdir()
+    env = _env(tmp_path, api, NANOCODE_LEASE=f"{LEASE:g}", XDG_RUNTIME_DIR=str(tmp_path / "runtime"))
+    container = None
+    owner = subprocess.Popen(
+        _nanocode("-p", "killed", "--project", str(project)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for(lambda: bool(_running(docker_engine, project)) and len(api.times) >= 1, 60)
+        time.sleep(1)  # the command runs
+        (container,) = _running(docker_engine, project)
+        owner.kill()  # SIGKILL: nothing of nanocode runs after it
+        owner.wait()
+        _wait_for(lambda: _state(docker_engine, container.id) != "running", LEASE + SLACK)
+        (folder,) = (tmp_path / "runtime").iterdir()
+        assert folder.name.startswith(f"nanocode-{container.labels['nanocode.goal']}-")
+        pruned = subprocess.run(
+            [sys.executable, "-m", "nanocode", "sandbox", "prune"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert pruned.returncode == 0 and container.name in pruned.stdout, pruned.stderr
+        assert container.id not in [c.id for c in lifecycle.ours(docker_engine)]
+        assert list((tmp_path / "runtime").iterdir()) == []  # its socket folder went with it
+    finally:
+        owner.kill()
+        if container is not None:
+            with contextlib.suppress(DockerException):
+                lifecycle.remove(docker_engine, container.id)
+
+
+@pytest.mark.parametrize("cut", ["closed", "frozen"])
+def test_a_sandbox_whose_engine_connection_is_cut_ends_within_the_lease(
+    docker_engine: Any, sandbox_image: str, project: Path, cut: str
+) -> None:
+    """Closed: the engine sees the stream end. Frozen: it sees nothing more and nothing end (the owner's
+    machine gone, a network cut), and only the runtime's lease can tell."""
+    from nanocode.sandbox.protect import project_mounts
+    from tests.second_engine import Relay
+
+    relay = Relay("/var/run/docker.sock")  # an engine reached over TCP, as a remote one is
+    client = docker.DockerClient(base_url=relay.url)
+    config = SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project)), lease=LEASE)
+    executor = SandboxExecutor(client, config, 20000)
+    container = executor.container_id
+    assert container is not None
+    try:
+        assert executor.run("echo alive", 30).stdout == "alive\n"
+        time.sleep(LEASE + 1)  # the heartbeat holds the lease while the connection lasts
+        assert _state(docker_engine, container) == "running"
+        relay.close() if cut == "closed" else relay.freeze()
+        _wait_for(lambda: _state(docker_engine, container) != "running", LEASE + SLACK)
+    finally:
+        relay.close()
+        executor.close()
+        lifecycle.remove(docker_engine, container)

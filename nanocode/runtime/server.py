@@ -609,6 +609,8 @@ class Runtime:
                 wait = left
             else:  # polled: there is no pidfd, or the shell is not yet ours (see SHELL_SERVER)
                 wait = min(left, 0.01 if shell.pidfd is None else 0.001)
+            if self.channel.lease:
+                wait = min(wait, 0.5)
             ready, _, _ = select.select([*pending, Channel.STDIN], [], [], wait)
             for fd in ready:
                 if fd == Channel.STDIN:
@@ -622,6 +624,7 @@ class Runtime:
                     streams[fd].add(data)
                 else:
                     pending.remove(fd)
+            self.channel.check_lease()  # after what came on stdin was taken
             if status is None and (shell.pidfd is None or shell.pidfd not in pending):
                 try:
                     pid, code = os.waitpid(shell.pid, os.WNOHANG)
@@ -814,17 +817,39 @@ class ClientGone(BaseException):
     it started, whatever it is doing. A BaseException, so that no handler of a request takes it."""
 
 
+# The owner's lease, in seconds (none where not given), from the host as the runtime's arguments
+# (`--lease SECONDS`, after its bootstrap). An engine keeps the runtime's stdin open while its
+# connection to the owner looks open, and a machine gone or a network cut never closes it: so the
+# owner says a newline every few seconds, and where nothing came for this long, the runtime ends
+# everything it started and itself, and so its container.
+LEASE_ARGUMENT = "--lease"
+
+
+def lease_from_arguments(argv):
+    try:
+        return max(float(argv[argv.index(LEASE_ARGUMENT) + 1]), 0.0)
+    except (ValueError, IndexError):
+        return 0.0
+
+
 class Channel:
     """Where requests come from and where their replies go: the runtime's stdin and stdout and,
     once the client asks for it, a unix socket to the client that skips the relay in between (a
     container engine's). A reply goes back the way its request came. The end of stdin (the client
-    gone) ends the runtime; the end of the socket ends only the socket."""
+    gone) ends the runtime, as does silence past the lease; the end of the socket ends only the socket."""
 
     STDIN = 0
 
-    def __init__(self):
+    def __init__(self, lease=0.0):
         self.buffers = {self.STDIN: b""}
         self.sock = None
+        self.lease = lease
+        self.heard = time.monotonic()
+
+    def check_lease(self):
+        """Raises ClientGone where the owner said nothing for longer than its lease."""
+        if self.lease and time.monotonic() - self.heard > self.lease:
+            raise ClientGone
 
     def connect(self, req):
         """Connects to the client's socket at the path given, and introduces itself with the token."""
@@ -863,6 +888,7 @@ class Channel:
         chunk = os.read(fd, 1 << 16)
         if chunk:
             self.buffers[fd] += chunk
+            self.heard = time.monotonic()
         elif fd == self.STDIN:
             raise ClientGone
         else:
@@ -879,6 +905,7 @@ class Channel:
             ready = select.select(list(self.buffers), [], [], 0.2)[0]
             if not ready:
                 reap()
+                self.check_lease()
             for fd in ready:
                 if fd in self.buffers:  # else dropped meanwhile
                     self.take(fd)
@@ -891,7 +918,7 @@ def main():
     # always those it was given.
     os.open(os.devnull, os.O_RDONLY)
     os.open(os.devnull, os.O_RDONLY)
-    channel = Channel()
+    channel = Channel(lease_from_arguments(sys.argv))
     runtime = Runtime(channel)
     ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping, "socket": channel.connect}
     hello = {"hello": "nanocode-runtime", "version": 1, "pid": os.getpid(), "fallbacks": FALLBACKS}
@@ -905,6 +932,8 @@ def main():
 
 def serve(channel, ops):
     for source, line in channel.requests():
+        if not line.strip():
+            continue  # the owner's heartbeat: it holds the lease, and asks nothing
         req = {}
         try:
             req = json.loads(line)

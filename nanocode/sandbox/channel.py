@@ -32,10 +32,17 @@ class SocketTransport:
         self.sock = raw_socket(attached)
         self._pending = bytearray()
         self.stderr = bytearray()
+        self._sending = threading.Lock()  # a heartbeat never lands inside a request
 
     def send(self, data: bytes) -> None:
-        self.sock.settimeout(60.0)  # recv() leaves a short timeout behind; a large write must not hit it
-        self.sock.sendall(data)
+        with self._sending:
+            self.sock.settimeout(60.0)  # recv() leaves a short timeout behind; a large write must not hit it
+            self.sock.sendall(data)
+
+    def beat(self) -> None:
+        """One newline, that the runtime takes as its owner still there (raises OSError)."""
+        with self._sending:
+            self.sock.send(b"\n")  # one byte: it never waits, and leaves the socket's timeout as it was
 
     def recv(self, timeout: float) -> bytes:
         while True:
@@ -77,19 +84,17 @@ def _base() -> str:
 
 
 def make_folder(goal: str) -> str:
-    """A folder for one goal's socket, that only this user can enter. Its name tells its owner (pid
-    and start time), so that once that process is gone the next start removes it at once, even if
-    no container was ever made for it. The goal is random: the name cannot be guessed ahead."""
-    pid = os.getpid()
-    path = os.path.join(_base(), f"nanocode-{goal}-{pid}-{process_start(pid)}")
+    """A folder for one goal's socket, that only this user can enter, named for the goal: it lives as
+    long as the goal's container does (remove_orphan_folders), never judged by a pid. The suffix is
+    random: the name cannot be guessed ahead."""
+    path = os.path.join(_base(), f"nanocode-{goal}-{secrets.token_hex(4)}")
     os.mkdir(path, 0o700)  # never follows a link, and fails where anything of that name exists
     return path
 
 
-# make_folder's names: the goal (12 hex digits), the owner's pid and start time (as many digits as
-# they can have: anyone may make a folder of such a name). Those of earlier versions end in mkdtemp's
-# 8 characters instead, and tell no owner.
-FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-(?:(\d{1,9})-(\d{0,20})|[A-Za-z0-9_]{8})")
+# make_folder's names: the goal (12 hex digits) and 8 random characters. Those of earlier versions
+# carried their owner's pid and start time instead, which tell nothing across pid namespaces.
+FOLDER_NAME = re.compile(r"nanocode-([0-9a-f]{12})-(?:\d{1,9}-\d{0,20}|[A-Za-z0-9_]{8})")
 
 
 def process_start(pid: int) -> str:
@@ -98,17 +103,6 @@ def process_start(pid: int) -> str:
         return proc_stat(pid)[19].decode()
     except (OSError, IndexError):
         return ""
-
-
-def owner_gone(pid: int, start: str) -> bool:
-    """True when the process `pid` that started at `start` (process_start) is no longer running."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, someone else's
-    return bool(start) and os.path.exists(f"/proc/{pid}") and process_start(pid) != start
 
 
 def remove_folder(path: str) -> None:
@@ -128,21 +122,56 @@ def remove_folders(goal: str) -> None:
             remove_folder(path)
 
 
-def remove_orphan_folders(goals: set[str], older_than: float = 600.0) -> None:
+def remove_orphan_folders(goals: set[str], older_than: float) -> None:
     """Folders whose goal has no container (nanocode killed before it made one, or while it removed
-    it): at once where their owner is gone; where the name tells no owner, once old enough that no
-    goal can still be starting with them."""
+    it), once old enough that no goal can still be starting with them. A goal's container that
+    exited goes with its folder (remove_folders), in the prune that removes it."""
     for path in glob.glob(os.path.join(_base(), "nanocode-*")):
         name = FOLDER_NAME.fullmatch(os.path.basename(path))
         if not name or name.group(1) in goals:
             continue
         with contextlib.suppress(OSError):
-            if name.group(2) is not None:
-                orphan = owner_gone(int(name.group(2)), name.group(3))
-            else:
-                orphan = time.time() - os.lstat(path).st_mtime > older_than
-            if orphan:
+            if time.time() - os.lstat(path).st_mtime > older_than:
                 remove_folder(path)
+
+
+# How long the runtime outlives its owner's last word (the lease, in seconds), and how many words
+# the owner says in that time: enough that a busy machine's delays do not end a goal that lives.
+LEASE = 10.0
+BEATS_PER_LEASE = 5
+
+
+def lease_seconds() -> float:
+    """The lease the host gives its sandboxes: NANOCODE_LEASE where set (seconds, 0 for none)."""
+    try:
+        return max(float(os.environ.get("NANOCODE_LEASE") or LEASE), 0.0)
+    except ValueError:
+        return LEASE
+
+
+class Heartbeat:
+    """Holds the runtime's lease: a newline on its stdin every lease/BEATS_PER_LEASE seconds, from a
+    thread of the owner's, until stopped or the stream is closed. When the owner goes, so do its
+    heartbeats, whatever the engine does with the stream."""
+
+    def __init__(self, transport: SocketTransport, lease: float):
+        self.transport = transport
+        self.interval = lease / BEATS_PER_LEASE
+        self.stopped = threading.Event()
+        if lease:
+            threading.Thread(target=self._beat, name="nanocode-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.transport.beat()
+            except TimeoutError:
+                continue  # the runtime is not reading yet: the stream is still there
+            except OSError:
+                return  # the stream is closed
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 class DirectTransport:

@@ -61,6 +61,8 @@ class SandboxConfig:
     # A root filesystem the sandbox may write (dpkg installs into /usr and /var): the container is
     # thrown away with the goal, and its capabilities stay dropped (docs/security.md).
     writable_root: bool = False
+    # The owner's lease on the sandbox, in seconds (channel.Heartbeat; 0: the end of stdin alone).
+    lease: float = field(default_factory=channel.lease_seconds)
 
 
 # A container created but not started this long ago is one whose owner died between the two.
@@ -104,7 +106,7 @@ def create(client: docker.DockerClient, config: SandboxConfig, goal: str, folder
     tmpfs_options = f"rw,exec,nosuid,nodev,size={config.tmpfs_size},mode=1777"
     return client.containers.create(
         config.image,
-        command=BOOTSTRAP,
+        command=[*BOOTSTRAP, "--lease", f"{config.lease:g}"],
         entrypoint=[""],  # an image's own entrypoint would wrap the runtime (Podman keeps it for [])
         name=f"nanocode-{goal}",
         labels=owner_labels(goal, project),
@@ -222,7 +224,7 @@ def prune_containers(
     rule = rule or Prune()
     removed = []
     listed = ours(client)
-    channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed})
+    channel.remove_orphan_folders({c.labels.get(f"{LABEL}.goal", "") for c in listed}, START_GRACE)
     for container in listed:
         if rule.takes(container):
             try:

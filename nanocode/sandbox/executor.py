@@ -53,6 +53,7 @@ class SandboxExecutor(RuntimeExecutor):
         self.folder: str | None = None  # shared with the container, for the runtime's socket
         self.oom_reported: tuple[str | None, float] = (None, 0.0)  # the container, and when
         self.cut_off = False  # a create was cut off before the engine answered
+        self.heartbeat: channel.Heartbeat | None = None  # holds the current container's lease
         super().__init__()
 
     def _start(self) -> RuntimeClient:
@@ -99,6 +100,7 @@ class SandboxExecutor(RuntimeExecutor):
             transport = SocketTransport(self.docker.api.attach_socket(self.container_id, params=params))
             self.docker.api.start(self.container_id)
             runtime = RuntimeClient(transport, self.config.project, self.output_cap, source=self.source)
+            self.heartbeat = channel.Heartbeat(transport, self.config.lease)
             if self.folder is not None:
                 channel.go_direct(runtime, transport, self.folder)
         except DockerException as exc:
@@ -169,6 +171,9 @@ class SandboxExecutor(RuntimeExecutor):
             time.sleep(0.05)
 
     def _stop(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
         self._remove_container()
         self.name = None
         folder, self.folder = self.folder, None
