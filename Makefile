@@ -9,7 +9,7 @@ SANDBOX ?= --sandbox
 $(BIN)/nanocode: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	$(BIN)/python -m compileall -q nanocode
 	touch $@
 

@@ -32,6 +32,7 @@ class BatchOptions:
     engines: list[str]
     pool: bool
     quiet: bool
+    ray: str | None = None
 
 
 def default_out(source: str, goals: list[Goal]) -> Path:
@@ -61,6 +62,8 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
         skipped = [r for r in previous.values() if r is not None and results.is_done(r, batch.retry_failed)]
         todo = [p for p in planned if not results.is_done(previous[p.goal.id], batch.retry_failed)]
         progress = Progress(len(todo), quiet=batch.quiet)
+        if batch.ray:
+            return _on_ray(planned, skipped, batch, progress, len(goals))
         slots = _slots(planned, batch, len(todo), progress.line) if todo else []
         _check_room(todo, slots)
         progress.line(
@@ -71,6 +74,41 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
         with progress:
             state = BatchState(batch.out, batch.budgets, progress)
             return Batch(planned, state, LocalEngines(state, slots, pool=batch.pool)).run(skipped)
+
+
+def _on_ray(
+    planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, goals: int
+) -> int:
+    from nanocode.batch import cluster
+
+    assert batch.ray is not None
+    planned = _one_image(planned, progress.line)
+    cluster.connect(batch.ray)
+    try:
+        progress.line(
+            f"batch: {goals} goals, {len(skipped)} done already; on the Ray cluster at {batch.ray}; "
+            f"results in {batch.out}"
+        )
+        state = BatchState(batch.out, batch.budgets, progress)
+        with progress:
+            return Batch(planned, state, cluster.RayCluster(state)).run(skipped)
+    finally:
+        cluster.finished()
+
+
+def _one_image(planned: list[Planned], note: Any) -> list[Planned]:
+    """Every node runs the sandbox image the submitting machine's engine has (built there if need be),
+    so that nodes never build one of their own; without an engine here, each node's own is used."""
+    from nanocode.sandbox import engine, image
+
+    if planned[0].settings.image:
+        return planned
+    try:
+        client = engine.connect()
+    except ConfigError:
+        return planned
+    tag = image.ensure_image(client, note)
+    return [Planned(p.goal, dataclasses.replace(p.settings, image=p.settings.image or tag)) for p in planned]
 
 
 def _slots(planned: list[Planned], batch: BatchOptions, goals: int, note: Any) -> list[Slot]:

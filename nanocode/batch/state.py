@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nanocode.batch import results
 from nanocode.batch.backoff import Backoff
@@ -37,7 +38,7 @@ class BatchState:
     out: Path
     budgets: Budgets
     progress: Progress
-    gate: Backoff = field(default_factory=Backoff)
+    gate: Any = field(default_factory=Backoff)  # a Backoff, or on a Ray node the cluster's
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
     stopping: NanocodeError | None = None

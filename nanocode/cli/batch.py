@@ -84,6 +84,14 @@ def batch() -> None:
     help="A Docker engine to spread goals over, with its worker count (repeatable).",
 )
 @env_option(
+    "--ray",
+    "ray_address",
+    envvar="NANOCODE_RAY",
+    metavar="ADDRESS",
+    help="Run each goal on a node of this Ray cluster, against the node's own Docker engine ('auto', "
+    "'ray://HOST:10001'); needs nanocode[ray].",
+)
+@env_option(
     "--pool/--no-pool",
     envvar="NANOCODE_POOL",
     default=True,
@@ -108,8 +116,11 @@ def batch_run(ctx: click.Context, /, goals_file: str | None, goal_texts: tuple[s
         cpus_total=options.pop("max_cpus_total"),
         engines=list(options.pop("engines")),
         pool=options.pop("pool"),
+        ray=options.pop("ray_address"),
         quiet=options["quiet"],
     )
+    if batch_options.ray and batch_options.engines:
+        raise click.UsageError("--ray runs goals on the cluster's nodes' engines: --engine is for a local batch")
     if batch_options.memory_total is not None:
         size(batch_options.memory_total)  # a bad size is one line before anything starts
     ctx.exit(run(goals, options, batch_options))

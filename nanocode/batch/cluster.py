@@ -1,0 +1,244 @@
+"""Goals on a Ray cluster (`--ray ADDRESS`): each goal a Ray task that runs whole on one node, against
+that node's Docker engine; each project packed once into the object store; one actor holds the
+batch's back-off and hears where each goal started."""
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nanocode.batch import results
+from nanocode.batch.ledger import size
+from nanocode.batch.results import CHANGES, Result
+from nanocode.batch.state import BatchState, Planned
+from nanocode.errors import ConfigError, Interrupted
+
+RESOURCE = "nanocode_sandbox"  # how many sandboxes a node hosts: `ray start --resources '{"nanocode_sandbox": 8}'`
+ATTEMPTS = 3  # runs of a goal whose node died under it
+
+
+class Coordinator:
+    """The one actor of a batch: the back-off every node's model calls pass, and where goals started."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self.holds = 0
+        self.news: list[tuple[str, str]] = []
+
+    def hold(self, seconds: float) -> None:
+        self.holds += 1
+        self._until = max(self._until, time.time() + seconds)
+
+    def until(self) -> float:
+        return self._until
+
+    def started(self, goal_id: str, node: str) -> None:
+        self.news.append((goal_id, node))
+
+    def heard(self) -> tuple[list[tuple[str, str]], int]:
+        news, self.news = self.news, []
+        return news, self.holds
+
+
+def connect(address: str) -> None:
+    """Joins the cluster at `address`; one line when Ray is missing, or no node hosts sandboxes."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'nanocode[ray]'") from None
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except Exception as exc:
+        raise ConfigError(f"--ray {address}: the Ray cluster cannot be reached ({exc})") from None
+    if not _offered():
+        ray.shutdown()
+        raise ConfigError(
+            f"--ray {address}: no node of the cluster hosts sandboxes: start its workers with "
+            f"`ray start --resources '{{\"{RESOURCE}\": 8}}'`"
+        )
+
+
+class _Flight:
+    """A goal submitted, and what the submitting machine knows of it."""
+
+    def __init__(self, planned: Planned, attempt: int):
+        self.planned = planned
+        self.attempt = attempt
+        self.node = ""
+        self.lost: list[str] = []  # why earlier runs ended without a result: their nodes died
+
+
+class RayCluster:
+    """The Ray scheduler (see nanocode.batch.scheduler)."""
+
+    def __init__(self, state: BatchState):
+        self.state = state
+        self.flights: dict[Any, _Flight] = {}
+        self.projects: dict[str, tuple[str, Any]] = {}
+        self.coordinator: Any = None
+        self.task: Any = None
+
+    def start(self, todo: list[Planned]) -> None:
+        import ray
+
+        from nanocode.batch.node import run_goal
+
+        # On the submitting machine's node where it has one (the head, for Ray Client); restarted, with
+        # a back-off forgotten, if its node dies all the same.
+        self.coordinator = (
+            ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Coordinator)
+            .options(scheduling_strategy=_here())
+            .remote()
+        )
+        self.task = ray.remote(run_goal)
+        for planned in todo:
+            self._submit(_Flight(planned, 1))
+
+    def busy(self) -> bool:
+        import ray
+
+        self._hear()
+        ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=0)
+        for ref in ready:
+            self._landed(ref, self.flights.pop(ref))
+        return bool(self.flights)
+
+    def interrupt(self) -> None:
+        """Cancels every goal: each node's task ends its session, removes its sandbox, and keeps
+        nothing; the submitting machine records them as interrupted, to run again."""
+        import ray
+
+        self.state.halt(Interrupted("interrupted: the batch was stopped"))
+        for ref in self.flights:
+            ray.cancel(ref)
+        ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10)
+        for flight in self.flights.values():
+            if flight.node:
+                message = self.state.stopping.format_message() if self.state.stopping else "interrupted"
+                self.state.record(self._failed(flight, "interrupted", message))
+        self.flights.clear()
+
+    def sweep(self) -> None:
+        """Nothing is left on the submitting machine; each node's task removes its own sandbox."""
+
+    def unreachable(self) -> str:
+
+        return "" if _offered() else f"no node of the Ray cluster hosts {RESOURCE}"
+
+    def _submit(self, flight: _Flight) -> None:
+        settings = flight.planned.settings
+        digest, project = self._project(str(settings.project))
+        task = self.task.options(
+            resources={RESOURCE: 1},
+            memory=size(settings.memory),
+            num_cpus=0,
+            max_retries=0,  # a node that dies: resubmitted here, so that its outcome says so
+            name=f"goal {flight.planned.goal.id}",
+        )
+        self.flights[task.remote(flight.planned, digest, project, self.coordinator)] = flight
+        self.state.progress.preparing(flight.planned.goal.id, "ray")
+
+    def _project(self, project: str) -> tuple[str, Any]:
+        """The project packed once (secrets left out, as for a remote engine) into the object store."""
+        import ray
+
+        from nanocode.workspace.remote import project_tar
+
+        if project not in self.projects:
+            buffer = io.BytesIO()
+            project_tar(project, buffer)
+            data = buffer.getvalue()
+            self.projects[project] = (hashlib.sha256(data).hexdigest(), ray.put(data))
+        return self.projects[project]
+
+    def _hear(self) -> None:
+        import ray
+
+        if self.coordinator is None:
+            return
+        news, holds = ray.get(self.coordinator.heard.remote())
+        self.state.gate.holds = holds
+        started = {goal_id: node for goal_id, node in news}
+        for flight in self.flights.values():
+            if flight.planned.goal.id in started:
+                flight.node = started[flight.planned.goal.id]
+                self.state.progress.start(flight.planned.goal.id, flight.node)
+
+    def _landed(self, ref: Any, flight: _Flight) -> None:
+        import ray
+        from ray.exceptions import RayTaskError, TaskCancelledError
+
+        try:
+            payload = ray.get(ref)
+        except TaskCancelledError:
+            return
+        except RayTaskError as exc:
+            self.state.record(self._failed(flight, "crash", str(exc).splitlines()[-1]))
+            return
+        except Exception as exc:  # the node, its worker or its object store went away
+            self._lost(flight, exc)
+            return
+        self.state.record(self._arrived(flight, payload))
+
+    def _lost(self, flight: _Flight, exc: Exception) -> None:
+        where = f"on {flight.node} " if flight.node else ""
+        flight.lost.append(f"run {flight.attempt} {where}ended with its node ({type(exc).__name__})")
+        if flight.attempt >= ATTEMPTS or self.state.stop.is_set():
+            self.state.record(self._failed(flight, "engine", "; ".join(flight.lost)))
+            return
+        self.state.progress.queued(flight.planned.goal.id, flight.lost[-1])
+        again = _Flight(flight.planned, flight.attempt + 1)
+        again.lost = flight.lost
+        self._submit(again)
+
+    def _arrived(self, flight: _Flight, payload: dict[str, Any]) -> Result:
+        """The goal's result, its transcript and change set unpacked under --out, the change set's
+        project made the submitting machine's again."""
+        result = Result(**payload["result"])
+        result.project = str(flight.planned.settings.project)
+        if flight.lost:
+            result.reason = "; ".join([*flight.lost, *([result.reason] if result.reason else [])])
+        folder = results.folder(self.state.out, result.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(payload["folder"])) as tar:
+            tar.extractall(folder, filter="data")
+        _reproject(folder / CHANGES / "manifest.json", result.project)
+        return result
+
+    def _failed(self, flight: _Flight, outcome: str, reason: str) -> Result:
+        goal = flight.planned.goal
+        return Result(goal.id, goal.text, str(flight.planned.settings.project), outcome, reason, engine=flight.node)
+
+
+def _reproject(manifest: Path, project: str) -> None:
+    if manifest.is_file():
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data["project"] = project
+        manifest.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _here() -> Any:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    except Exception:
+        return "DEFAULT"
+
+
+def _offered() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get(RESOURCE, 0))  # type: ignore[no-untyped-call]
+
+
+def finished() -> None:
+    """Leaves the cluster."""
+    import ray
+
+    ray.shutdown()

@@ -1,0 +1,125 @@
+"""One goal on the Ray node that runs it: the project from the object store (unpacked once per node),
+the node's own Docker engine, the shared goal runner, and the goal's results folder sent back whole."""
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nanocode.batch import results, runner
+from nanocode.batch.engines import Slot
+from nanocode.batch.ledger import Ledger
+from nanocode.batch.progress import Progress
+from nanocode.batch.results import Result
+from nanocode.batch.runner import Prepared
+from nanocode.batch.state import BatchState, Budgets, Planned
+
+
+class ClusterGate:
+    """The batch's back-off as one node sees it: a hold asked for here holds every node (see
+    nanocode.batch.cluster's Coordinator); wall-clock times, as nodes share no monotonic clock."""
+
+    def __init__(self, coordinator: Any):
+        self.coordinator = coordinator
+        self.holds = 0
+
+    def hold(self, seconds: float) -> None:
+        import ray
+
+        self.holds += 1
+        ray.get(self.coordinator.hold.remote(seconds))
+        self.wait()
+
+    def wait(self) -> None:
+        import ray
+
+        while (left := ray.get(self.coordinator.until.remote()) - time.time()) > 0:
+            time.sleep(min(left, 0.5))
+
+
+def node_name() -> str:
+    """The node as the progress table and result.json name it: its host and Ray's node id, short."""
+    import ray
+
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
+def run_goal(planned: Planned, digest: str, project: bytes, coordinator: Any) -> dict[str, Any]:
+    """Runs the goal here; its result and its results folder (transcript, change set) as a tar."""
+    import ray
+
+    node = node_name()
+    ray.get(coordinator.started.remote(planned.goal.id, node))
+    with tempfile.TemporaryDirectory(prefix="nanocode-ray-") as out:
+        result = _run(planned, unpacked(digest, project), Path(out), coordinator, node)
+        return {"result": dataclasses.asdict(result), "folder": _packed(results.folder(Path(out), result.id))}
+
+
+def _run(planned: Planned, project: Path, out: Path, coordinator: Any, node: str) -> Result:
+    from nanocode.sandbox import engine
+    from nanocode.wiring import open_engine
+
+    here = Planned(planned.goal, dataclasses.replace(planned.settings, project=project))
+    state = BatchState(out, Budgets(), Progress(1, quiet=True), gate=ClusterGate(coordinator))
+    started = time.monotonic()
+    item = Prepared(here, Slot(node, None, Ledger(0, math.inf)))
+    try:
+        client = engine.connect()  # the node's engine: its DOCKER_HOST or Docker context
+        item.slot.client = client
+        item.slot.engine = open_engine(here.settings, _silent, client)
+        runner.prepare(state, item, warm=False)
+        result = runner.run_session(state, item, started, lambda m: _gone(item, m), node)
+        runner.keep_changes(state, item, result)
+    except Exception as exc:
+        outcome, reason = state.outcome(exc, lambda m: _gone(item, m))
+        result = runner.failed(here, item.slot, outcome, reason, 0.0)
+    finally:
+        runner.close(item)
+    result.seconds = round(time.monotonic() - started, 4)
+    return result
+
+
+def _gone(item: Prepared, message: str) -> str:
+    slot = item.slot
+    if slot.client is not None and slot.answers():
+        return ""
+    return f"the Docker engine of the node {slot.name} does not answer ({message})"
+
+
+def unpacked(digest: str, project: bytes) -> Path:
+    """The project's copy on this node, unpacked once per content hash and shared by its goals."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    folder = Path(state) / "nanocode" / "ray-projects" / digest
+    if folder.is_dir():
+        return folder
+    if hashlib.sha256(project).hexdigest() != digest:
+        raise ValueError("the project's tar does not match its content hash")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=folder.parent))
+    with tarfile.open(fileobj=io.BytesIO(project)) as tar:
+        tar.extractall(temporary, filter="data")
+    try:
+        temporary.rename(folder)  # whole or not at all; another goal of the project may have won the race
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
+def _packed(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar, contextlib.suppress(FileNotFoundError):
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def _silent(text: str) -> None:
+    """The node says nothing: the submitting machine shows the progress."""
