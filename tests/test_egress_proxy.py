@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -462,3 +463,13 @@ def test_a_fault_in_a_connections_handler_is_answered_500_and_still_recorded() -
     assert event["number"] == 7 and event["connection"]["host"] == "a.example.org"
     assert event["connection"]["error"] == 'internal error: KeyError: "a fault of the proxy\'s own"'
     outside.close()
+
+
+def test_the_proxy_ends_when_its_owner_is_silent_past_the_lease_with_its_stdin_still_open() -> None:
+    running = Running({"lease": 1})
+    time.sleep(0.5)
+    assert running.process.poll() is None
+    assert running.process.stdin is not None
+    running.process.stdin.write(b"\n")  # a heartbeat
+    running.process.stdin.flush()
+    assert running.process.wait(10) == 0  # nothing more came: the lease ran out

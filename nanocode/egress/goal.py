@@ -23,7 +23,7 @@ from nanocode.errors import ConfigError
 from nanocode.interfaces import CommandResult, Recorder
 from nanocode.runtime.client import BOOTSTRAP
 from nanocode.sandbox import container as lifecycle
-from nanocode.sandbox.channel import SocketTransport
+from nanocode.sandbox.channel import Heartbeat, SocketTransport
 from nanocode.sandbox.container import NO_NEW_PRIVILEGES, SandboxConfig
 from nanocode.sandbox.executor import SandboxExecutor
 
@@ -102,7 +102,7 @@ class GoalNetwork:
         bundle: str | None = None,
     ):
         self.docker = client
-        self.settings: dict[str, Any] = {"allow": rules, "port": proxy.PORT, **host_proxy()}
+        self.settings: dict[str, Any] = {"allow": rules, "port": proxy.PORT, "lease": config.lease, **host_proxy()}
         self.bundle = bundle
         self.audit = Audit(recorder)
         self.id = uuid.uuid4().hex[:12]
@@ -112,6 +112,7 @@ class GoalNetwork:
         self.open: set[int] = set()  # connections the proxy told of, whose record is still to come
         self.quiet = threading.Condition()
         self.transport: SocketTransport | None = None
+        self.heartbeat: Heartbeat | None = None  # holds the proxy's lease, as the sandbox's (channel.Heartbeat)
         self.address = ""  # the proxy's, on the goal's network
         self.gateway = ""  # the network's, which nothing holds
         # The sandbox's /etc/hosts: a file of ours, so that the sandbox can start before the proxy has an address.
@@ -163,6 +164,7 @@ class GoalNetwork:
             self.docker.api.start(self.proxy_name)
             self.settings["refuse"] = engine_subnets(self.docker)
             self.transport.send(json.dumps(PROXY_SOURCE).encode() + b"\n" + json.dumps(self.settings).encode() + b"\n")
+            self.heartbeat = Heartbeat(self.transport, self.settings["lease"])
             self.made.wait()
             if not self.gateway:
                 return  # the network could not be made: said by the one who made it
@@ -275,6 +277,8 @@ class GoalNetwork:
             self.starting.join(START_TIMEOUT)  # what it makes is removed below
         with self.quiet:  # the sandbox is gone, so its connections end: their records are on the way
             self.quiet.wait_for(lambda: not self.open, timeout=DRAIN_SECONDS)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.transport is not None:
             with contextlib.suppress(OSError):
                 self.transport.sock.shutdown(socket.SHUT_RDWR)

@@ -625,6 +625,15 @@ def where(record):
     return "%s %s:%s" % (record["method"] or "request", record["host"] or "?", record["port"] or "?")
 
 
+def wait_for_owner(lease):
+    """Until the owner is gone: its stdin ends, or (with a lease) nothing came on it, not even the
+    newline its heartbeat says every few seconds, for `lease` seconds (a machine gone or a network
+    cut closes nothing). The goal's sandbox goes the same way (its runtime holds the same lease)."""
+    while select.select([0], [], [], lease or None)[0]:
+        if not os.read(0, CHUNK):
+            return
+
+
 def main():
     settings = json.loads(sys.stdin.buffer.readline())
     proxy = Proxy(settings)
@@ -634,8 +643,7 @@ def main():
     listener.listen(128)
     threading.Thread(target=proxy.serve, args=(listener,), daemon=True).start()
     proxy.tell({"ready": True, "pid": os.getpid(), "port": listener.getsockname()[1]})
-    while sys.stdin.buffer.read(CHUNK):
-        pass  # nothing more is said; the end of stdin is nanocode gone
+    wait_for_owner(float(settings.get("lease") or 0))
     proxy.drain(2.0)
     os._exit(0)
 

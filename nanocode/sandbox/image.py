@@ -66,8 +66,19 @@ def ensure_image(
         )
     except ConfigError as exc:
         raise ConfigError(_build_error(str(exc).removeprefix(FAILED), base)) from None
-    client.api.tag(built, tag)
+    _tag(client, built, tag)
     return tag
+
+
+def _tag(client: docker.DockerClient, image_id: str, name: str) -> None:
+    """Tags an image `repository:tag`, given apart: Podman refuses a repository holding the tag."""
+    repository, version = name, None
+    if ":" in name.rsplit("/", 1)[-1]:
+        repository, version = name.rsplit(":", 1)
+    try:
+        client.api.tag(image_id, repository, version)
+    except (APIError, DockerException) as exc:
+        raise ConfigError(f"tagging the image {name} failed: {first_line(exc)}") from None
 
 
 def _built_id(chunk: dict[str, Any], built: str) -> str:
@@ -132,7 +143,7 @@ def build_custom(
     built = trusted(
         client, sandbox, bundle, lambda start: _build(client, progress, **context, buildargs={"SANDBOX": start})
     )
-    client.api.tag(built, tag)
+    _tag(client, built, tag)
     return tag
 
 
