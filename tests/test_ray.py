@@ -4,6 +4,7 @@ Docker engine (the second one only where NANOCODE_TEST_SECOND_ENGINE=1, as in CI
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from nanocode.prompts import MARKER
-from tests.scripted_api import ScriptedAPI, call, message, tools
+from tests.scripted_api import Reply, ScriptedAPI, call, error, message, tools
 from tests.test_batch import SMALL, batch, goal_args, result, slow_goal, start, wait_for
 
 ray = pytest.importorskip("ray")
@@ -113,6 +114,92 @@ def test_a_node_killed_mid_batch_has_its_goals_run_elsewhere(
     assert len(moved) == 2 and len({r["engine"] for r in outcomes}) == 1, outcomes
 
 
+def _ours_running(client: Any) -> list[Any]:
+    """The sandboxes of goals that ran on Ray nodes: their project is a node's copy."""
+    return [
+        c
+        for c in client.containers.list(all=True, filters={"label": "nanocode"})
+        if "ray-projects" in c.labels.get("nanocode.project", "")
+    ]
+
+
+def test_ctrl_c_cancels_every_goal_then_the_next_run_resumes(
+    two_nodes: TwoNodes,
+    docker_engine: Any,
+    request: pytest.FixtureRequest,
+    api: ScriptedAPI,
+    project: Path,
+    tmp_path: Path,
+) -> None:
+    entries = _goals(api, 3, "cancel", steps=40, delay=0.5)  # with the quick one, a goal per sandbox slot
+    api.add_goal("cancel quick", message(f"{MARKER} quick"))
+    entries.append({"id": "quick", "goal": "cancel quick"})
+    out = tmp_path / "out"
+    args = goal_args(tmp_path, entries, out, project, "--ray", two_nodes.cluster.address)
+    process = start(tmp_path, api, *args)
+    try:
+        wait_for(lambda: (out / "quick" / "result.json").exists() and len({g for _, g in api.times}) == 4, 120)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True, stderr
+    assert result(out, "quick")["outcome"] == "complete", stderr
+    assert all(result(out, e["id"])["outcome"] == "interrupted" for e in entries[:3]), stderr
+    engines = [docker_engine] + ([request.getfixturevalue("second_engine").client] if two_nodes.engine else [])
+    wait_for(lambda: not any(_ours_running(e) for e in engines), 30)  # each node removed its sandboxes
+
+    api.goals.clear()
+    for e in entries[:3]:
+        api.add_goal(e["goal"], message(f"{MARKER} second run"))
+    again = batch(tmp_path, api, *args)
+    assert again.returncode == 0, again.stderr
+    assert "1 done already" in again.stderr
+    assert all(result(out, e["id"])["answer"] == "second run" for e in entries[:3])
+
+
+def test_a_429_on_one_node_holds_back_the_other(
+    two_nodes: TwoNodes, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    api.add_goal("storm 0", error(429, "slow down", {"Retry-After": "2"}), message(f"{MARKER} 0"))
+    for n in range(1, 4):
+        api.add_goal(
+            f"storm {n}", Reply(tools(call("shell", {"command": "true"})).body, delay=1.0), message(f"{MARKER} {n}")
+        )
+    entries = [{"id": f"s{n}", "goal": f"storm {n}"} for n in range(4)]
+    out = tmp_path / "out"
+    done = batch(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--ray", two_nodes.cluster.address, *SMALL))
+    assert done.returncode == 0, done.stderr
+    assert len(_nodes_of(out, entries)) == 2
+    refused = next(t for t, goal in api.times if goal == "storm 0")
+    later = [t for t, goal in api.times if goal != "storm 0" and t > refused]
+    # Every request sent after the refusal, on either node, waited for the back-off it asked for.
+    assert later and all(t >= refused + 1.9 for t in later), (refused, api.times)
+    assert json.loads((out / "summary.json").read_text())["backoffs"] >= 1
+
+
+def test_a_node_that_cannot_reach_the_model_says_so(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+    cluster = cluster_utils.Cluster()
+    _node(cluster, {})
+    # Everything this node sends goes through a proxy that nothing answers.
+    dead = {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
+    _node(cluster, dead)
+    try:
+        entries = _goals(api, 4, "reach", steps=2, delay=0.5)
+        out = tmp_path / "out"
+        done = batch(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--ray", cluster.address, *SMALL))
+    finally:
+        cluster.shutdown()
+    outcomes = [result(out, e["id"]) for e in entries]
+    failed = [r for r in outcomes if r["outcome"] == "endpoint"]
+    assert failed and len({r["engine"] for r in failed}) == 1, outcomes
+    assert all(r["outcome"] == "complete" for r in outcomes if r["engine"] != failed[0]["engine"]), outcomes
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+
+
 def test_a_cluster_without_sandbox_nodes_is_one_line(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
     cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -121,6 +208,3 @@ def test_a_cluster_without_sandbox_nodes_is_one_line(api: ScriptedAPI, project: 
         cluster.shutdown()
     assert done.returncode != 0
     assert "no node of the cluster hosts sandboxes" in done.stderr and "Traceback" not in done.stderr
-
-
-_ = (MARKER, call, message, tools)
