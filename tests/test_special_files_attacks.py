@@ -3,6 +3,7 @@ what git would read: the goal must still end, promptly, with what it planted mov
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,32 @@ def test_a_bind_goal_leaves_no_setuid_or_setgid_file(api: ScriptedAPI, tmp_path:
     modes = {name: (project / name).stat().st_mode & 0o7777 for name in ("s", "d/t", "a.txt")}
     assert modes == {"s": 0o755, "d/t": 0o700, "a.txt": 0o755}
     assert "setuid or setgid" in done.stderr
+
+
+def test_a_killed_bind_goal_leaves_no_setuid_file(api: ScriptedAPI, tmp_path: Path) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    api.add(tools(call("shell", {"command": "printf x > s && chmod 4755 s && sleep 300"})))
+    command = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "bind",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    process = subprocess.Popen(command, env=env(tmp_path, api), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (project / "s").exists() or not (project / "s").stat().st_mode & 0o4000:
+        assert time.monotonic() < deadline and process.poll() is None, "the goal did not plant"
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    api.add(message(f"{MARKER} next"))
+    command[-4:-2] = ["-p", "next"]
+    done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (project / "s").stat().st_mode & 0o7777 == 0o755
