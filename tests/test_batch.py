@@ -682,3 +682,32 @@ def test_workers_three_with_the_default_limits_runs_three_goals_at_once(
             process.communicate()
     assert process.returncode == 0, stderr
     assert "3 workers on default, 3 goals at once (by --workers; room for" in stderr and "CPUs shared" in stderr
+
+
+def test_max_memory_total_bounds_the_goals_running_while_the_pool_prepares_the_next(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
+    # Room for two sandboxes of 256m: two goals run at once, never three, and the two after them wait
+    # warm (their sandboxes up) rather than unprepared.
+    entries = [{"id": f"m{n}", "goal": f"room {n}"} for n in range(4)]
+    for n in range(4):
+        slow_goal(api, f"room {n}", steps=6, delay=0.5)
+    out = tmp_path / "out"
+    more = ("--workers", "4", "--memory", "256m", "--max-memory-total", "512m")
+    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, *more))
+    most, sandboxes_while_two_run = 0, 0
+    try:
+        while process.poll() is None:
+            running = len(_in_flight(api))
+            most = max(most, running)
+            if running == 2:
+                sandboxes_while_two_run = max(sandboxes_while_two_run, len(owned_by(docker_engine, process.pid)))
+            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert most == 2, f"{most} goals ran at once"
+    assert sandboxes_while_two_run == 4, sandboxes_while_two_run
