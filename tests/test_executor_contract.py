@@ -171,7 +171,7 @@ def test_each_command_has_a_process_group_and_default_signals(executor: Executor
     ("old", "new"),
     [
         ('SHELL = "/bin/bash" if', 'SHELL = "/bin/sh" if False and'),  # an image with only sh
-        ('"/proc/$PPID/fd/', '"/nowhere/'),  # forked shells cannot reach the runtime's pipes
+        ('>"$o" 2>"$e"', '>"/nowhere/$o" 2>"/nowhere/$e"'),  # forked shells cannot reach their pipes
     ],
     ids=["only-sh", "no-forked-shells"],
 )
@@ -345,3 +345,43 @@ def test_the_runtime_ends_with_its_command_when_its_owner_is_silent_past_the_lea
     finally:
         runtime.close()
         process.kill()
+
+
+# From inside: PTRACE_ATTACH (16) on the runtime, and its memory opened for writing.
+TAMPER = """python3 -c '
+import ctypes, sys
+pid = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+print("ptrace", libc.ptrace(16, pid, 0, 0), ctypes.get_errno())
+try:
+    with open("/proc/%d/mem" % pid, "r+b") as mem:
+        print("mem opened")
+except OSError as exc:
+    print("mem", exc.errno)
+' """
+
+
+@pytest.mark.parametrize("user", ["sandbox-user", "root"])
+def test_commands_cannot_trace_the_runtime_or_write_its_memory(
+    docker_engine: object, sandbox_image: str, project: Path, user: str
+) -> None:
+    """The runtime is not dumpable: neither the sandbox's user nor its root (its capabilities dropped)
+    may attach to it or open its memory; commands still get their output through its pipes."""
+    import errno
+
+    from nanocode.sandbox.container import SandboxConfig
+    from nanocode.sandbox.executor import SandboxExecutor
+    from nanocode.sandbox.protect import project_mounts
+
+    config = SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project)))
+    if user == "root":
+        config.user = "0:0"
+    executor = SandboxExecutor(docker_engine, config, CAP)  # type: ignore[arg-type]
+    try:
+        assert executor.runtime is not None
+        pid = executor.runtime.hello["pid"]
+        result = executor.run(TAMPER + str(pid), 30)
+        assert result.stdout.splitlines() == [f"ptrace -1 {errno.EPERM}", f"mem {errno.EACCES}"], result
+        assert executor.run("echo still served", 10).stdout == "still served\n"
+    finally:
+        executor.close()

@@ -24,9 +24,11 @@ import signal
 import socket
 import stat
 import sys
+import tempfile
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 PIPE_CHUNK = 65536
 SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 OOM_FILES = (
@@ -167,6 +169,19 @@ def kill_tree(root: int) -> None:
 FALLBACKS = []
 
 
+def become_undumpable():
+    """No command can ptrace the runtime, or read or write its memory through /proc/PID/mem: both
+    need the target to be dumpable (or CAP_SYS_PTRACE, which the sandbox drops). A program a
+    command runs is dumpable again once it execs, as any is."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0:
+            return
+    except (OSError, AttributeError):
+        pass  # not Linux
+    FALLBACKS.append("dumpable: commands may trace the runtime (%s)" % os.strerror(ctypes.get_errno() or 22))
+
+
 def become_subreaper():
     """True when the kernel made the runtime a child subreaper (prctl fails with EINVAL under gVisor)."""
     try:
@@ -206,10 +221,11 @@ def own_children():
 # server) forks them on request. A fork of a running bash costs a fraction of a
 # new bash. Each is forked twice over, so that it comes to the runtime (a
 # subreaper) as a child of its own, whose exit status the runtime reads, and
-# lives in a process group of its own. It opens the pipes lent to it through
-# /proc/<runtime>/fd, says its pid, and then waits to source its script from
-# fd 3. One cost of forking: `$$` in a command names the server, which ignores
-# the signals a command may send it; `$BASHPID` names the command's own shell.
+# lives in a process group of its own. It opens its pipes (named ones, in a
+# folder of the runtime's: the runtime is not dumpable, so its /proc/PID/fd is
+# out of reach), says its pid, and then waits to source its script from fd 3.
+# One cost of forking: `$$` in a command names the server, which ignores the
+# signals a command may send it; `$BASHPID` names the command's own shell.
 SHELL_SERVER = """exec 3<&-
 trap : HUP INT TERM QUIT USR1 USR2 ALRM
 while :; do
@@ -217,7 +233,7 @@ while :; do
   case $? in 0) ;; 1) exit 0 ;; *) continue ;; esac
   ( set -m
     ( set +m
-      exec </dev/null >"/proc/$PPID/fd/$o" 2>"/proc/$PPID/fd/$e" 3<"/proc/$PPID/fd/$s" || {
+      exec </dev/null >"$o" 2>"$e" 3<"$s" || {
         echo "$n failed" >&4
         exit 127
       }
@@ -362,30 +378,81 @@ def new_bash(cwd, command):
     return shell
 
 
+def named_pipe(path):
+    """A named pipe made at path, opened at both ends (read end, write end), blocking as os.pipe's."""
+    os.mkfifo(path, 0o600)
+    read_end = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        write_end = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except BaseException:
+        os.close(read_end)
+        raise
+    os.set_blocking(read_end, True)
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
 class ForkedShell(Shell):
-    """A shell the server forks ahead of its command; it waits for its script on a pipe."""
+    """A shell the server forks ahead of its command; it waits for its script on a pipe. Its pipes
+    are named ones in the runtime's own folder, which the shell opens by name and which go as soon
+    as it has them: the runtime is not dumpable, so no process can open its fds through /proc."""
 
     failed = False  # it said it could not open its pipes
 
-    def __init__(self, number):
-        Shell.__init__(self)
+    def __init__(self, number, folder):
         self.number = number
-        self.script_r, self.script_w = os.pipe()
+        self.paths = [os.path.join(folder, "%d.%s" % (number, end)) for end in ("out", "err", "script")]
+        self.out_r = self.out_w = self.err_r = self.err_w = self.script_r = self.script_w = None
+        try:
+            self.out_r, self.out_w = named_pipe(self.paths[0])
+            self.err_r, self.err_w = named_pipe(self.paths[1])
+            self.script_r, self.script_w = named_pipe(self.paths[2])
+        except BaseException:
+            self.close()
+            raise
 
     def request(self):
-        return b"%d %d %d %d\n" % (self.number, self.script_r, self.out_w, self.err_w)
+        out, err, script = self.paths
+        return ("%d %s %s %s\n" % (self.number, script, out, err)).encode()
+
+    def unlink(self):
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def started(self, pid):
         Shell.started(self, pid)
         self._close("script_r")
+        self.unlink()
 
     def start(self, cwd, command):
         write_all(self.script_w, script_for(cwd, command), "the shell")
+        # A named pipe opened again with no writer left waits for one (an unnamed one would not):
+        # the shell's `. /dev/fd/3` must have it open before its end of input is given.
+        deadline = time.monotonic() + SHELL_PATIENCE
+        while not self.sourcing() and time.monotonic() < deadline:
+            time.sleep(0.0005)
         self._close("script_w")
+
+    def sourcing(self):
+        """The shell holds its script on an fd other than 3 (its own `. /dev/fd/3`), or is gone."""
+        try:
+            mine = os.fstat(self.script_w)
+            for link in os.listdir("/proc/%d/fd" % self.pid):
+                if link != "3":
+                    found = os.stat("/proc/%d/fd/%s" % (self.pid, link))
+                    if (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino):
+                        return True
+        except OSError:
+            return True  # gone: nothing waits
+        return False
 
     def close(self):
         Shell.close(self)
         self._close("script_r", "script_w")
+        self.unlink()
 
 
 class ShellServer:
@@ -397,6 +464,14 @@ class ShellServer:
     shell can open a number that meanwhile belongs to another pipe)."""
 
     def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="nanocode-shells-")  # the forked shells' named pipes
+        try:
+            self._start()
+        except BaseException:
+            remove_empty(self.folder)
+            raise
+
+    def _start(self):
         control_r, self.control_w = os.pipe()
         self.notify_r, notify_w = os.pipe()
         program_r, program_w = os.pipe()
@@ -419,7 +494,7 @@ class ShellServer:
 
     def fork(self):
         self.count += 1
-        shell = ForkedShell(self.count)
+        shell = ForkedShell(self.count, self.folder)
         try:
             os.write(self.control_w, shell.request())
         except BaseException:
@@ -490,6 +565,14 @@ class ShellServer:
         for shell in self.forked.values():
             shell.discard()
         self.forked = {}
+        remove_empty(self.folder)
+
+
+def remove_empty(folder):
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
 
 
 class Runtime:
@@ -705,10 +788,11 @@ def session_of(pid):
 
 def pipe_holders(fds, among):
     """The processes, of those given, that hold one of these pipes open."""
-    names = set()
+    names = set()  # a pipe, named or not, by its device and inode
     for fd in fds:
         try:
-            names.add("pipe:[%d]" % os.fstat(fd).st_ino)
+            found = os.fstat(fd)
+            names.add((found.st_dev, found.st_ino))
         except OSError:
             pass
     holders = []
@@ -719,7 +803,8 @@ def pipe_holders(fds, among):
             continue
         for link in links:
             try:
-                if os.readlink("/proc/%d/fd/%s" % (pid, link)) in names:
+                found = os.stat("/proc/%d/fd/%s" % (pid, link))
+                if (found.st_dev, found.st_ino) in names:
                     holders.append(pid)
                     break
             except OSError:
@@ -912,6 +997,7 @@ class Channel:
 
 
 def main():
+    become_undumpable()  # before anything a command could reach
     become_subreaper()  # what a command leaves running stays ours, to be found and ended
     check_pidfds()
     # Keeps fds 3 and 4 taken, so that no pipe is ever one of them and a shell's fds are

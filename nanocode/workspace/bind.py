@@ -12,6 +12,7 @@ were not there at the start), moved together into a quarantine folder inside it.
 import hashlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from docker.types import Mount
 
 from nanocode.errors import NanocodeError
 from nanocode.workspace import gitdirs
-from nanocode.workspace.trees import HostTree, join
+from nanocode.workspace.trees import HostTree, join, read_plain
 
 EXIT_WORKSPACE = 6
 QUARANTINE = ".nanocode-quarantine-"
@@ -69,15 +70,18 @@ def _folder(key: str) -> str:
 
 
 def _what(path: str) -> str:
+    """What a `.git` is; read never through a symlink nor from a FIFO the sandbox made (that would
+    block the end of the goal for ever)."""
     try:
-        if os.path.islink(path):
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
             return "link:" + os.readlink(path)
-        if os.path.isdir(path):
-            return "dir"
-        with open(path, "rb") as f:
-            return "file:" + f.read(4096).decode("utf-8", "replace")
     except OSError:
         return "gone"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    data = read_plain(path, 4096)
+    return "file:" + data.decode("utf-8", "replace") if data is not None else f"other:{stat.S_IFMT(st.st_mode):o}"
 
 
 def _fingerprint(project: str, folder: str) -> str:
