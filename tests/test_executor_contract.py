@@ -362,8 +362,9 @@ except OSError as exc:
 
 
 @pytest.mark.parametrize("user", ["sandbox-user", "root"])
+@pytest.mark.parametrize("oci", ["runc", "gvisor"])
 def test_commands_cannot_trace_the_runtime_or_write_its_memory(
-    docker_engine: object, sandbox_image: str, project: Path, user: str
+    docker_engine: object, sandbox_image: str, project: Path, user: str, oci: str
 ) -> None:
     """The runtime is not dumpable: neither the sandbox's user nor its root (its capabilities dropped)
     may attach to it or open its memory; commands still get their output through its pipes."""
@@ -376,6 +377,8 @@ def test_commands_cannot_trace_the_runtime_or_write_its_memory(
     config = SandboxConfig(project=str(project), image=sandbox_image, mounts=project_mounts(str(project)))
     if user == "root":
         config.user = "0:0"
+    if oci == "gvisor":
+        config.runtime = gvisor_runtime(docker_engine)
     executor = SandboxExecutor(docker_engine, config, CAP)  # type: ignore[arg-type]
     try:
         assert executor.runtime is not None

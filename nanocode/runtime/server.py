@@ -458,10 +458,10 @@ class ForkedShell(Shell):
 class ShellServer:
     """The bash that forks shells ahead of their commands (SHELL_SERVER).
 
-    The pipes of a shell not yet reported are lent by number: they stay open until the
-    shell says its pid, or until the server is discarded with every shell it has not
-    reported (its tree killed first, and the pipe it reports on closed, so that no late
-    shell can open a number that meanwhile belongs to another pipe)."""
+    The pipes of a shell not yet reported are lent by name (named pipes in the server's own
+    folder): they stay open until the shell says its pid, or until the server is discarded
+    with every shell it has not reported (its tree killed first, the pipe it reports on
+    closed, and the names removed, so that no late shell can open another's pipe)."""
 
     def __init__(self):
         self.folder = tempfile.mkdtemp(prefix="nanocode-shells-")  # the forked shells' named pipes
