@@ -71,3 +71,29 @@ def test_a_name_with_a_newline_makes_up_no_line_of_the_summary_or_the_diff(api: 
     assert shown.returncode == 0, shown.stderr
     for line in [*done.stderr.splitlines(), *shown.stdout.splitlines()]:
         assert not line.lstrip().startswith(forged[:8]), line
+
+
+def test_a_bind_goal_leaves_no_setuid_or_setgid_file(api: ScriptedAPI, tmp_path: Path) -> None:
+    """The sandbox writes as the user (root, when nanocode runs as root): a setuid file it leaves
+    would run as them for anyone who can reach the project."""
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    script = "printf x > s && chmod 6755 s && mkdir -p d && cp s d/t && chmod 4700 d/t && chmod 2755 a.txt"
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    command = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "bind",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (project / "s").read_text() == "x"
+    modes = {name: (project / name).stat().st_mode & 0o7777 for name in ("s", "d/t", "a.txt")}
+    assert modes == {"s": 0o755, "d/t": 0o700, "a.txt": 0o755}
+    assert "setuid or setgid" in done.stderr

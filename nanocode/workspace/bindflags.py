@@ -7,10 +7,13 @@ through a symlink, is flagged; a changed symlink whose target is flagged or leav
 a changed executable file, are flagged too.
 """
 
+import contextlib
 import os
+import stat
 
 from nanocode.workspace import flagging, paths
 from nanocode.workspace.gitdirs import is_dot_git
+from nanocode.workspace.handles import Tree
 from nanocode.workspace.trees import HostTree, Place, join, listing, resolve
 
 QUARANTINE = ".nanocode-quarantine"
@@ -82,3 +85,20 @@ def _walk(project: str, stat: bool = True) -> list[tuple[str, os.stat_result]]:
             if _is_folder(st):
                 pending.append(path)
     return found
+
+
+SPECIAL = 0o6000  # setuid, setgid: a file that runs as its owner (root, when nanocode runs as root)
+
+
+def unset_special(project: str, since: float) -> list[str]:
+    """Takes the setuid and setgid bits off every file the goal changed: in bind mode the sandbox
+    writes as the user, and such a bit would let anyone who can reach the project run its code as
+    them. Each file is reached through folder handles, never through a symlink. Returns the paths."""
+    found = [p for p, st in _walk(project) if st.st_ctime >= since and _is_file(st) and st.st_mode & SPECIAL]
+    done = []
+    with Tree(project) as tree:
+        for path in found:
+            with contextlib.suppress(OSError), tree.open_file(path) as fd:
+                os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~SPECIAL)
+                done.append(path)
+    return done

@@ -80,6 +80,10 @@ class Workspace:
         project was live."""
         for path, target in bind.quarantine(self.project, bind.planted(self.project, self.before), self.before):
             self.note(f"warning: the sandbox made {path}, which host git would read; it was moved to {target}")
+        special = bindflags.unset_special(self.project, self.started)
+        if special:
+            shown = ", ".join(printable(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
+            self.note(f"warning: the goal made files setuid or setgid; the bits were taken off: {shown}")
         flagged = bindflags.changed(self.project, self.started, self.flagged_before)
         if flagged:
             shown = ", ".join(printable(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
