@@ -78,7 +78,10 @@ def test_a_bind_goal_leaves_no_setuid_or_setgid_file(api: ScriptedAPI, tmp_path:
     """The sandbox writes as the user (root, when nanocode runs as root): a setuid file it leaves
     would run as them for anyone who can reach the project."""
     project = repo(tmp_path / "p", {"a.txt": "a\n"})
-    script = "printf x > s && chmod 6755 s && mkdir -p d && cp s d/t && chmod 4700 d/t && chmod 2755 a.txt"
+    script = (
+        "printf x > s && chmod 6755 s && mkdir -p d && cp s d/t && chmod 4700 d/t && chmod 2755 a.txt && "
+        "mkdir w && chmod 777 w && touch w/f && chmod 646 w/f"
+    )
     api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
     command = [
         sys.executable,
@@ -95,9 +98,9 @@ def test_a_bind_goal_leaves_no_setuid_or_setgid_file(api: ScriptedAPI, tmp_path:
     done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (project / "s").read_text() == "x"
-    modes = {name: (project / name).stat().st_mode & 0o7777 for name in ("s", "d/t", "a.txt")}
-    assert modes == {"s": 0o755, "d/t": 0o700, "a.txt": 0o755}
-    assert "setuid or setgid" in done.stderr
+    modes = {name: (project / name).stat().st_mode & 0o7777 for name in ("s", "d/t", "a.txt", "w", "w/f")}
+    assert modes == {"s": 0o755, "d/t": 0o700, "a.txt": 0o755, "w": 0o775, "w/f": 0o644}
+    assert "setuid, setgid or writable by anyone" in done.stderr
 
 
 def test_a_killed_bind_goal_leaves_no_setuid_file(api: ScriptedAPI, tmp_path: Path) -> None:

@@ -85,7 +85,9 @@ class Workspace:
         special = bindflags.unset_special(self.project, self.started)
         if special:
             shown = ", ".join(printable(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
-            self.note(f"warning: the goal made files setuid or setgid; the bits were taken off: {shown}")
+            self.note(
+                f"warning: the goal made files setuid, setgid or writable by anyone; the bits were taken off: {shown}"
+            )
         flagged = bindflags.changed(self.project, self.started, self.flagged_before)
         if flagged:
             shown = ", ".join(printable(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
@@ -270,7 +272,10 @@ def recover(client: docker.DockerClient, note: Note) -> None:
                 note(f"warning: a killed goal's sandbox made {planted}; it was moved to {target}")
             since = entry.get("started")
             if isinstance(since, int | float) and bindflags.unset_special(project, since):
-                note(f"warning: a killed goal made files in {project} setuid or setgid; the bits were taken off")
+                note(
+                    f"warning: a killed goal made files in {project} setuid, setgid or writable by anyone; "
+                    "the bits were taken off"
+                )
         elif entry.get("mode") == "overlay":
             overlay.remove_volume(client, str(entry.get("volume", "")))
             layer = Path(str(entry.get("layer", "")))
