@@ -130,3 +130,25 @@ def test_a_killed_bind_goal_leaves_no_setuid_file(api: ScriptedAPI, tmp_path: Pa
     done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (project / "s").stat().st_mode & 0o7777 == 0o755
+
+
+def test_a_name_with_a_newline_makes_up_no_line_of_a_bind_goals_warnings(api: ScriptedAPI, tmp_path: Path) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    script = 'd="$(printf \'d\\nForged: all clear\')" && mkdir "$d" && touch "$d/Makefile" && git init -q "$d"'
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    command = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "bind",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "moved to" in done.stderr and "Makefile" in done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("Forged")], done.stderr

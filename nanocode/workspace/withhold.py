@@ -11,6 +11,7 @@ applies, and the user is told what was left out and why.
 
 from pathlib import Path
 
+from nanocode import display
 from nanocode.workspace import gitdirs, touched
 from nanocode.workspace.changeset import Entry, Manifest
 from nanocode.workspace.finaltree import BaseTree, FinalTree
@@ -95,7 +96,7 @@ def withhold(manifest: Manifest, folder: Path) -> list[str]:
     notes = []
     if left:
         where = ", ".join(d or "the project's top" for d in found)
-        shown = ", ".join(e.path for e in left[:8]) + (", ..." if len(left) > 8 else "")
+        shown = ", ".join(display.name(e.path) for e in left[:8]) + (", ..." if len(left) > 8 else "")
         notes.append(
             f"warning: {len(left)} path(s) left out of the change set: they would make or change a git "
             f"repository that host git reads ({where}): {shown}"
@@ -114,5 +115,5 @@ def _series(manifest: Manifest, folder: Path, places: set[str]) -> list[str]:
     manifest.drop_commits()
     return [
         f"warning: the goal's commits are not kept (their changes are, as uncommitted work): they touch "
-        f"files git would read as a repository's own ({', '.join(bad[:8])})"
+        f"files git would read as a repository's own ({', '.join(display.name(p) for p in bad[:8])})"
     ]

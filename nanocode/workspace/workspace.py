@@ -20,7 +20,7 @@ from docker.types import Mount
 from requests import RequestException
 from urllib3.exceptions import HTTPError
 
-from nanocode.display import printable
+from nanocode import display
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
 from nanocode.workspace import bind, bindflags, flagging, gitseries, journal, overlay, remote, store, view, withhold
@@ -81,16 +81,19 @@ class Workspace:
         """Moves aside the repositories that came into being or changed; never a change set: the
         project was live."""
         for path, target in bind.quarantine(self.project, bind.planted(self.project, self.before), self.before):
-            self.note(f"warning: the sandbox made {path}, which host git would read; it was moved to {target}")
+            self.note(
+                f"warning: the sandbox made {display.name(path)}, which host git would read; "
+                f"it was moved to {display.name(target)}"
+            )
         special = bindflags.unset_special(self.project, self.started)
         if special:
-            shown = ", ".join(printable(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
+            shown = ", ".join(display.name(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
             self.note(
                 f"warning: the goal made files setuid, setgid or writable by anyone; the bits were taken off: {shown}"
             )
         flagged = bindflags.changed(self.project, self.started, self.flagged_before)
         if flagged:
-            shown = ", ".join(printable(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
+            shown = ", ".join(display.name(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
             self.note(f"warning: the goal changed what host tools run by themselves: {shown}{view.FLAG}")
         if self.journal is not None:
             journal.done(self.journal)
@@ -269,7 +272,10 @@ def recover(client: docker.DockerClient, note: Note) -> None:
         if entry.get("mode") == "bind" and os.path.isdir(project):
             before = bind.Snapshot.of(entry)
             for planted, target in bind.quarantine(project, bind.planted(project, before), before):
-                note(f"warning: a killed goal's sandbox made {planted}; it was moved to {target}")
+                note(
+                    f"warning: a killed goal's sandbox made {display.name(planted)}; "
+                    f"it was moved to {display.name(target)}"
+                )
             since = entry.get("started")
             if isinstance(since, int | float) and bindflags.unset_special(project, since):
                 note(
