@@ -50,6 +50,7 @@ SECTIONS: dict[str, str] = {
     "batch": "batch",
     "context": "context",
     "egress": "egress",
+    "ray": "ray",
 }
 NAMED = [name for name in SECTIONS if not name.isdigit()]
 

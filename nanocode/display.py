@@ -22,6 +22,12 @@ def printable(text: str) -> str:
     return CONTROLS.sub("?", text.replace("\r\n", "\n"))
 
 
+def name(text: str) -> str:
+    """A name (a path, a symlink's target) as one line: a newline or tab in it is shown escaped, so
+    that a name cannot make up lines of its own in a summary or a diff."""
+    return printable(text.replace("\n", "\\n").replace("\t", "\\t"))
+
+
 def shorten(text: str, width: int = WIDTH) -> str:
     line = " ".join(printable(text).split())
     return line if len(line) <= width else line[: width - 1] + "…"

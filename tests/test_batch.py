@@ -88,6 +88,11 @@ def _in_flight(api: ScriptedAPI) -> set[str]:
     return {goal for _, goal in list(api.times) if api.goals.get(goal)}
 
 
+def _all_running(client: Any, pid: int, count: int) -> bool:
+    statuses = [c.status for c in owned_by(client, pid)]
+    return len(statuses) == count and set(statuses) == {"running"}
+
+
 def slow_goal(api: ScriptedAPI, text: str, steps: int, delay: float) -> None:
     """A goal that writes its own file, then runs `true` for a while before it completes."""
     name = text.replace(" ", "-")
@@ -187,7 +192,9 @@ def test_resume_after_kill_9_runs_only_what_was_left(
     out = tmp_path / "out"
     args = goal_args(tmp_path, entries, out, project, "--workers", "2", *SMALL)
     process = start(tmp_path, api, *args)
-    wait_for(lambda: (out / "k0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 2)
+    # Killed once every sandbox is up (two goals running, two warm): one killed between its create and
+    # its start has no runtime to end it, and waits for START_GRACE (docs/engines.md).
+    wait_for(lambda: (out / "k0" / "result.json").exists() and _all_running(docker_engine, process.pid, 4))
     process.kill()
     process.communicate()
     stale = owned_by(docker_engine, process.pid)
@@ -682,3 +689,32 @@ def test_workers_three_with_the_default_limits_runs_three_goals_at_once(
             process.communicate()
     assert process.returncode == 0, stderr
     assert "3 workers on default, 3 goals at once (by --workers; room for" in stderr and "CPUs shared" in stderr
+
+
+def test_max_memory_total_bounds_the_goals_running_while_the_pool_prepares_the_next(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, project: Path, tmp_path: Path, no_leftovers: None
+) -> None:
+    # Room for two sandboxes of 256m: two goals run at once, never three, and the two after them wait
+    # warm (their sandboxes up) rather than unprepared.
+    entries = [{"id": f"m{n}", "goal": f"room {n}"} for n in range(4)]
+    for n in range(4):
+        slow_goal(api, f"room {n}", steps=6, delay=0.5)
+    out = tmp_path / "out"
+    more = ("--workers", "4", "--memory", "256m", "--max-memory-total", "512m")
+    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, *more))
+    most, sandboxes_while_two_run = 0, 0
+    try:
+        while process.poll() is None:
+            running = len(_in_flight(api))
+            most = max(most, running)
+            if running == 2:
+                sandboxes_while_two_run = max(sandboxes_while_two_run, len(owned_by(docker_engine, process.pid)))
+            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert most == 2, f"{most} goals ran at once"
+    assert sandboxes_while_two_run == 4, sandboxes_while_two_run

@@ -3,6 +3,7 @@ what git would read: the goal must still end, promptly, with what it planted mov
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,93 @@ def test_a_fifo_named_as_git_reads_does_not_hang_the_end_of_a_bind_goal(
     assert (project / "b.txt").read_text() == "b\n"
     if where.startswith("sub"):
         assert not (project / "sub" / ".git").exists() and "moved to" in done.stderr
+
+
+def test_a_name_with_a_newline_makes_up_no_line_of_the_summary_or_the_diff(api: ScriptedAPI, tmp_path: Path) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    forged = "Makefile | 0 files changed [nothing to review]"
+    script = f"touch \"$(printf 'x\\n{forged}')\"; ln -s \"$(printf '../..\\n{forged}')\" l; true"
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    goal = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "overlay",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    done = subprocess.run(goal, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "nanocode", "diff", "last"],
+        env=env(tmp_path, api),
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for line in [*done.stderr.splitlines(), *shown.stdout.splitlines()]:
+        assert not line.lstrip().startswith(forged[:8]), line
+
+
+def test_a_bind_goal_leaves_no_setuid_or_setgid_file(api: ScriptedAPI, tmp_path: Path) -> None:
+    """The sandbox writes as the user (root, when nanocode runs as root): a setuid file it leaves
+    would run as them for anyone who can reach the project."""
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    script = (
+        "printf x > s && chmod 6755 s && mkdir -p d && cp s d/t && chmod 4700 d/t && chmod 2755 a.txt && "
+        "mkdir w && chmod 777 w && touch w/f && chmod 646 w/f"
+    )
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    command = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "bind",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (project / "s").read_text() == "x"
+    modes = {name: (project / name).stat().st_mode & 0o7777 for name in ("s", "d/t", "a.txt", "w", "w/f")}
+    assert modes == {"s": 0o755, "d/t": 0o700, "a.txt": 0o755, "w": 0o775, "w/f": 0o644}
+    assert "setuid, setgid or writable by anyone" in done.stderr
+
+
+def test_a_killed_bind_goal_leaves_no_setuid_file(api: ScriptedAPI, tmp_path: Path) -> None:
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    api.add(tools(call("shell", {"command": "printf x > s && chmod 4755 s && sleep 300"})))
+    command = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "bind",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    process = subprocess.Popen(command, env=env(tmp_path, api), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (project / "s").exists() or not (project / "s").stat().st_mode & 0o4000:
+        assert time.monotonic() < deadline and process.poll() is None, "the goal did not plant"
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    api.add(message(f"{MARKER} next"))
+    command[-4:-2] = ["-p", "next"]
+    done = subprocess.run(command, env=env(tmp_path, api), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (project / "s").stat().st_mode & 0o7777 == 0o755

@@ -145,10 +145,11 @@ class LocalEngines:
             except queue.Empty:
                 return not (self._over(slot) and ready.empty())
             room.release()
-            if self.stop.is_set() or not slot.alive:
+            started = time.monotonic()
+            if self.stop.is_set() or not slot.alive or not self._take_room(item):
                 self._discard(item)
             else:
-                self._run(item, time.monotonic())
+                self._run(item, started)
             return True
         planned = self._next(slot)
         if planned is None:
@@ -169,12 +170,14 @@ class LocalEngines:
         return True
 
     def _prepare(self, planned: Planned, slot: Slot, warm: bool) -> Prepared | None:
-        """Takes the goal's room, opens its workspace, and (for the pool) starts its sandbox."""
-        if not slot.ledger.take(*_needs(planned.settings), self.stop):
+        """Opens the goal's workspace and, for the pool, starts its sandbox. A goal prepared ahead takes
+        no room in the ledger until it runs: an idle sandbox uses a few megabytes, not its --memory
+        ceiling, and counting it would keep the pool from preparing the next wave while one runs."""
+        item = Prepared(planned, slot)
+        if not warm and not self._take_room(item):
             self._put_back(planned)
             return None
         self.state.progress.preparing(planned.goal.id, self._shown(slot))
-        item = Prepared(planned, slot)
         with self.lock:
             self.items.add(item)
         try:
@@ -207,7 +210,13 @@ class LocalEngines:
         if unclosed is not None:
             with self.lock:
                 self.unclosed.append(unclosed)
-        item.slot.ledger.give(*_needs(item.planned.settings))
+        if item.holds_room:
+            item.slot.ledger.give(*_needs(item.planned.settings))
+
+    def _take_room(self, item: Prepared) -> bool:
+        """Waits for the goal's --memory and --cpus in its engine's ledger; False when the batch stops."""
+        item.holds_room = item.slot.ledger.take(*_needs(item.planned.settings), self.stop)
+        return item.holds_room
 
     def _run(self, item: Prepared, started: float) -> None:
         self._settled(item.planned)  # from now on its outcome is recorded, whatever happens

@@ -23,7 +23,8 @@ from nanocode.wiring import executor_factory
 
 @dataclass(eq=False)
 class Prepared:
-    """A goal whose workspace exists and whose sandbox is up (with the pool), holding its room."""
+    """A goal whose workspace exists and whose sandbox is up (with the pool); it holds its room in the
+    engine's ledger from when it runs (or, without the pool, from when it is prepared)."""
 
     planned: Planned
     slot: Slot
@@ -32,6 +33,7 @@ class Prepared:
     display: GoalDisplay | None = None
     transcript: GoalTranscript | None = None  # closed last, after what may still record in it
     released: bool = False
+    holds_room: bool = False
 
 
 def prepare(state: BatchState, item: Prepared, warm: bool) -> None:

@@ -7,10 +7,13 @@ through a symlink, is flagged; a changed symlink whose target is flagged or leav
 a changed executable file, are flagged too.
 """
 
+import contextlib
 import os
+import stat
 
 from nanocode.workspace import flagging, paths
 from nanocode.workspace.gitdirs import is_dot_git
+from nanocode.workspace.handles import Tree
 from nanocode.workspace.trees import HostTree, Place, join, listing, resolve
 
 QUARANTINE = ".nanocode-quarantine"
@@ -82,3 +85,35 @@ def _walk(project: str, stat: bool = True) -> list[tuple[str, os.stat_result]]:
             if _is_folder(st):
                 pending.append(path)
     return found
+
+
+SPECIAL = 0o6000  # setuid, setgid: a file that runs as its owner (root, when nanocode runs as root)
+OTHERS_WRITE = 0o002  # another user of the machine could change what you run
+
+
+def unset_special(project: str, since: float) -> list[str]:
+    """Takes the setuid, setgid and world-write bits off every file (and the world-write bit off every
+    folder) the goal changed: in bind mode the sandbox writes as the user, and such a bit would let
+    anyone who can reach the project run its code as them, or change it. Each path is reached
+    through folder handles, never through a symlink. Returns the paths."""
+    found = [(p, st) for p, st in _walk(project) if st.st_ctime >= since and st.st_mode & _unsafe(st)]
+    done = []
+    with Tree(project) as tree:
+        for path, st in found:
+            with contextlib.suppress(OSError):
+                fd = tree.folder(path) if _is_folder(st) else _open_file(tree, path)
+                try:
+                    os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~_unsafe(st))
+                finally:
+                    os.close(fd)
+                done.append(path)
+    return done
+
+
+def _unsafe(st: os.stat_result) -> int:
+    return SPECIAL | OTHERS_WRITE if _is_file(st) else OTHERS_WRITE if _is_folder(st) else 0
+
+
+def _open_file(tree: Tree, path: str) -> int:
+    with tree.open_file(path) as fd:
+        return os.dup(fd)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from nanocode.display import printable
+from nanocode.display import name
 from nanocode.workspace.changeset import Entry, Manifest, State, digest_fd
 from nanocode.workspace.handles import Tree
 
@@ -25,11 +25,11 @@ def summary(manifest: Manifest, folder: Path) -> list[str]:
     lines = []
     added = removed = 0
     shown = [e for e in manifest.entries if e.new.kind != "dir" or e.action == "mode"]
-    width = min(max((len(printable(_label(e))) for e in shown), default=0), 60)
+    width = min(max((len(_label(e)) for e in shown), default=0), 60)
     for entry in shown:
         plus, minus = _counts(entry, manifest, folder)
         added, removed = added + plus, removed + minus
-        label = printable(_label(entry)).ljust(width)
+        label = _label(entry).ljust(width)
         lines.append(f" {label} | {_what(entry, plus, minus)}{_flags(entry)}")
     files = len(shown)
     total = f" {files} file{'s' if files != 1 else ''} changed, {added} insertions(+), {removed} deletions(-)"
@@ -40,7 +40,7 @@ def summary(manifest: Manifest, folder: Path) -> list[str]:
 
 
 def _commits_flagged(manifest: Manifest) -> list[str]:
-    shown = ", ".join(printable(p) for p in manifest.flagged_commits[:10])
+    shown = ", ".join(name(p) for p in manifest.flagged_commits[:10])
     return [f" the commits touch {shown}{FLAG}"] if manifest.flagged_commits and manifest.series else []
 
 
@@ -67,14 +67,14 @@ def git_mode(state: State) -> str:
 
 
 def _label(entry: Entry) -> str:
-    return f"{entry.origin} => {entry.path}" if entry.action == "rename" else entry.path
+    return f"{name(entry.origin)} => {name(entry.path)}" if entry.action == "rename" else name(entry.path)
 
 
 def _what(entry: Entry, plus: int, minus: int) -> str:
     if entry.action == "mode":
         return f"mode {git_mode(entry.base)} => {git_mode(entry.new)}"
     if entry.new.kind == "symlink":
-        return f"symlink {entry.action} -> {printable(entry.new.target)}"
+        return f"symlink {entry.action} -> {name(entry.new.target)}"
     if entry.action == "delete" and entry.base.kind == "symlink":
         return "symlink delete"
     if entry.binary or (entry.action == "delete" and entry.base.kind != "file"):
@@ -135,13 +135,13 @@ def diff(manifest: Manifest, folder: Path) -> Iterator[str]:
 
 
 def _entry_diff(entry: Entry, manifest: Manifest, folder: Path) -> Iterator[str]:
-    old, new = entry.origin or entry.path, entry.path
+    old, new = name(entry.origin or entry.path), name(entry.path)
     yield f"diff --nanocode a/{old} b/{new}{_flags(entry)}"
     yield from _mode_lines(entry)
     if entry.new.kind == "symlink":
-        yield f"symlink to {entry.new.target}"
+        yield f"symlink to {name(entry.new.target)}"
     if entry.base.kind == "symlink":
-        yield f"was a symlink to {entry.base.target}"
+        yield f"was a symlink to {name(entry.base.target)}"
     if entry.action == "mode" or (entry.new.kind != "file" and entry.base.kind != "file"):
         return
     if entry.binary:

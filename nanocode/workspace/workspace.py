@@ -70,7 +70,9 @@ class Workspace:
 
     def open(self) -> None:
         self.before = bind.snapshot(self.project)
-        self.journal = journal.write(self.goal, mode="bind", project=self.project, **self.before.fields())
+        self.journal = journal.write(
+            self.goal, mode="bind", project=self.project, started=self.started, **self.before.fields()
+        )
         self.mounts = protect.project_mounts(self.project, os.getcwd())
         self.mounts += bind.read_only_mounts(self.project, self.before.gits)
         self.flagged_before = bindflags.flagged_names(self.project)
@@ -80,6 +82,12 @@ class Workspace:
         project was live."""
         for path, target in bind.quarantine(self.project, bind.planted(self.project, self.before), self.before):
             self.note(f"warning: the sandbox made {path}, which host git would read; it was moved to {target}")
+        special = bindflags.unset_special(self.project, self.started)
+        if special:
+            shown = ", ".join(printable(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
+            self.note(
+                f"warning: the goal made files setuid, setgid or writable by anyone; the bits were taken off: {shown}"
+            )
         flagged = bindflags.changed(self.project, self.started, self.flagged_before)
         if flagged:
             shown = ", ".join(printable(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
@@ -262,6 +270,12 @@ def recover(client: docker.DockerClient, note: Note) -> None:
             before = bind.Snapshot.of(entry)
             for planted, target in bind.quarantine(project, bind.planted(project, before), before):
                 note(f"warning: a killed goal's sandbox made {planted}; it was moved to {target}")
+            since = entry.get("started")
+            if isinstance(since, int | float) and bindflags.unset_special(project, since):
+                note(
+                    f"warning: a killed goal made files in {project} setuid, setgid or writable by anyone; "
+                    "the bits were taken off"
+                )
         elif entry.get("mode") == "overlay":
             overlay.remove_volume(client, str(entry.get("volume", "")))
             layer = Path(str(entry.get("layer", "")))

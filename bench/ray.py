@@ -1,0 +1,105 @@
+"""Section 13: `nanocode batch --ray`, goals across a Ray cluster of nodes on this machine.
+
+24 goals of 5 model calls each (the scripted model answering each after 0.5 s, as in section 10),
+run by `nanocode batch --ray` on one node, then on two nodes, each node hosting 4 sandboxes
+(`nanocode_sandbox: 4`) on this machine's engine; and by a local batch of 4 workers without the warm
+pool (a Ray node has none), the same work without Ray.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from batch import DELAY, STEPS, _script
+from common import expect
+
+SECTION = "13. batch on Ray"
+SLOTS = 4  # sandboxes per node
+
+
+def section(bench: Any) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    found = subprocess.run([sys.executable, "-c", "import ray.cluster_utils"], cwd="/", capture_output=True)
+    if found.returncode != 0:
+        bench.report.notes.append("13: Ray is not installed (pip install 'nanocode[ray]'): section skipped")
+        return
+    from tests.scripted_api import ScriptedAPI
+
+    goals = 8 if bench.args.quick else 24
+    api = ScriptedAPI().start()
+    bench.cleanup.push(api.stop)
+    api.goal_delay = DELAY
+    local = _run(bench, api, goals, ["--workers", str(SLOTS), "--no-pool"])
+    walls = {}
+    for nodes in (1, 2):
+        with _cluster(nodes) as address:
+            walls[nodes] = _run(bench, api, goals, ["--ray", address])
+    _report(bench, goals, local, walls)
+
+
+# In a process of its own: this module's name hides the `ray` package from the bench's own imports.
+CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster()
+for _ in range(int(sys.argv[1])):
+    cluster.add_node(num_cpus=1, resources={"nanocode_sandbox": int(sys.argv[2])})
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()
+cluster.shutdown()
+"""
+
+
+@contextlib.contextmanager
+def _cluster(nodes: int) -> Iterator[str]:
+    """A Ray cluster of `nodes` nodes on this machine, each hosting SLOTS sandboxes; its address."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER, str(nodes), str(SLOTS)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        address = process.stdout.readline().strip()
+        expect(bool(address), "the Ray cluster did not start")
+        yield address
+    finally:
+        process.stdin.close()
+        process.wait(timeout=120)
+
+
+def _run(bench: Any, api: Any, goals: int, how: list[str]) -> float:
+    goals_file = _script(api, goals)
+    root = goals_file.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCODE_")}
+    env |= {"OPENROUTER_API_KEY": "bench", "INFERENCE_BASE_URL": api.url, "XDG_STATE_HOME": str(root / "state")}
+    command = [sys.executable, "-m", "nanocode", "batch", str(goals_file), "--out", str(root / "out")]
+    command += ["--project", bench.project, "-q", *how]  # a user's defaults: 2g, 2 CPUs
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - started
+    expect(done.returncode == 0, f"the batch ({' '.join(how)}) exited {done.returncode}: {done.stderr[-500:]}")
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+    return wall
+
+
+def _report(bench: Any, goals: int, local: float, walls: dict[int, float]) -> None:
+    report = bench.report
+    rates = {nodes: goals / wall * 60 for nodes, wall in walls.items()}
+    report.add(SECTION, f"goals per minute, local batch, {SLOTS} workers, no pool", "", [goals / local * 60])
+    for nodes, rate in rates.items():
+        label = f"goals per minute, {nodes} node{'s' if nodes > 1 else ''} of {SLOTS} sandboxes"
+        report.add(SECTION, label, "", [rate], f"{walls[nodes]:.1f} s wall")
+    own = (walls[1] - local) / goals * 1000
+    report.add(SECTION, "Ray's own cost per goal over the local batch, one node", "ms", [own])
+    report.target("(13) goals per minute, 2 nodes / 1 node", rates[2] / rates[1], ">=", 1.8, "x", "ratio of rates")
+    report.target("(13) Ray's own cost per goal", own, "<", 100, "ms", "(Ray wall - local wall) / goals")
+    expect(STEPS == 5, "the goals of section 10")
