@@ -388,3 +388,21 @@ def test_commands_cannot_trace_the_runtime_or_write_its_memory(
         assert executor.run("echo still served", 10).stdout == "still served\n"
     finally:
         executor.close()
+
+
+def test_the_host_runtime_leaves_no_folder_of_pipes_even_when_killed(project: Path) -> None:
+    import signal
+
+    executor = HostExecutor(str(project), CAP, [])
+    assert executor.runtime is not None
+    first, pid = executor.runtime.hello["shells"], executor.runtime.hello["pid"]
+    assert os.path.isdir(first)
+    assert executor.run("echo one", 10).stdout == "one\n"
+    os.kill(pid, signal.SIGKILL)  # nothing of the runtime cleans up after this
+    assert executor.run("echo lost", 10).killed  # the call that saw it die
+    assert executor.runtime is None and not os.path.exists(first)
+    assert executor.run("echo two", 10).stdout == "two\n"
+    assert executor.runtime is not None
+    second = executor.runtime.hello["shells"]
+    executor.close()
+    assert not os.path.exists(second)

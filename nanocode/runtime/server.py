@@ -17,6 +17,7 @@ costs little more than the command.
 """
 
 import ctypes
+import itertools
 import json
 import os
 import select
@@ -463,15 +464,8 @@ class ShellServer:
     with every shell it has not reported (its tree killed first, the pipe it reports on
     closed, and the names removed, so that no late shell can open another's pipe)."""
 
-    def __init__(self):
-        self.folder = tempfile.mkdtemp(prefix="nanocode-shells-")  # the forked shells' named pipes
-        try:
-            self._start()
-        except BaseException:
-            remove_empty(self.folder)
-            raise
-
-    def _start(self):
+    def __init__(self, folder):
+        self.folder = folder  # the runtime's, for the forked shells' named pipes
         control_r, self.control_w = os.pipe()
         self.notify_r, notify_w = os.pipe()
         program_r, program_w = os.pipe()
@@ -488,13 +482,11 @@ class ShellServer:
             close_all((program_w,))
         os.set_blocking(self.control_w, False)
         os.set_blocking(self.notify_r, False)
-        self.count = 0
         self.buffered = b""
         self.forked = {}  # number: the shell, until it says its pid
 
     def fork(self):
-        self.count += 1
-        shell = ForkedShell(self.count, self.folder)
+        shell = ForkedShell(next(SHELL_NUMBERS), self.folder)
         try:
             os.write(self.control_w, shell.request())
         except BaseException:
@@ -565,14 +557,25 @@ class ShellServer:
         for shell in self.forked.values():
             shell.discard()
         self.forked = {}
-        remove_empty(self.folder)
 
 
-def remove_empty(folder):
+def remove_folder(folder):
+    """The runtime's folder of named pipes, with what a late shell (one its server forked as it was
+    killed) may have made there once a pipe's name was gone: files of its own, never followed."""
     try:
+        for name in os.listdir(folder):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
         os.rmdir(folder)
     except OSError:
         pass
+
+
+SHELLS_PREFIX = "nanocode-shells-"
+# Forked shells are numbered across shell servers: a new server's shells take no name of an old one's.
+SHELL_NUMBERS = itertools.count(1)
 
 
 class Runtime:
@@ -585,6 +588,9 @@ class Runtime:
 
     def __init__(self, channel):
         self.channel = channel  # watched while a command runs: the client may go at any moment
+        # The forked shells' named pipes; said in the hello, so that a host that outlives a killed
+        # runtime removes it (SHELLS_PREFIX, in the temporary folder).
+        self.folder = tempfile.mkdtemp(prefix=SHELLS_PREFIX)
         self.server = None
         self.ready = []
         # Else each command gets a new shell; and without a subreaper, forked shells never reach the runtime.
@@ -597,7 +603,7 @@ class Runtime:
             return
         try:
             if self.server is None:
-                self.server = ShellServer()
+                self.server = ShellServer(self.folder)
             while len(self.ready) < self.READY:
                 self.ready.append(self.server.fork())
         except OSError:
@@ -1008,12 +1014,14 @@ def main():
     runtime = Runtime(channel)
     ops = {"run": runtime.run, "read": read, "write": write, "ping": runtime.ping, "socket": channel.connect}
     hello = {"hello": "nanocode-runtime", "version": 1, "pid": os.getpid(), "fallbacks": FALLBACKS}
+    hello["shells"] = runtime.folder
     channel.send(Channel.STDIN, json.dumps(hello).encode() + b"\n")
     runtime.prepare()
     try:
         serve(channel, ops)
     except ClientGone:
         runtime.stop_everything()  # a container ends with the runtime, but on the host nothing else would
+        remove_folder(runtime.folder)
 
 
 def serve(channel, ops):
