@@ -152,3 +152,58 @@ def test_a_name_with_a_newline_makes_up_no_line_of_a_bind_goals_warnings(api: Sc
     assert done.returncode == 0, done.stderr
     assert "moved to" in done.stderr and "Makefile" in done.stderr
     assert not [line for line in done.stderr.splitlines() if line.startswith("Forged")], done.stderr
+
+
+@pytest.mark.parametrize("how", ["apply last", "-p --apply"])
+def test_drivers_the_goal_names_run_nothing_in_the_git_nanocode_runs(
+    how: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    """Filter, textconv and diff drivers, hooks and alternates the goal writes into its repository and
+    commits: nanocode's host git (the series, the bundle, fetch, read-tree) runs none of them."""
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    marker = tmp_path / "ran"
+    ident = "git -c user.name=m -c user.email=m@x"
+    script = (
+        f"printf '* filter=x diff=x\\n' > .gitattributes && echo b > a.txt && git add -A && {ident} commit -qm c && "
+        f"for k in filter.x.clean filter.x.smudge filter.x.process diff.x.textconv diff.x.command "
+        f"core.fsmonitor core.sshCommand; do git config $k 'touch {marker}; false'; done; "
+        f"mkdir -p .git/h && printf '#!/bin/sh\\ntouch {marker}\\n' > .git/h/post-index-change && "
+        "chmod +x .git/h/post-index-change && git config core.hooksPath .git/h; "
+        "echo /nonexistent/objects > .git/objects/info/alternates; true"
+    )
+    api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
+    goal = [
+        sys.executable,
+        "-m",
+        "nanocode",
+        "--sandbox",
+        "--workspace",
+        "overlay",
+        "-p",
+        "g",
+        "--project",
+        str(project),
+    ]
+    done = subprocess.run(
+        goal + (["--apply"] if how == "-p --apply" else []),
+        env=env(tmp_path, api),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    if how == "apply last":
+        applied = subprocess.run(
+            [sys.executable, "-m", "nanocode", "apply", "last"],
+            env=env(tmp_path, api),
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert applied.returncode == 0, applied.stderr
+    assert (project / "a.txt").read_text() == "b\n"
+    assert not marker.exists()
+    assert "filter" not in (project / ".git" / "config").read_text()
+    log = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=project, capture_output=True, text=True, timeout=30)
+    assert log.stdout.strip() == "c", done.stderr  # the series was read, bundled, fetched and set
