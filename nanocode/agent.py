@@ -166,7 +166,8 @@ class Agent:
         name, arguments = call["function"]["name"], call["function"]["arguments"]
         timeout = max(1.0, min(self.command_timeout, budget.seconds_left()))
         started = time.monotonic()
-        result = breaker.see(name, arguments, call_tool(ToolContext(executor, timeout), name, arguments))
+        with self.display.running() as watch:
+            result = breaker.see(name, arguments, call_tool(ToolContext(executor, timeout, watch), name, arguments))
         self._answer(call, result, round(time.monotonic() - started, 4))
         self.display.tool(name, arguments, result)
         breaker.check()

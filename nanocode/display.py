@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
+from nanocode.interfaces import Watch
+
 WIDTH = 100
+LIVE_EVERY = 0.2  # seconds between redraws of a running command's output
 
 
 # C0 and C1 controls but newline and tab, and the bidirectional marks, embeddings, overrides and
@@ -71,6 +74,29 @@ class TerminalDisplay:
             stop.set()
             thread.join()
 
+    @contextmanager
+    def running(self) -> Iterator[Watch | None]:
+        """On a terminal, a running command's latest line of output, dim, redrawn in place at most a few
+        times a second and gone when it ends; elsewhere nothing, so that logs get no partial lines."""
+        if not self.tty:
+            yield None
+            return
+        shown = [0.0]
+
+        def watch(text: str) -> None:
+            last = next((line for line in reversed(text.splitlines()) if line.strip()), "")
+            if last and time.monotonic() - shown[0] >= LIVE_EVERY:
+                shown[0] = time.monotonic()
+                self.stream.write(f"\r\x1b[K{self._style('  ' + shorten(last), '2')}")
+                self.stream.flush()
+
+        try:
+            yield watch
+        finally:
+            if shown[0]:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+
     def tool(self, name: str, arguments: str, result: str) -> None:
         first = next((line for line in result.splitlines() if line.strip()), "")
         self._print(self._style(f"→ {name} {shorten(arguments)}", "2"))
@@ -89,6 +115,10 @@ class QuietDisplay:
     @contextmanager
     def waiting(self) -> Iterator[None]:
         yield
+
+    @contextmanager
+    def running(self) -> Iterator[Watch | None]:
+        yield None
 
     def tool(self, name: str, arguments: str, result: str) -> None:
         pass

@@ -1,9 +1,11 @@
 """The few interfaces the parts of nanocode meet at."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Message = dict[str, Any]
+Watch = Callable[[str], None]  # given a running command's latest output
 
 
 @dataclass
@@ -40,7 +42,9 @@ class Model(Protocol):
 class Executor(Protocol):
     """Where tools act. Paths are relative to the project directory."""
 
-    def run(self, command: str, timeout: float) -> CommandResult: ...
+    def run(self, command: str, timeout: float, watch: Watch | None = None) -> CommandResult:
+        """`watch` is given the last lines of the command's output while it runs, now and then."""
+        ...
 
     def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
         """Lines first to last (from 1) where `lines` says, else the whole file. Raises FileOpError."""
@@ -61,6 +65,10 @@ class Display(Protocol):
         ...
 
     def tool(self, name: str, arguments: str, result: str) -> None: ...
+
+    def running(self) -> Any:
+        """A context manager shown while a command runs; it gives the Watch its output goes to."""
+        ...
 
     def note(self, text: str) -> None: ...
 

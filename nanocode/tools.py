@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from nanocode.errors import FileOpError
-from nanocode.interfaces import CommandResult, Executor
+from nanocode.interfaces import CommandResult, Executor, Watch
 
 
 @dataclass
 class ToolContext:
     executor: Executor
     command_timeout: float
+    watch: Watch | None = None  # shown a running command's latest output
 
 
 @dataclass
@@ -60,7 +61,7 @@ def format_command(result: CommandResult, timeout: float) -> str:
 
 def _shell(ctx: ToolContext, args: dict[str, Any]) -> str:
     command = _text(args, "command")
-    return format_command(ctx.executor.run(command, ctx.command_timeout), ctx.command_timeout)
+    return format_command(ctx.executor.run(command, ctx.command_timeout, ctx.watch), ctx.command_timeout)
 
 
 def _read_file(ctx: ToolContext, args: dict[str, Any]) -> str:

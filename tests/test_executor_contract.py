@@ -54,6 +54,18 @@ def test_command_output_and_exit_code(executor: Executor, project: Path) -> None
     assert executor.run("pwd", 10).stdout.strip() == str(project)
 
 
+def test_a_running_commands_output_is_watched_as_it_comes(executor: Executor) -> None:
+    seen: list[tuple[float, str]] = []
+    started = time.monotonic()
+    command = "for i in 1 2 3 4; do echo step $i; sleep 0.5; done; echo done"
+    result = executor.run(command, 30, lambda text: seen.append((time.monotonic() - started, text)))
+    assert result.exit_code == 0 and result.stdout.splitlines()[-1] == "done"
+    assert len(seen) >= 3, seen  # while it ran, not at its end
+    early = [text for at, text in seen if at < 1.4]
+    assert early and "step 1" in early[0], seen
+    assert executor.run("echo quiet", 10).stdout == "quiet\n"  # and nothing is said where nobody watches
+
+
 def test_nothing_waits_for_a_person(executor: Executor) -> None:
     result = executor.run('read -r line; echo "got [$line]"; echo $PAGER', 10)
     assert result.stdout == "got []\ncat\n"

@@ -69,7 +69,7 @@ class _Executor:
     def __init__(self, note: Any):
         self.note = note
 
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(self, command: str, timeout: float, watch: Any = None) -> CommandResult:
         return CommandResult("", "", 0)
 
     def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nanocode.batch.progress import GoalDisplay
-from nanocode.interfaces import CommandResult, Executor
+from nanocode.interfaces import CommandResult, Executor, Watch
 from nanocode.transcript import Transcript
 
 
@@ -43,9 +43,9 @@ class Guarded:
         self.inner = inner
         self.check = check
 
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(self, command: str, timeout: float, watch: Watch | None = None) -> CommandResult:
         self.check()
-        return self.inner.run(command, timeout)
+        return self.inner.run(command, timeout, watch)
 
     def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
         self.check()

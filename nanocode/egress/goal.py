@@ -20,7 +20,7 @@ from docker.types import Mount
 from nanocode.egress import proxy, trust
 from nanocode.egress.audit import Audit
 from nanocode.errors import ConfigError
-from nanocode.interfaces import CommandResult, Recorder
+from nanocode.interfaces import CommandResult, Recorder, Watch
 from nanocode.runtime.client import BOOTSTRAP
 from nanocode.sandbox import container as lifecycle
 from nanocode.sandbox.channel import Heartbeat, SocketTransport
@@ -322,8 +322,8 @@ class AllowlistedSandbox:
             self.close()
             raise
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        return self.sandbox.run(command, timeout)
+    def run(self, command: str, timeout: float, watch: Watch | None = None) -> CommandResult:
+        return self.sandbox.run(command, timeout, watch)
 
     def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
         return self.sandbox.read_file(path, lines)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nanocode.errors import FileOpError
-from nanocode.interfaces import CommandResult
+from nanocode.interfaces import CommandResult, Watch
 
 SERVER_SOURCE = (Path(__file__).parent / "server.py").read_text()
 # The runtime's command line: it reads its own source as the first line of its
@@ -128,15 +128,21 @@ class RuntimeClient:
                 raise RuntimeExited("the runtime exited")
             return chunk
 
-    def request(self, op: str, wait: float, **fields: Any) -> dict[str, Any]:
-        """The reply to one request, checked to be that request's and to hold `ok` (and `error` when not ok)."""
+    def request(self, op: str, wait: float, watch: Watch | None = None, **fields: Any) -> dict[str, Any]:
+        """The reply to one request, checked to be that request's and to hold `ok` (and `error` when not
+        ok); the progress said before it (a running command's latest output) goes to `watch`."""
         self._next_id += 1
         payload = {"id": self._next_id, "op": op, **fields}
         try:
             self.transport.send(json.dumps(payload).encode() + b"\n")
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
-        reply = self._read_line(time.monotonic() + wait)
+        deadline = time.monotonic() + wait
+        reply = self._read_line(deadline)
+        while set(reply) == {"id", "progress"} and reply["id"] == self._next_id and isinstance(reply["progress"], str):
+            if watch is not None:
+                watch(reply["progress"])
+            reply = self._read_line(deadline)
         given = reply.get("id")
         if type(given) is not int or given != self._next_id:
             # One request at a time, and none given up on without the runtime: no reply is ever late.
@@ -146,10 +152,9 @@ class RuntimeClient:
             _check(reply, FAILED)
         return reply
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        reply = self.request(
-            "run", timeout + GRACE, command=command, timeout=timeout, cap=self.output_cap, cwd=self.cwd
-        )
+    def run(self, command: str, timeout: float, watch: Watch | None = None) -> CommandResult:
+        fields = {"command": command, "timeout": timeout, "cap": self.output_cap, "cwd": self.cwd}
+        reply = self.request("run", timeout + GRACE, watch, stream=watch is not None, **fields)
         if not reply["ok"]:
             return CommandResult("", f"could not start the command: {reply['error']}", exit_code=None)
         _check(reply, RUN)
@@ -165,7 +170,7 @@ class RuntimeClient:
         )
 
     def read_file(self, path: str, lines: tuple[int, int] | None = None) -> str:
-        extra = {"lines": list(lines)} if lines else {}
+        extra: dict[str, Any] = {"lines": list(lines)} if lines else {}
         reply = self.request("read", GRACE + 20, path=self._resolve(path), cap=self.output_cap, **extra)
         if not reply["ok"]:
             raise FileOpError(reply["error"])

@@ -1,7 +1,7 @@
 """An Executor over a runtime that something hosts: the operations here, the hosting in a subclass."""
 
 from nanocode.errors import FileOpError
-from nanocode.interfaces import CommandResult
+from nanocode.interfaces import CommandResult, Watch
 from nanocode.runtime.client import SERVER_SOURCE, ChannelClosed, RuntimeClient
 
 
@@ -45,10 +45,10 @@ class RuntimeExecutor:
         self.close()
         return reason
 
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(self, command: str, timeout: float, watch: Watch | None = None) -> CommandResult:
         runtime = self._live()
         try:
-            return runtime.run(command, timeout)
+            return runtime.run(command, timeout, watch)
         except ChannelClosed as exc:
             return CommandResult("", "", None, killed=self._died(exc))
 

@@ -67,6 +67,30 @@ class Capped:
         return text + tail.decode("utf-8", "replace"), max(cut, 0)
 
 
+class Live:
+    """The latest output of a running command, told to the client a few times a second at most (where
+    it asked for it): a person sees the command at work; the model gets the whole capped output."""
+
+    EVERY = 0.25
+    KEEP = 512
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.recent = b""
+        self.fresh = False
+        self.told = time.monotonic()
+
+    def add(self, data):
+        self.recent = (self.recent + data)[-self.KEEP :]
+        self.fresh = True
+
+    def tell(self):
+        if self.fresh and self.channel.replying is not None and time.monotonic() - self.told >= self.EVERY:
+            self.channel.progress(self.recent.decode("utf-8", "replace"))
+            self.fresh = False
+            self.told = time.monotonic()
+
+
 PIDS_FILES = (
     ("/sys/fs/cgroup/pids.current", "/sys/fs/cgroup/pids.max"),  # cgroup v2
     ("/sys/fs/cgroup/pids/pids.current", "/sys/fs/cgroup/pids/pids.max"),  # cgroup v1
@@ -684,6 +708,7 @@ class Runtime:
         deadline = time.monotonic() + timeout  # from the moment the command has its shell
         out, err = Capped(cap), Capped(cap)
         streams = {shell.out_r: out, shell.err_r: err}
+        live = Live(self.channel)
         pending = [shell.out_r, shell.err_r]
         if shell.pidfd is not None:
             pending.append(shell.pidfd)
@@ -700,6 +725,8 @@ class Runtime:
                 wait = min(left, 0.01 if shell.pidfd is None else 0.001)
             if self.channel.lease:
                 wait = min(wait, 0.5)
+            if live.fresh and self.channel.replying is not None:
+                wait = min(wait, Live.EVERY)  # what came last is told even if nothing follows it
             ready, _, _ = select.select([*pending, Channel.STDIN], [], [], wait)
             for fd in ready:
                 if fd == Channel.STDIN:
@@ -711,8 +738,10 @@ class Runtime:
                 data = os.read(fd, 65536)
                 if data:
                     streams[fd].add(data)
+                    live.add(data)
                 else:
                     pending.remove(fd)
+            live.tell()
             self.channel.check_lease()  # after what came on stdin was taken
             if status is None and (shell.pidfd is None or shell.pidfd not in pending):
                 try:
@@ -936,6 +965,13 @@ class Channel:
         self.sock = None
         self.lease = lease
         self.heard = time.monotonic()
+        self.replying = None  # (source, id) of the request being served, for its progress
+
+    def progress(self, text):
+        """Says, before the reply, how the request being served goes (a command's latest output)."""
+        if self.replying is not None:
+            source, rid = self.replying
+            self.send(source, json.dumps({"id": rid, "progress": text}).encode() + b"\n")
 
     def check_lease(self):
         """Raises ClientGone where the owner said nothing for longer than its lease."""
@@ -1031,6 +1067,7 @@ def serve(channel, ops):
         req = {}
         try:
             req = json.loads(line)
+            channel.replying = (source, req.get("id")) if req.get("stream") is True else None
             reply = ops[req["op"]](req)
             reply["ok"] = True
         except NotARegularFile as exc:

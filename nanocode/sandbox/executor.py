@@ -12,7 +12,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 
 from nanocode import prompts
 from nanocode.errors import ConfigError
-from nanocode.interfaces import CommandResult
+from nanocode.interfaces import CommandResult, Watch
 from nanocode.runtime.client import ChannelClosed, MalformedReply, RuntimeClient, RuntimeExited
 from nanocode.runtime.executor import RuntimeExecutor
 from nanocode.sandbox import channel, engine, isolation
@@ -230,8 +230,8 @@ class SandboxExecutor(RuntimeExecutor):
         except (DockerException, KeyError, TypeError, ValueError):
             return True  # the engine will not say more: the flag and the exit code are all there is
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        result = super().run(command, timeout)
+    def run(self, command: str, timeout: float, watch: Watch | None = None) -> CommandResult:
+        result = super().run(command, timeout, watch)
         if result.killed == "out of memory":
             result.killed = f"out of memory (limit {self.config.memory})"
             self.oom_reported = (self.container_id, time.time())
