@@ -16,7 +16,11 @@ SLOW = "for i in 1 2 3 4; do echo step $i; sleep 0.5; done; printf 'evil \\033[3
 def _env(tmp_path: Path, api: ScriptedAPI) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE", "MODEL"))}
     env.pop("NO_COLOR", None)
-    return env | {"XDG_STATE_HOME": str(tmp_path / "state"), "OPENROUTER_API_KEY": "sk-t", "INFERENCE_BASE_URL": api.url}
+    return env | {
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "OPENROUTER_API_KEY": "sk-t",
+        "INFERENCE_BASE_URL": api.url,
+    }
 
 
 def _script(api: ScriptedAPI) -> None:
@@ -28,7 +32,9 @@ def _on_a_terminal(tmp_path: Path, api: ScriptedAPI, project: Path) -> bytes:
     """What nanocode -p writes to a terminal (its stderr a pseudo-terminal), read as it comes."""
     leader, follower = pty.openpty()
     command = [sys.executable, "-m", "nanocode", "-p", "slow", "--project", str(project)]
-    process = subprocess.Popen(command, env=_env(tmp_path, api), stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    process = subprocess.Popen(
+        command, env=_env(tmp_path, api), stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
+    )
     os.close(follower)
     seen = b""
     deadline = time.monotonic() + 60
@@ -45,7 +51,9 @@ def _on_a_terminal(tmp_path: Path, api: ScriptedAPI, project: Path) -> bytes:
     return seen
 
 
-def test_a_running_commands_latest_line_is_shown_dim_and_cleared(api: ScriptedAPI, project: Path, tmp_path: Path) -> None:
+def test_a_running_commands_latest_line_is_shown_dim_and_cleared(
+    api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
     _script(api)
     seen = _on_a_terminal(tmp_path, api, project)
     live = seen.split(b"\x1b[2m  step ")
