@@ -3,15 +3,16 @@ the node's own Docker engine, the shared goal runner, and the goal's results fol
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import io
 import math
-import os
 import shutil
 import socket
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from nanocode.batch.progress import Progress
 from nanocode.batch.results import Result
 from nanocode.batch.runner import Prepared
 from nanocode.batch.state import BatchState, Budgets, Planned
+from nanocode.workspace import paths
 
 
 class ClusterGate:
@@ -59,9 +61,40 @@ def run_goal(planned: Planned, digest: str, project: bytes, coordinator: Any) ->
 
     node = node_name()
     ray.get(coordinator.started.remote(planned.goal.id, node))
-    with tempfile.TemporaryDirectory(prefix="nanocode-ray-") as out:
-        result = _run(planned, unpacked(digest, project), Path(out), coordinator, node)
-        return {"result": dataclasses.asdict(result), "folder": _packed(results.folder(Path(out), result.id))}
+    with goal_folder() as out:
+        result = _run(planned, unpacked(digest, project), out, coordinator, node)
+        return {"result": dataclasses.asdict(result), "folder": _packed(results.folder(out, result.id))}
+
+
+@contextlib.contextmanager
+def goal_folder() -> Iterator[Path]:
+    """The goal's results folder on this node, held by a lock on a file in it for as long as the goal
+    runs. The kernel ends the lock with its process, so a goal whose task was killed (its node gone,
+    a cancel) leaves a folder that the next goal on the node finds held by no one, and removes."""
+    root = paths.state() / "ray-goals"
+    root.mkdir(parents=True, exist_ok=True)
+    _sweep(root)
+    hidden = Path(tempfile.mkdtemp(prefix=".", dir=root))  # not swept while its lock is not yet taken
+    with open(hidden / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = hidden.with_name(hidden.name[1:])
+        hidden.rename(folder)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    for child in root.iterdir():
+        if child.name.startswith("."):
+            continue
+        try:
+            with open(child / ".lock") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its goal runs
+                shutil.rmtree(child, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _run(planned: Planned, project: Path, out: Path, coordinator: Any, node: str) -> Result:
@@ -97,8 +130,7 @@ def _gone(item: Prepared, message: str) -> str:
 
 def unpacked(digest: str, project: bytes) -> Path:
     """The project's copy on this node, unpacked once per content hash and shared by its goals."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    folder = Path(state) / "nanocode" / "ray-projects" / digest
+    folder = paths.state() / "ray-projects" / digest
     if folder.is_dir():
         return folder
     if hashlib.sha256(project).hexdigest() != digest:
