@@ -1,11 +1,17 @@
-"""A goal's results folder on a Ray node outlives no goal: held by a lock, swept once no one holds it."""
+"""What a Ray node keeps of its goals: a goal's results folder outlives no goal (held by a lock, swept
+once no one holds it); a project's copy is unpacked once per content hash and shared, and evicted
+once no goal holds it and it is old or one too many."""
 
+import hashlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 HOLD = """
 import sys, time
@@ -16,9 +22,18 @@ with goal_folder() as folder:
 """
 
 
-def _holder() -> tuple[subprocess.Popen[str], Path]:
-    """A goal that runs (a process holding its folder), and its folder."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True)
+HOLD_PROJECT = """
+import sys, time
+from nanocode.batch.projects import project_copy
+with project_copy(sys.argv[1], open(sys.argv[2], "rb").read()) as folder:
+    print(folder, flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(script: str = HOLD, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """A goal that runs (a process holding its folder, or its project's copy), and that folder."""
+    process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     return process, Path(process.stdout.readline().strip())
 
@@ -45,3 +60,64 @@ def test_a_killed_goals_folder_goes_with_the_next_goal_and_a_running_ones_stays(
             pass
     assert not kept.exists()
     assert str(tmp_path / "state") in str(kept)  # the node's state folder, never the host's /tmp
+
+
+def _packed(tmp_path: Path, content: str) -> tuple[str, bytes]:
+    """A project holding `content`, packed as the submitting machine packs it: its hash and its tar."""
+    from nanocode.workspace.remote import project_tar
+
+    project = tmp_path / "projects" / hashlib.sha256(content.encode()).hexdigest()[:8]
+    project.mkdir(parents=True)
+    (project / "main.py").write_text(content)
+    buffer = io.BytesIO()
+    project_tar(str(project), buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest(), buffer.getvalue()
+
+
+def _copies() -> set[str]:
+    from nanocode.batch.projects import root
+
+    return {p.name for p in root().iterdir() if p.is_dir()}
+
+
+def test_a_project_is_unpacked_once_per_content_hash_and_a_changed_one_gets_a_copy_of_its_own(tmp_path: Path) -> None:
+    from nanocode.batch.projects import project_copy
+
+    digest, data = _packed(tmp_path, "one")
+    with project_copy(digest, data) as first, project_copy(digest, data) as second:  # two goals at once
+        assert first == second and (first / "main.py").read_text() == "one"
+        unpacked = first.stat().st_ino
+    with project_copy(digest, data) as later:  # a later goal, or the next batch
+        assert later.stat().st_ino == unpacked
+    changed, data2 = _packed(tmp_path, "two")
+    with project_copy(changed, data2) as other:
+        assert (other / "main.py").read_text() == "two"
+    assert _copies() == {digest, changed}
+    wrong = changed[:-1] + ("0" if changed[-1] != "0" else "1")
+    with pytest.raises(ValueError, match="content hash"), project_copy(wrong, data2):
+        pass
+    assert _copies() == {digest, changed}  # a tar that is not what its hash says is never unpacked
+
+
+def test_copies_beyond_the_newest_or_unused_for_days_go_unless_a_goal_holds_them(tmp_path: Path) -> None:
+    from nanocode.batch import projects
+
+    made = [_packed(tmp_path, f"version {n}") for n in range(projects.KEEP + 2)]
+    tar = tmp_path / "held.tar"
+    tar.write_bytes(made[0][1])
+    held, _ = _holder(HOLD_PROJECT, made[0][0], str(tar))  # a goal still running, on the least recently used
+    try:
+        os.utime(projects.root() / f"{made[0][0]}.lock", (0.0, time.time() - 1000))
+        for n, (digest, data) in enumerate(made[1:], start=1):
+            with projects.project_copy(digest, data):
+                os.utime(projects.root() / f"{digest}.lock", (1000.0 + n, time.time() - 100 + n))
+        # The newest KEEP stay, and the held one; the one beyond them that no goal holds went.
+        assert _copies() == {made[0][0], *(d for d, _ in made[-projects.KEEP :])}
+        old = made[-1][0]
+        os.utime(projects.root() / f"{old}.lock", (0.0, time.time() - (projects.DAYS + 1) * 86400))
+        assert projects.evict() == [old]  # unused for too long, however few copies there are
+    finally:
+        held.kill()
+        held.wait(timeout=10)
+    assert made[0][0] in projects.evict(now=time.time() + (projects.DAYS + 1) * 86400)
+    assert not _copies() and not list(projects.root().iterdir())  # nothing half-removed, no lock file left

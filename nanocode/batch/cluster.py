@@ -51,15 +51,30 @@ def connect(address: str) -> None:
     except ImportError:
         raise ConfigError("--ray needs Ray: pip install 'nanocode[ray]'") from None
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        _join(ray, address)
     except Exception as exc:
-        raise ConfigError(f"--ray {address}: the Ray cluster cannot be reached ({exc})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")  # never Ray's traceback
+        raise ConfigError(f"--ray {address}: the Ray cluster cannot be reached ({first})") from None
     if not _offered():
         ray.shutdown()
         raise ConfigError(
             f"--ray {address}: no node of the cluster hosts sandboxes: start its workers with "
             f"`ray start --resources '{{\"{RESOURCE}\": 8}}'`"
         )
+
+
+def _join(ray: Any, address: str, tries: int = 3) -> None:
+    """ray.init; over Ray Client, tried again when the head's per-client server dies as it starts
+    (Ray's "Initialization failure from server", ray-project/ray#63202: a few percent of connections)."""
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            return
+        except ConnectionAbortedError:
+            if attempt == tries or not address.startswith("ray://"):
+                raise
+            ray.shutdown()
+            time.sleep(attempt)
 
 
 class _Flight:
@@ -108,15 +123,19 @@ class RayCluster:
         return bool(self.flights)
 
     def interrupt(self) -> None:
-        """Cancels every goal: each node's task ends its session, removes its sandbox, and keeps
-        nothing; the submitting machine records them as interrupted, to run again."""
+        """Cancels every goal: each node's task ends its session, removes its sandbox, and sends back
+        what the goal did (its transcript, its change set); the submitting machine records them as
+        interrupted, to run again, those that did not come back in time too."""
         import ray
 
         self.state.halt(Interrupted("interrupted: the batch was stopped"))
         for ref in self.flights:
             ray.cancel(ref)
-        ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10)
-        for flight in self.flights.values():
+        ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10)
+        self._hear()  # a goal that started since the last look was interrupted, not "not started"
+        for ref, flight in self.flights.items():
+            if ref in ready and self._came_back(ref, flight):
+                continue
             if flight.node:
                 message = self.state.stopping.format_message() if self.state.stopping else "interrupted"
                 self.state.record(self._failed(flight, "interrupted", message))
@@ -153,6 +172,7 @@ class RayCluster:
             project_tar(project, buffer)
             data = buffer.getvalue()
             self.projects[project] = (hashlib.sha256(data).hexdigest(), ray.put(data))
+            self.state.progress.line(f"batch: {project} packed once ({len(data) / 1e6:.1f} MB) into Ray's object store")
         return self.projects[project]
 
     def _hear(self) -> None:
@@ -184,6 +204,20 @@ class RayCluster:
             return
         self.state.record(self._arrived(flight, payload))
 
+    def _came_back(self, ref: Any, flight: _Flight) -> bool:
+        """Whether a goal that ended as the batch was stopped ended whole, its result recorded."""
+        import ray
+
+        try:
+            payload = ray.get(ref, timeout=0)
+        except Exception:  # cancelled, or gone with its node
+            return False
+        result = self._arrived(flight, payload)
+        if result.outcome == "interrupted" and self.state.stopping is not None:  # said as a local batch says it
+            result.reason = self.state.stopping.format_message()
+        self.state.record(result)
+        return True
+
     def _lost(self, flight: _Flight, exc: Exception) -> None:
         where = f"on {flight.node} " if flight.node else ""
         flight.lost.append(f"run {flight.attempt} {where}ended with its node ({type(exc).__name__})")
@@ -207,6 +241,7 @@ class RayCluster:
         with tarfile.open(fileobj=io.BytesIO(payload["folder"])) as tar:
             tar.extractall(folder, filter="data")
         _reproject(folder / CHANGES / "manifest.json", result.project)
+        results.keep_change_set(folder / CHANGES, result.change_set)
         return result
 
     def _failed(self, flight: _Flight, outcome: str, reason: str) -> Result:

@@ -4,7 +4,6 @@ the node's own Docker engine, the shared goal runner, and the goal's results fol
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import io
 import math
 import shutil
@@ -20,6 +19,7 @@ from nanocode.batch import results, runner
 from nanocode.batch.engines import Slot
 from nanocode.batch.ledger import Ledger
 from nanocode.batch.progress import Progress
+from nanocode.batch.projects import project_copy
 from nanocode.batch.results import Result
 from nanocode.batch.runner import Prepared
 from nanocode.batch.state import BatchState, Budgets, Planned
@@ -61,8 +61,8 @@ def run_goal(planned: Planned, digest: str, project: bytes, coordinator: Any) ->
 
     node = node_name()
     ray.get(coordinator.started.remote(planned.goal.id, node))
-    with goal_folder() as out:
-        result = _run(planned, unpacked(digest, project), out, coordinator, node)
+    with goal_folder() as out, project_copy(digest, project) as copy:
+        result = _run(planned, copy, out, coordinator, node)
         return {"result": dataclasses.asdict(result), "folder": _packed(results.folder(out, result.id))}
 
 
@@ -111,7 +111,7 @@ def _run(planned: Planned, project: Path, out: Path, coordinator: Any, node: str
         item.slot.engine = open_engine(here.settings, _silent, client)
         runner.prepare(state, item, warm=False)
         result = runner.run_session(state, item, started, lambda m: _gone(item, m), node)
-        runner.keep_changes(state, item, result)
+        runner.keep_changes(state, item, result, sent_back=True)
     except Exception as exc:
         outcome, reason = state.outcome(exc, lambda m: _gone(item, m))
         result = runner.failed(here, item.slot, outcome, reason, 0.0)
@@ -126,24 +126,6 @@ def _gone(item: Prepared, message: str) -> str:
     if slot.client is not None and slot.answers():
         return ""
     return f"the Docker engine of the node {slot.name} does not answer ({message})"
-
-
-def unpacked(digest: str, project: bytes) -> Path:
-    """The project's copy on this node, unpacked once per content hash and shared by its goals."""
-    folder = paths.state() / "ray-projects" / digest
-    if folder.is_dir():
-        return folder
-    if hashlib.sha256(project).hexdigest() != digest:
-        raise ValueError("the project's tar does not match its content hash")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=folder.parent))
-    with tarfile.open(fileobj=io.BytesIO(project)) as tar:
-        tar.extractall(temporary, filter="data")
-    try:
-        temporary.rename(folder)  # whole or not at all; another goal of the project may have won the race
-    except OSError:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return folder
 
 
 def _packed(folder: Path) -> bytes:

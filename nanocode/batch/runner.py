@@ -95,9 +95,10 @@ def _run_settings(state: BatchState, item: Prepared) -> Any:
     )
 
 
-def keep_changes(state: BatchState, item: Prepared, result: Result) -> None:
+def keep_changes(state: BatchState, item: Prepared, result: Result, sent_back: bool = False) -> None:
     """Closes the goal's sandbox, then keeps its change set with the other change sets and copies it
-    into its results folder; a change set that cannot be kept is said in the result's reason."""
+    into its results folder (moves it there, when that folder is `sent_back` from a Ray node, which
+    keeps nothing of its goals); a change set that cannot be kept is said in the result's reason."""
     if item.executor is not None:
         with contextlib.suppress(Exception):
             item.executor.close()
@@ -107,6 +108,8 @@ def keep_changes(state: BatchState, item: Prepared, result: Result) -> None:
             return
         folder = results.folder(state.out, item.planned.goal.id)
         shutil.copytree(kept.folder, folder / CHANGES, symlinks=True, dirs_exist_ok=True)
+        if sent_back:
+            shutil.rmtree(kept.folder)
         result.change_set = kept.id
         result.files_changed = [entry.path for entry in kept.manifest.entries]
     except Exception as exc:
