@@ -2,6 +2,7 @@
 Docker engine (the second one only where NANOCODE_TEST_SECOND_ENGINE=1, as in CI), a scripted model."""
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -196,10 +197,13 @@ def test_through_ray_client_goals_spread_come_back_whole_and_leave_nothing_nor_t
     _nothing_left(nodes)
 
     assert all(sandboxes) if nodes.engine else sum(map(len, sandboxes)) >= 2, sandboxes
+    goals = {json.loads(s)["Config"]["Labels"]["nanocode.goal"] for found in sandboxes for s in found.values()}
+    assert not [g for g in goals if glob.glob(os.path.join(tempfile.gettempdir(), f"nanocode-{g}-*"))]  # sockets'
     sent_back = [p.read_text() for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl")]
     assert "HOME=" in (out / "env" / "transcript.jsonl").read_text()  # the sandbox's environment, as it saw it
     for where in (*sent_back, *(s for found in sandboxes for s in found.values()), _what_ray_holds(nodes)):
         assert "sk-test" not in where
+    assert {h.get("Authorization") for h in api.headers} == {"Bearer sk-test"}  # it reached every node all the same
 
     assert not list(project.glob("spread-*"))  # nothing applied yet
     applied = batch(tmp_path, api, "apply", str(out))
