@@ -84,38 +84,59 @@ def executor_factory(
     config.environment.update(identity.git_environment(project))  # the user's name and email, nothing else
     if engine.facts.rootless:
         config.user = "0:0"  # the engine's root is the user who runs it: files stay theirs
+    ship = _root_for_apt(s, config.user)
+    if ship:
+        config.user = "0:0"
     if s.writable_root:
-        note(_writable_root_line(config.user))
+        note(_writable_root_line(config.user, ship))
     bundle = _trust(s, config, note)
     start = _sandbox_opener(s, engine, bundle, recorder)
 
     def open_workspace(goal: str, note: Note) -> Any:
-        return workspace.open_workspace(engine.client, project, s.workspace, goal, note, tag, config.user)
+        return workspace.open_workspace(engine.client, project, s.workspace, goal, note, tag, config.user, ship)
 
     def open_executor(workspace: Any, note: Note) -> Executor:
         return start(replace(config, mounts=workspace.mounts), note)
 
-    return open_executor, open_workspace, _environment(s, tag, config.user, engine.facts)
+    return open_executor, open_workspace, _environment(s, tag, config.user, engine.facts, ship)
 
 
-def _writable_root_line(user: str) -> str:
+def _root_for_apt(s: Settings, user: str) -> bool:
+    """Whether the commands run as root in the container though nanocode does not: dpkg needs to own the
+    image's files, which only root in the container does. Only with a writable root, and in overlay mode,
+    where the project is sent to the engine as root's and what changed comes back as the user's (root
+    with no capability could not write the user's files in place; bind mode keeps the user's uid)."""
+    return s.writable_root and s.workspace == "overlay" and user.split(":")[0] != "0"
+
+
+def _writable_root_line(user: str, ship: bool = False) -> str:
     """Said at the start: dpkg needs to own the image's files, which only root in the container does."""
+    if ship:
+        return (
+            "sandbox: commands run as root in the container, with no capability, so that apt-get install works "
+            "(its root filesystem is writable for the goal); the project is sent to it and comes back as yours"
+        )
     if user.split(":")[0] == "0":
         return "sandbox: its root filesystem is writable for the goal, so apt-get install works (--read-only-root: not)"
     return (
         f"sandbox: its root filesystem is writable, but apt-get install needs root in it and commands run as uid "
-        f"{user.split(':')[0]}: add packages to the image instead (docs/sandbox.md, adding tools to the image)"
+        f"{user.split(':')[0]} in bind mode: --workspace overlay runs them as root, or add packages to the image "
+        "(docs/sandbox.md, adding tools to the image)"
     )
 
 
-def _environment(s: Settings, image: str, user: str, facts: Any) -> str:
+# Who runs the commands where nanocode does not run as root but the sandbox does (_root_for_apt).
+ROOT_FOR_APT = "as root (uid 0), with no capability, so that apt-get install works"
+
+
+def _environment(s: Settings, image: str, user: str, facts: Any, ship: bool = False) -> str:
     """The sandbox as the system prompt describes it: who runs the commands, what it holds, what it lets through."""
     network = prompts.NETWORK_NONE if s.network == "none" else prompts.NETWORK_ON.format(mode=s.network)
     if s.allow_hosts:
         network = prompts.NETWORK_ALLOWLIST.format(hosts=", ".join(s.allow_hosts))
     git = prompts.GIT_OVERLAY if s.workspace == "overlay" else prompts.GIT_BIND
     limits = prompts.limits(s.memory, s.cpus, s.pids, facts.unenforced)
-    who = prompts.sandbox_user(user, bool(facts.rootless))
+    who = ROOT_FOR_APT if ship else prompts.sandbox_user(user, bool(facts.rootless))
     return prompts.SANDBOX.format(image=image, user=who, limits=limits, network=network, git=git)
 
 

@@ -378,13 +378,13 @@ def test_npm_installs_from_an_allowed_registry_and_is_refused_another(
 
 
 def _start_sleeping_goal(
-    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path, **extra: str
 ) -> subprocess.Popen[str]:
     """A nanocode on an allowlist whose goal is inside a long command in its sandbox."""
     api.add(tools(call("shell", {"command": "sleep 300"})))
     process = subprocess.Popen(
         _nanocode(world, project, "-p", "g"),
-        env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+        env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca), **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -430,7 +430,11 @@ def test_ctrl_c_removes_both_containers_and_the_network(
 def test_kill_9_leaves_what_the_next_start_removes(
     docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
-    process = _start_sleeping_goal(docker_engine, world, api, project, tmp_path)
+    # A user of this test's own (the owner label): on a shared engine, other nanocodes' starts prune
+    # only their own user's dead goals, so this goal is left for the start below alone.
+    user = {"USER": f"nanocode-test-{uuid.uuid4().hex[:8]}"}
+    user["LOGNAME"] = user["USER"]
+    process = _start_sleeping_goal(docker_engine, world, api, project, tmp_path, **user)
     process.kill()
     process.communicate()
     containers, networks = _ours(docker_engine, "owner.pid", str(process.pid))
@@ -444,17 +448,20 @@ def test_kill_9_leaves_what_the_next_start_removes(
         assert time.monotonic() < deadline, "the killed goal's containers still run"
         time.sleep(0.2)
     api.add(message(f"{MARKER} next goal"))
+    assert {c["Labels"]["nanocode.owner.user"] for c in docker_engine.api.containers(all=True, filters=owned)} == {
+        user["USER"]
+    }
     done = subprocess.run(
         [sys.executable, "-m", "nanocode", "--sandbox", "-p", "next", "--project", str(project)],
-        env=_env(tmp_path, api),
+        env=_env(tmp_path, api, **user),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    # Only the network is sure to be left for this start: on a shared engine, another nanocode's
-    # start may have removed the stale containers first.
-    assert f"removed stale network {networks[0]}" in done.stderr
+    for name in [*containers, *networks]:
+        kind = "network" if name in networks else "sandbox container"
+        assert f"removed stale {kind} {name.lstrip('/')}" in done.stderr, done.stderr
     assert not glob.glob(hosts)
     assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], [])
 

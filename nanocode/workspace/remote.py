@@ -17,7 +17,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,8 +110,10 @@ def _remove_probe(client: docker.DockerClient, container: str, cut_off: bool) ->
             return
 
 
-def project_tar(project: str, out: IO[bytes]) -> None:
-    """The project as a tar stream, members relative to it; secrets and special files left out."""
+def project_tar(project: str, out: IO[bytes], owner: tuple[int, int] | None = None) -> None:
+    """The project as a tar stream, members relative to it; secrets and special files left out;
+    every member owned by `owner` (uid, gid) where given: the user the sandbox runs as."""
+    own = _owned_by(owner) if owner else None
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for folder, dirs, files in os.walk(project):
             dirs.sort()
@@ -125,10 +127,19 @@ def project_tar(project: str, out: IO[bytes]) -> None:
                     continue
                 if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     continue
-                tar.add(path, arcname=os.path.relpath(path, project), recursive=False)
+                tar.add(path, arcname=os.path.relpath(path, project), recursive=False, filter=own)
 
 
-def streamed(project: str) -> Iterator[bytes]:
+def _owned_by(owner: tuple[int, int]) -> Callable[[tarfile.TarInfo], tarfile.TarInfo]:
+    def own(member: tarfile.TarInfo) -> tarfile.TarInfo:
+        member.uid, member.gid = owner
+        member.uname = member.gname = ""
+        return member
+
+    return own
+
+
+def streamed(project: str, owner: tuple[int, int] | None = None) -> Iterator[bytes]:
     """The project's tar, made in a thread as it is sent."""
     read, write = os.pipe()
     failure: list[BaseException] = []
@@ -136,7 +147,7 @@ def streamed(project: str) -> Iterator[bytes]:
     def produce() -> None:
         try:
             with os.fdopen(write, "wb", buffering=CHUNK) as out:
-                project_tar(project, out)
+                project_tar(project, out, owner)
         except BaseException as exc:  # told after the stream ends
             failure.append(exc)
 

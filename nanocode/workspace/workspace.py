@@ -180,9 +180,12 @@ class RemoteWorkspace(OverlayWorkspace):
             self.client.api.create_volume(name=name, driver="local", labels=labels)
         volumes = {"/lower": self.lower, "/upper": self.upper_volume}
         self.helper = remote.helper(self.client, self.image, self.user, volumes, labels)
-        st = os.stat(self.project)
-        self.client.api.put_archive(self.helper, "/upper", remote.layer_tar(st.st_uid, st.st_gid, st.st_mode & 0o7777))
-        self.client.api.put_archive(self.helper, "/lower", remote.streamed(self.project))
+        # There, the project is the sandbox's user's: it may change every file, with no capability.
+        uid, _, gid = self.user.partition(":")
+        owner = (int(uid), int(gid or uid))
+        mode = os.stat(self.project).st_mode & 0o7777
+        self.client.api.put_archive(self.helper, "/upper", remote.layer_tar(*owner, mode))
+        self.client.api.put_archive(self.helper, "/lower", remote.streamed(self.project, owner))
         lower = self.client.api.inspect_volume(self.lower)["Mountpoint"]
         upper = self.client.api.inspect_volume(self.upper_volume)["Mountpoint"]
         options = overlay.overlay_options(lower, f"{upper}/u", f"{upper}/w")
@@ -239,13 +242,22 @@ def _remove(folder: Path) -> None:
 
 
 def open_workspace(
-    client: docker.DockerClient, project: str, mode: str, goal: str, note: Note, image: str, user: str = ""
+    client: docker.DockerClient,
+    project: str,
+    mode: str,
+    goal: str,
+    note: Note,
+    image: str,
+    user: str = "",
+    ship: bool = False,
 ) -> Workspace:
     """A workspace for one goal, ready: its `mounts` go to the goal's container (made from `image`,
-    run as `user`). On an engine that cannot see the project, overlay ships it; bind refuses."""
+    run as `user`). On an engine that cannot see the project, overlay ships it; bind refuses.
+    `ship`: overlay ships it anyway, owned by `user` there (a user that cannot write the project's
+    files in place: root with no capability, on a project of another uid)."""
     if mode not in MODES:
         raise ConfigError(f"--workspace {mode!r} is not one of {', '.join(MODES)}")
-    local = remote.sees_project(client, project, image)
+    local = not (ship and mode == "overlay") and remote.sees_project(client, project, image)
     if not local and mode == "bind":
         raise ConfigError(
             f"the Docker engine cannot see {project} (a remote engine, or a VM whose paths are not shared): "
