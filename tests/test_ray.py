@@ -76,7 +76,10 @@ def ray_cluster(request: pytest.FixtureRequest, client: bool = False) -> Iterato
     port = _free_port() if client else None
     cluster = cluster_utils.Cluster()
     try:
-        _node(cluster, {"XDG_STATE_HOME": str(states[0])}, **({"ray_client_server_port": port} if port else {}))
+        # A Ray Client connection whose server dies as it starts (Ray's own race, tried again by nanocode)
+        # holds the client until the head gives up on that server: 30 s by default, less here.
+        head = {"XDG_STATE_HOME": str(states[0]), "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "15"}
+        _node(cluster, head, **({"ray_client_server_port": port} if port else {}))
         worker = _node(cluster, second)
         cluster.wait_for_nodes()
         yield Nodes(cluster, worker, second.get("DOCKER_HOST", ""), engines, states, f"ray://127.0.0.1:{port}")
