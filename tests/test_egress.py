@@ -31,9 +31,42 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 # The outside world's names: the proxy reaches them by these aliases on the test's network.
 ALLOWED = ["web.example.test", "pkgs.example.test", "*.code.example.test"]
 SERVER = r"""
-import functools, http.server, ssl, sys, threading
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/srv/www")
-handler.func.log_message = lambda *args: None
+import functools, http.server, os, ssl, subprocess, sys, threading
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    # Files from /srv/www; git's smart HTTP (git http-backend) for the repositories in /srv/git.
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/nanocode/"):
+            return self.git()
+        return super().do_GET()
+
+    def do_POST(self):
+        self.git()
+
+    def git(self):
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        env = {"GIT_PROJECT_ROOT": "/srv/git", "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
+               "QUERY_STRING": query, "REQUEST_METHOD": self.command, "CONTENT_LENGTH": str(len(body)),
+               "CONTENT_TYPE": self.headers.get("Content-Type", ""), "REMOTE_ADDR": self.client_address[0],
+               "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""), "PATH": os.environ["PATH"],
+               "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+        head, _, rest = out.partition(b"\r\n\r\n")
+        fields = [line.decode().partition(":") for line in head.splitlines()]
+        status = [int(v.split()[0]) for k, _, v in fields if k.lower() == "status"]
+        self.send_response(status[0] if status else 200)
+        for name, _, value in fields:
+            if name.lower() != "status":
+                self.send_header(name, value.strip())
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        self.wfile.write(rest)
+
+handler = functools.partial(Handler, directory="/srv/www")
 plain = http.server.ThreadingHTTPServer(("0.0.0.0", 80), handler)
 tls = http.server.ThreadingHTTPServer(("0.0.0.0", 443), handler)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -79,7 +112,8 @@ def _certificates(folder: Path) -> None:
         "ca.crt",
     )
     (folder / "server.ext").write_text(
-        "subjectAltName=DNS:*.example.test,DNS:*.code.example.test\nbasicConstraints=CA:FALSE\n"
+        "subjectAltName=DNS:*.example.test,DNS:*.code.example.test,DNS:github.com,DNS:*.github.com\n"
+        "basicConstraints=CA:FALSE\n"
         "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
     )
@@ -163,8 +197,9 @@ def _npm_registry(folder: Path) -> None:
     (folder / "npm" / "tiny").write_text(json.dumps(metadata))
 
 
-def _repository(folder: Path) -> None:
-    """A bare git repository served as files (git's dumb HTTP)."""
+def _repository(folder: Path, served: Path) -> None:
+    """A bare git repository served as files (git's dumb HTTP), and one served by git http-backend
+    alone (git's smart HTTP), in `served`."""
     work = folder.parent / "work"
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
     subprocess.run([*git, "init", "-q", str(work)], check=True)
@@ -173,6 +208,7 @@ def _repository(folder: Path) -> None:
     subprocess.run([*git, "-C", str(work), "commit", "-qm", "first"], check=True)
     subprocess.run([*git, "clone", "-q", "--bare", str(work), str(folder / "repo.git")], check=True)
     subprocess.run(["git", "-C", str(folder / "repo.git"), "update-server-info"], check=True)
+    subprocess.run([*git, "clone", "-q", "--bare", str(work), str(served / "nanocode" / "tiny.git")], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +221,7 @@ def world(docker_engine: Any, sandbox_image: str, tmp_path_factory: pytest.TempP
     (www / "hello.txt").write_text("hello from outside\n")
     _wheel(www)
     _npm_registry(www)
-    _repository(www)
+    _repository(www, root / "git")
     for path in [root, *root.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o755 if path.is_dir() else path.stat().st_mode | 0o644)
     network = f"nanocode-egress-test-{uuid.uuid4().hex[:8]}"
@@ -193,6 +229,7 @@ def world(docker_engine: Any, sandbox_image: str, tmp_path_factory: pytest.TempP
     server = None
     try:
         aliases = ["web.example.test", "pkgs.example.test", "git.code.example.test", "denied.example.test"]
+        aliases += ["github.com", "codeload.github.com", "gist.github.com"]  # @github, served here
         api = docker_engine.api
         server = api.create_container(
             sandbox_image,
@@ -201,7 +238,8 @@ def world(docker_engine: Any, sandbox_image: str, tmp_path_factory: pytest.TempP
             name=f"{network}-server",
             user="0:0",
             host_config=api.create_host_config(
-                network_mode=network, binds=[f"{www}:/srv/www:ro", f"{root / 'tls'}:/srv/tls:ro"]
+                network_mode=network,
+                binds=[f"{www}:/srv/www:ro", f"{root / 'tls'}:/srv/tls:ro", f"{root / 'git'}:/srv/git:ro"],
             ),
             networking_config=api.create_networking_config({network: api.create_endpoint_config(aliases=aliases)}),
         )["Id"]
@@ -375,6 +413,49 @@ def test_npm_installs_from_an_allowed_registry_and_is_refused_another(
     network = [e for e in network if e["kind"] == "network"]
     assert {(e["host"], e["method"]) for e in network if e["allowed"]} == {("pkgs.example.test", "CONNECT")}
     assert {(e["host"], e["rule"]) for e in network if not e["allowed"]} == {("denied.example.test", "not-allowed")}
+
+
+# Each command prints how long it took, last.
+TIMED = "start=$(date +%s%N); ( {command} ) 2>&1; echo took $(( ($(date +%s%N) - start) / 1000000 ))"
+CLONE = "git clone -q https://github.com/nanocode/tiny.git /tmp/tiny && git -C /tmp/tiny log --format=%s"
+
+
+def test_the_github_preset_clones_over_smart_https_and_without_the_hosts_ca_fails_in_seconds(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    """@github's names, with git's smart HTTP, where github.com is the test's server (an alias on the
+    proxy's way out, a private address: allowed by an address rule) and the host's CA is the test's."""
+    commands = [CLONE, "curl -sS https://gist.github.com/ -o /dev/null; echo exit=$?"]
+    for extra in ([], ["--no-host-ca"]):
+        api.add(*[tools(call("shell", {"command": TIMED.format(command=c)})) for c in commands])
+        api.add(message(f"{MARKER} done"))
+        transcript = tmp_path / f"t{len(extra)}.jsonl"
+        rules = ["--allow-host", "@github", "--allow-host", world.subnet]
+        args = ["--project", str(project), "--network", world.network, *rules, "--transcript", str(transcript)]
+        done = subprocess.run(
+            [sys.executable, "-m", "nanocode", "--sandbox", "-p", "g", *args, *extra],
+            env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr
+        (clone, clone_ms), (gist, _) = [r.rpartition("took ")[::2] for r in _results(api)]
+        network = [json.loads(line) for line in transcript.read_text().splitlines()]
+        network = [e for e in network if e["kind"] == "network"]
+        assert {(e["host"], e["rule"]) for e in network if not e["allowed"]} == {("gist.github.com", "not-allowed")}
+        assert "refused by rule not-allowed: gist.github.com" in gist or "response 403" in gist, gist
+        if not extra:
+            assert clone == "first\n", clone
+            assert {(e["host"], e["rule"], e["address"]) for e in network if e["allowed"]} == {
+                ("github.com", "github.com", world.address)
+            }
+        else:
+            assert "server certificate verification failed" in clone, clone
+            assert int(clone_ms) < 10000, clone_ms
+            print("git clone without the host CA failed in", clone_ms, "ms")
+    system = text(api.requests[0]["messages"][0])
+    assert "github.com, api.github.com, codeload.github.com" in system
 
 
 def _start_sleeping_goal(
