@@ -298,6 +298,7 @@ def test_ctrl_c_cancels_every_goal_says_which_never_started_and_the_next_run_run
     waiting = [e["id"] for e in entries if e["goal"] not in ran]
     assert outcomes.pop("quick") == ("complete", "")
     assert len(waiting) == 1 and outcomes.pop(waiting[0]) == ("stopped", NOT_STARTED), summary
+    assert f"[{waiting[0]}]" not in stderr, stderr  # queued all along, as a local batch shows it
     assert set(outcomes.values()) == {("interrupted", "interrupted: the batch was stopped")}, summary
     assert all((out / i / "transcript.jsonl").is_file() for i in outcomes)  # what each did came back
     wait_for(lambda: not any(_ours(e, nodes) for e in nodes.engines), 30)  # each node removed its sandboxes
@@ -343,7 +344,8 @@ def test_a_node_that_cannot_reach_the_model_says_so(api: ScriptedAPI, project: P
     try:
         entries = _goals(api, 4, "reach", steps=2, delay=0.5)
         out = tmp_path / "out"
-        done = batch(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--ray", cluster.address, *SMALL))
+        args = goal_args(tmp_path, entries, out, project, "--ray", cluster.address, "--retries", "1", *SMALL)
+        done = batch(tmp_path, api, *args)  # one retry: the back-off it holds holds both nodes
     finally:
         cluster.shutdown()
     outcomes = [result(out, e["id"]) for e in entries]

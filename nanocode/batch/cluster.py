@@ -158,8 +158,8 @@ class RayCluster:
             max_retries=0,  # a node that dies: resubmitted here, so that its outcome says so
             name=f"goal {flight.planned.goal.id}",
         )
+        # Queued, as a local batch says of a goal waiting for room, until its node says it started.
         self.flights[task.remote(flight.planned, digest, project, self.coordinator)] = flight
-        self.state.progress.preparing(flight.planned.goal.id, "ray")
 
     def _project(self, project: str) -> tuple[str, Any]:
         """The project packed once (secrets left out, as for a remote engine) into the object store."""
