@@ -5,9 +5,11 @@ import base64
 import glob
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -415,6 +417,58 @@ def test_npm_installs_from_an_allowed_registry_and_is_refused_another(
     assert {(e["host"], e["rule"]) for e in network if not e["allowed"]} == {("denied.example.test", "not-allowed")}
 
 
+# Asks for each URL given through the proxy (urllib sends the host as written): the status and the body.
+FETCH = r"""
+import sys, urllib.error as e, urllib.request as u
+for url in sys.argv[1:]:
+    try:
+        print(u.urlopen(url, timeout=20).status)
+    except e.HTTPError as x:
+        print(x.code, x.read().decode().strip())
+"""
+
+
+def test_with_star_no_spelling_of_the_hosts_address_and_no_name_of_a_private_one_gets_through(
+    docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
+) -> None:
+    """`*` is any public host: the host's address on the engine's network, in every spelling
+    inet_aton reads, and a name that resolves to a private address, are refused; nothing reaches
+    a listener of the host's."""
+    gateway = docker_engine.api.inspect_network(world.network)["IPAM"]["Config"][0]["Gateway"]
+    parts = [int(p) for p in gateway.split(".")]
+    spellings = [
+        gateway,
+        f"{parts[0]}.{parts[1]}.{parts[2] * 256 + parts[3]}",
+        ".".join(f"0{p:o}" for p in parts),
+        str(int(ipaddress.ip_address(gateway))),
+        ".".join(hex(p) for p in parts),
+    ]
+    (project / "fetch.py").write_text(FETCH)
+    with socket.create_server(("0.0.0.0", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        urls = [f"http://{host}:{port}/" for host in spellings] + ["http://web.example.test/hello.txt"]
+        api.add(tools(call("shell", {"command": "python3 fetch.py " + " ".join(urls)})), message(f"{MARKER} done"))
+        args = ["--project", str(project), "--network", world.network, "--allow-host", "*"]
+        done = subprocess.run(
+            [sys.executable, "-m", "nanocode", "--sandbox", "-p", "g", *args],
+            env=_env(tmp_path, api),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing came
+    lines = _results(api)[0].splitlines()
+    assert len(lines) == len(urls), lines
+    for host, line in zip(spellings, lines, strict=False):
+        assert line.startswith(f"403 nanocode egress: GET {host}:{port} refused by rule ip-address"), line
+    assert lines[-1].startswith("403 nanocode egress: GET web.example.test:80 refused by rule address"), lines[-1]
+    assert "a private (RFC 1918) address" in lines[-1] or "engine's network" in lines[-1], lines[-1]
+    assert "0 connections to 0 hosts allowed, 6 refused" in done.stderr, done.stderr
+
+
 # Each command prints how long it took, last.
 TIMED = "start=$(date +%s%N); ( {command} ) 2>&1; echo took $(( ($(date +%s%N) - start) / 1000000 ))"
 CLONE = "git clone -q https://github.com/nanocode/tiny.git /tmp/tiny && git -C /tmp/tiny log --format=%s"
@@ -631,12 +685,13 @@ def test_a_sandbox_with_a_network_trusts_what_the_host_trusts(
 def test_an_interrupt_while_the_network_and_the_proxy_start_leaves_nothing(
     docker_engine: Any, world: World, api: ScriptedAPI, project: Path, tmp_path: Path
 ) -> None:
-    hosts_files = set(glob.glob(os.path.join(tempfile.gettempdir(), "nanocode-hosts-*")))
+    temporary = tmp_path / "tmp"  # the goals' hosts files: of these goals alone, on a shared machine
+    temporary.mkdir()
     for delay in (0.4, 0.6, 0.8, 1.0, 1.2):
         api.add(message(f"{MARKER} quick"))
         process = subprocess.Popen(
             _nanocode(world, project, "-p", "g"),
-            env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca)),
+            env=_env(tmp_path, api, SSL_CERT_FILE=str(world.ca), TMPDIR=str(temporary)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -646,4 +701,4 @@ def test_an_interrupt_while_the_network_and_the_proxy_start_leaves_nothing(
         _, stderr = process.communicate(timeout=60)
         assert "Traceback" not in stderr
         assert _ours(docker_engine, "owner.pid", str(process.pid)) == ([], []), f"left after an interrupt at {delay}s"
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "nanocode-hosts-*"))) <= hosts_files
+    assert not list(temporary.glob("nanocode-hosts-*"))
