@@ -2,16 +2,21 @@
 once no one holds it); a project's copy is unpacked once per content hash and shared, and evicted
 once no goal holds it and it is old or one too many."""
 
+import contextlib
 import hashlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HOLD = """
 import sys, time
@@ -121,3 +126,59 @@ def test_copies_beyond_the_newest_or_unused_for_days_go_unless_a_goal_holds_them
         held.wait(timeout=10)
     assert made[0][0] in projects.evict(now=time.time() + (projects.DAYS + 1) * 86400)
     assert not _copies() and not list(projects.root().iterdir())  # nothing half-removed, no lock file left
+
+
+TAKE = st.tuples(st.just("take"), st.integers(0, 6))  # a goal of project N starts, holding its copy
+OPS = st.lists(
+    st.one_of(
+        TAKE,
+        TAKE,
+        st.tuples(st.just("end"), st.integers(0, 3)),  # the Nth goal still running ends
+        st.tuples(st.just("age"), st.integers(0, 6), st.floats(0, 20)),  # project N last used days ago
+    ),
+    min_size=6,
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_no_goal_ever_sees_its_copy_go_and_the_node_keeps_only_what_it_should(tmp_path: Path, ops: list[Any]) -> None:
+    """Whatever goals start and end, and however old the copies: a copy a goal holds is there, whole;
+    after a goal starts, the copies no goal holds are among the newest KEEP and none older than DAYS."""
+    from nanocode.batch import projects
+
+    made = _made(tmp_path)
+    shutil.rmtree(projects.root(), ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        running: list[tuple[int, contextlib.ExitStack]] = []
+        for op in ops:
+            if op[0] == "take":
+                goal = stack.enter_context(contextlib.ExitStack())
+                goal.enter_context(projects.project_copy(*made[op[1]]))
+                running.append((op[1], goal))
+                unheld = _copies() - {made[n][0] for n, _ in running}
+                ranked = sorted(projects.root().glob("*.lock"), key=lambda p: p.stat().st_mtime, reverse=True)
+                newest = {p.stem for p in ranked[: projects.KEEP]}
+                assert unheld <= newest
+                assert all(
+                    time.time() - (projects.root() / f"{d}.lock").stat().st_mtime <= projects.DAYS * 86400
+                    for d in unheld
+                )
+            elif op[0] == "end" and op[1] < len(running):
+                running.pop(op[1])[1].close()
+            elif op[0] == "age" and (projects.root() / f"{made[op[1]][0]}.lock").exists():
+                os.utime(projects.root() / f"{made[op[1]][0]}.lock", (0.0, time.time() - op[2] * 86400))
+            for n, _ in running:
+                assert (projects.root() / made[n][0] / "main.py").read_text() == f"version {n}"
+    assert not list(projects.root().glob(".*"))  # nothing half-unpacked or half-removed
+
+
+_MADE: dict[str, list[tuple[str, bytes]]] = {}
+
+
+def _made(tmp_path: Path) -> list[tuple[str, bytes]]:
+    """Seven versions of a project, packed once for all the examples."""
+    if "made" not in _MADE:
+        _MADE["made"] = [_packed(tmp_path, f"version {n}") for n in range(7)]
+    return _MADE["made"]
