@@ -507,7 +507,7 @@ def test_the_github_preset_clones_over_smart_https_and_without_the_hosts_ca_fail
         else:
             assert "server certificate verification failed" in clone, clone
             assert int(clone_ms) < 10000, clone_ms
-            print("git clone without the host CA failed in", clone_ms, "ms")
+            print("git clone without the host CA failed in", int(clone_ms), "ms")
     system = text(api.requests[0]["messages"][0])
     assert "github.com, api.github.com, codeload.github.com" in system
 
