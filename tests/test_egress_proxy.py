@@ -465,6 +465,29 @@ def test_a_fault_in_a_connections_handler_is_answered_500_and_still_recorded() -
     outside.close()
 
 
+def test_a_client_that_never_finishes_its_request_is_timed_out_and_still_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nanocode.egress import proxy as program
+
+    monkeypatch.setattr(program, "HEAD_TIMEOUT", 0.5)  # 60 s in the proxy: a client cannot hold a thread longer
+    told: list[dict[str, Any]] = []
+
+    class Told(program.Proxy):
+        def tell(self, event: dict[str, Any]) -> None:
+            told.append(event)
+
+    inside, outside = socket.socketpair()
+    outside.sendall(b"CONNECT a.example.org:443 HTTP/1.1\r\nHost: a.example.org")  # and nothing more
+    started = time.monotonic()
+    Told({"allow": ["*.example.org"]}).handle(inside, 5)
+    assert time.monotonic() - started < 5
+    [event] = told
+    assert event["number"] == 5 and event["connection"]["allowed"] is False
+    assert "timed out" in event["connection"]["error"], event
+    outside.close()
+
+
 def test_the_proxy_ends_when_its_owner_is_silent_past_the_lease_with_its_stdin_still_open() -> None:
     running = Running({"lease": 1})
     time.sleep(0.5)

@@ -4,19 +4,24 @@ root in the container, with no capability, so `apt-get install` works over http 
 with the host's CA; the project is sent as root's and comes back as the user's: nothing root-owned
 lands in it, nothing is left behind. In bind mode they keep the user's uid, and a line says so."""
 
+import io
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanocode.prompts import MARKER
+from nanocode.workspace import remote
 from tests.scripted_api import ScriptedAPI, call, message, text, tools
 
 pytestmark = pytest.mark.usefixtures("sandbox_image")
@@ -144,3 +149,29 @@ def test_in_bind_mode_the_commands_keep_the_users_uid_and_a_line_says_why_apt_ca
     assert [text(m) for m in api.requests[-1]["messages"] if m["role"] == "tool"] == [f"{UID}\n"]
     assert _owners(project) == {UID}
     assert _ours(docker_engine, project) == []
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet="abc.-_", min_size=1, max_size=6).filter(lambda n: n not in (".", "..")),
+        st.tuples(st.sampled_from([0o600, 0o644, 0o755, 0o4755, 0o700]), st.booleans()),
+        max_size=8,
+    ),
+    st.tuples(st.integers(0, 70000), st.integers(0, 70000)),
+)
+@settings(max_examples=40, deadline=None)
+def test_the_project_is_sent_owned_by_the_sandboxs_user_whatever_its_files(
+    files: dict[str, tuple[int, bool]], owner: tuple[int, int]
+) -> None:
+    """The invariant of shipping: every member belongs to the user the sandbox runs as, by number."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (mode, is_folder) in files.items():
+            path = Path(folder, name)
+            path.mkdir() if is_folder else path.write_text(name)
+            path.chmod(mode | 0o700 if is_folder else mode)  # a folder its owner may walk
+        out = io.BytesIO()
+        remote.project_tar(folder, out, owner)
+        with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+            members = tar.getmembers()
+    assert {m.name for m in members} == set(files)
+    assert all((m.uid, m.gid, m.uname, m.gname) == (*owner, "", "") for m in members)
