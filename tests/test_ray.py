@@ -277,9 +277,9 @@ def _ours_running(client: Any) -> list[Any]:
     ]
 
 
-@pytest.mark.parametrize("through", ["address", "client"])
+@pytest.mark.parametrize(("through", "sig"), [("address", signal.SIGINT), ("client", signal.SIGTERM)])
 def test_ctrl_c_cancels_every_goal_says_which_never_started_and_the_next_run_runs_those(
-    nodes: Nodes, api: ScriptedAPI, project: Path, tmp_path: Path, through: str
+    nodes: Nodes, api: ScriptedAPI, project: Path, tmp_path: Path, through: str, sig: int
 ) -> None:
     # Four sandbox slots: the quick goal and three slow ones take them, then one waiting goal takes the
     # quick one's; the last still waits for a node when the batch is stopped.
@@ -290,7 +290,7 @@ def test_ctrl_c_cancels_every_goal_says_which_never_started_and_the_next_run_run
     args = goal_args(tmp_path, entries, out, project, "--ray", address)
     with running(tmp_path, api, *args) as b:
         wait_for(lambda: (out / "quick" / "result.json").exists() and len({g for _, g in api.times}) == 5, 120)
-        b.send_signal(signal.SIGINT)
+        b.send_signal(sig)
         _, stderr = b.communicate(timeout=60)
     assert b.returncode == 130, stderr
     summary = json.loads((out / "summary.json").read_text())
