@@ -277,18 +277,20 @@ def _ours_running(client: Any) -> list[Any]:
     ]
 
 
+@pytest.mark.parametrize(("through", "sig"), [("address", signal.SIGINT), ("client", signal.SIGTERM)])
 def test_ctrl_c_cancels_every_goal_says_which_never_started_and_the_next_run_runs_those(
-    nodes: Nodes, api: ScriptedAPI, project: Path, tmp_path: Path
+    nodes: Nodes, api: ScriptedAPI, project: Path, tmp_path: Path, through: str, sig: int
 ) -> None:
     # Four sandbox slots: the quick goal and three slow ones take them, then one waiting goal takes the
     # quick one's; the last still waits for a node when the batch is stopped.
     api.add_goal("cancel quick", message(f"{MARKER} quick"))
     entries = [{"id": "quick", "goal": "cancel quick"}, *_goals(api, 5, "cancel", steps=40, delay=0.5)]
     out = tmp_path / "out"
-    args = goal_args(tmp_path, entries, out, project, "--ray", nodes.cluster.address)
+    address = nodes.client if through == "client" else nodes.cluster.address
+    args = goal_args(tmp_path, entries, out, project, "--ray", address)
     with running(tmp_path, api, *args) as b:
         wait_for(lambda: (out / "quick" / "result.json").exists() and len({g for _, g in api.times}) == 5, 120)
-        b.send_signal(signal.SIGINT)
+        b.send_signal(sig)
         _, stderr = b.communicate(timeout=60)
     assert b.returncode == 130, stderr
     summary = json.loads((out / "summary.json").read_text())
