@@ -53,6 +53,10 @@ def home() -> Iterator[Path]:
     os.chmod(folder, 0o755)
     os.chown(folder, UID, UID)
     try:
+        try:
+            _user(folder, sys.executable, "-c", "import nanocode")
+        except subprocess.CalledProcessError:
+            pytest.skip(f"uid {UID} cannot run {sys.executable} with nanocode: the checkout must be readable by all")
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
