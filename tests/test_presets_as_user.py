@@ -4,6 +4,7 @@ root in the container, with no capability, so `apt-get install` works over http 
 with the host's CA; the project is sent as root's and comes back as the user's: nothing root-owned
 lands in it, nothing is left behind. In bind mode they keep the user's uid, and a line says so."""
 
+import functools
 import io
 import os
 import shutil
@@ -49,17 +50,33 @@ def home() -> Iterator[Path]:
     """A folder of the user's own (pytest's are root's alone), holding the project, HOME and state."""
     if os.getuid() != 0 or not os.path.exists(SOCKET) or os.environ.get("DOCKER_HOST"):
         pytest.skip("needs root to become another user, and the engine on its local socket")
+    if _reach() is None:
+        pytest.skip(f"uid {UID} cannot run {sys.executable} with nanocode, even allowed to read every file")
     folder = Path(tempfile.mkdtemp(prefix="nanocode-as-user-"))
     os.chmod(folder, 0o755)
     os.chown(folder, UID, UID)
     try:
-        try:
-            _user(folder, sys.executable, "-c", "import nanocode")
-        except subprocess.CalledProcessError:
-            pytest.skip(f"uid {UID} cannot run {sys.executable} with nanocode: the checkout must be readable by all")
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# A checkout the user cannot read (a clone in a 0700 folder, under /root) runs with leave to read every
+# file, and only that: what the user's nanocode makes is still theirs alone.
+READ_ALL = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+
+
+@functools.cache
+def _reach() -> list[str] | None:
+    """What uid UID needs, beyond itself, to run the checkout's nanocode; None: it cannot."""
+    for extra in ([], READ_ALL):
+        user = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", *extra]
+        if (
+            subprocess.run([*user, sys.executable, "-c", "import nanocode"], cwd="/", capture_output=True).returncode
+            == 0
+        ):
+            return extra
+    return None
 
 
 def _as_user(folder: Path, *args: str, api: ScriptedAPI | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,7 +84,7 @@ def _as_user(folder: Path, *args: str, api: ScriptedAPI | None = None) -> subpro
     env |= {"HOME": str(folder), "USER": "dev", "LOGNAME": "dev", "XDG_STATE_HOME": str(folder / "state")}
     env |= {"OPENROUTER_API_KEY": "sk-test", "INFERENCE_BASE_URL": api.url} if api else {}
     env.pop("XDG_RUNTIME_DIR", None)
-    user = ["setpriv", f"--reuid={UID}", f"--regid={UID}", f"--groups={os.stat(SOCKET).st_gid}"]
+    user = ["setpriv", f"--reuid={UID}", f"--regid={UID}", f"--groups={os.stat(SOCKET).st_gid}", *(_reach() or [])]
     return subprocess.run(
         [*user, sys.executable, "-m", "nanocode", *args],
         env=env,
