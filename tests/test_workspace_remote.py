@@ -123,3 +123,21 @@ def test_an_upper_brought_back_is_extracted_through_no_symlink(tmp_path: Path) -
     remote.RemoteUpper(str(root)).extract(iter([buffer.getvalue()]), "u")
     assert (outside / "victim").read_text() == "mine\n" and sorted(p.name for p in outside.iterdir()) == ["victim"]
     assert (root / "ok").read_text() == "pwned\n" and (root / "f").is_symlink()
+
+
+def test_a_folder_made_anew_under_one_the_goal_closed_to_all_is_still_seen_made_anew(
+    second_engine: SecondEngine, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    """The upper is read whole whatever modes the goal left in it: a folder deleted and made again
+    (overlayfs marks it opaque) under a folder the goal set to mode 000 still replaces the old one."""
+    project = repo(tmp_path / "p", {"top/d/old.txt": "old\n", "top/keep.txt": "keep\n"})
+    command = "rm -rf top/d && mkdir top/d && echo new > top/d/new.txt && chmod 000 top"
+    api.add(tools(call("shell", {"command": command})), message(f"{MARKER} done"))
+    args = ["--sandbox", "--workspace", "overlay", "--image", second_engine.image, "-p", "x", "--project", str(project)]
+    done = nanocode(tmp_path, api, *args, DOCKER_HOST=second_engine.url)
+    assert done.returncode == 0, done.stderr
+    applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
+    assert applied.returncode == 0, applied.stderr
+    (project / "top").chmod(0o755)
+    assert sorted(p.name for p in (project / "top" / "d").iterdir()) == ["new.txt"]
+    assert not _leftovers(second_engine)

@@ -34,17 +34,25 @@ from nanocode.workspace.transaction import NEW_FILE
 CHUNK = 1 << 20
 _seen: dict[tuple[str, str], bool] = {}
 
-# Run by the helper when the goal ends: the folders overlayfs marked opaque, NUL-separated.
+# Run by the helper when the goal ends: the folders overlayfs marked opaque, NUL-separated. A folder
+# it cannot read ends it with status 3, as a change set missing a folder made anew would keep, when
+# applied, the old folder's files the goal deleted.
 OPAQUE_LISTER = """
 import os, sys
+def refuse(error):
+    sys.stderr.write(str(error))
+    sys.exit(3)
 top = "/upper/u"
-for folder, dirs, files in os.walk(top):
+for folder, dirs, files in os.walk(top, onerror=refuse):
     try:
-        if os.getxattr(folder, "user.overlay.opaque", follow_symlinks=False) == b"y":
-            sys.stdout.write(os.path.relpath(folder, top) + "\\0")
+        marked = os.getxattr(folder, "user.overlay.opaque", follow_symlinks=False) == b"y"
     except OSError:
-        pass
+        marked = False  # no such mark
+    if marked:
+        sys.stdout.write(os.path.relpath(folder, top) + "\\0")
 """
+# Whatever modes the goal left in its upper, the helper reads it whole (and may change nothing).
+READ_ALL = ["DAC_READ_SEARCH"]
 
 
 def sees_project(client: docker.DockerClient, project: str, image: str) -> bool:
@@ -257,17 +265,22 @@ class _Reader:
         return data
 
 
-def helper(client: docker.DockerClient, image: str, user: str, volumes: dict[str, str], labels: dict[str, str]) -> str:
+def helper(client: docker.DockerClient, image: str, volumes: dict[str, str], labels: dict[str, str]) -> str:
     """A container (made, not started) with the goal's volumes, to ship files in and out of them."""
     mounts = [Mount(target=target, source=name, type="volume") for target, name in volumes.items()]
     config = client.api.create_host_config(
-        mounts=mounts, network_mode="none", cap_drop=["ALL"], security_opt=[NO_NEW_PRIVILEGES], read_only=True
+        mounts=mounts,
+        network_mode="none",
+        cap_drop=["ALL"],
+        cap_add=READ_ALL,
+        security_opt=[NO_NEW_PRIVILEGES],
+        read_only=True,
     )
     created: dict[str, Any] = client.api.create_container(
         image,
         command=["python3", "-c", OPAQUE_LISTER],
         entrypoint="",
-        user=user,
+        user="0:0",  # a capability is root's alone
         labels=labels,
         host_config=config,
     )
@@ -276,6 +289,12 @@ def helper(client: docker.DockerClient, image: str, user: str, volumes: dict[str
 
 def opaque_folders(client: docker.DockerClient, container_id: str) -> list[str]:
     client.api.start(container_id)
-    client.api.wait(container_id, timeout=300)
+    status = client.api.wait(container_id, timeout=300).get("StatusCode")
+    if status != 0:
+        error = client.api.logs(container_id, stdout=False, stderr=True).decode("utf-8", "replace")
+        raise ConfigError(
+            f"cannot read the goal's changes whole on the Docker engine ({error.strip()[:200] or status}): "
+            "the project was not changed"
+        )
     out = client.api.logs(container_id, stdout=True, stderr=False)
     return [name for name in out.decode("utf-8", "surrogateescape").split("\0") if name]

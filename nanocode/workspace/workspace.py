@@ -179,7 +179,7 @@ class RemoteWorkspace(OverlayWorkspace):
         for name in (self.lower, self.upper_volume):
             self.client.api.create_volume(name=name, driver="local", labels=labels)
         volumes = {"/lower": self.lower, "/upper": self.upper_volume}
-        self.helper = remote.helper(self.client, self.image, self.user, volumes, labels)
+        self.helper = remote.helper(self.client, self.image, volumes, labels)
         # There, the project is the sandbox's user's: it may change every file, with no capability.
         uid, _, gid = self.user.partition(":")
         owner = (int(uid), int(gid or uid))
