@@ -6,9 +6,11 @@ the goal made anew (opaque: the repository was deleted and made again), or a sym
 it means the goal replaced its repository: nothing of it is read (`Replaced`).
 """
 
+import collections
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -56,7 +58,7 @@ class GitLayer:
     def _no_symlinks(self) -> None:
         top = self.tree.folder(".git")
         try:
-            _scan(top, ".git")
+            collections.deque(_walk(top, ".git"), maxlen=0)  # raises at the first symlink
         except BaseException:
             self.close()
             raise
@@ -97,36 +99,34 @@ class GitLayer:
             os.close(top)
 
 
-def _scan(folder: int, where: str) -> None:
-    """Raises Replaced at the first symlink under `folder`."""
-    for entry in os.listdir(folder):
+def _walk(folder: int, where: str, skip: tuple[str, ...] = ()) -> Iterator[tuple[int, str, os.stat_result, str]]:
+    """Every entry under `folder`, a folder before what it holds: the handle of the folder it is in, its
+    name, its lstat and its path from `where`. Only real folders are entered: Replaced at the first
+    symlink. `skip`: names left out at the top."""
+    for entry in sorted(os.listdir(folder)):
+        if entry in skip:
+            continue
         st = os.stat(entry, dir_fd=folder, follow_symlinks=False)
+        path = f"{where}/{entry}"
         if stat.S_ISLNK(st.st_mode):
-            raise Replaced(f"{where}/{entry} is a symlink")
+            raise Replaced(f"{path} is a symlink")
+        yield folder, entry, st, path
         if stat.S_ISDIR(st.st_mode):
             inner = os.open(entry, FOLDER, dir_fd=folder)
             try:
-                _scan(inner, f"{where}/{entry}")
+                yield from _walk(inner, path)
             finally:
                 os.close(inner)
 
 
 def _copy_folder(folder: int, target: Path, where: str, skip: tuple[str, ...] = ()) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(os.listdir(folder)):
-        if entry in skip:
-            continue
-        st = os.stat(entry, dir_fd=folder, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            raise Replaced(f"{where}/{entry} is a symlink")
+    for inside, entry, st, path in _walk(folder, where, skip):
+        copy = target / os.path.relpath(path, where)
         if stat.S_ISDIR(st.st_mode):
-            inner = os.open(entry, FOLDER, dir_fd=folder)
-            try:
-                _copy_folder(inner, target / entry, f"{where}/{entry}")
-            finally:
-                os.close(inner)
+            copy.mkdir(exist_ok=True)
         elif stat.S_ISREG(st.st_mode):
-            _copy_file(folder, entry, target / entry)
+            _copy_file(inside, entry, copy)
 
 
 def _copy_file(folder: int, name: str, target: Path) -> None:
