@@ -50,7 +50,9 @@ def _links(tree: object) -> bool:
 
 @given(st.dictionaries(NAMES, TREES, max_size=4))
 @settings(max_examples=150, deadline=None)
-def test_a_symlink_anywhere_refuses_the_layer_and_otherwise_the_objects_are_copied_whole(objects: dict[str, object]) -> None:
+def test_a_symlink_anywhere_refuses_the_layer_and_otherwise_the_objects_are_copied_whole(
+    objects: dict[str, object],
+) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root, outside, copy = Path(scratch, "upper"), Path(scratch, "outside"), Path(scratch, "copy")
         outside.mkdir()
