@@ -1,6 +1,7 @@
 """The goal's commits against the real engine: shown once, applied as the history they are (rewritten
 too), and never bringing back what the goal's final tree no longer has."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,17 @@ def test_a_failure_after_the_first_commit_of_a_branch_leaves_no_branch(
     monkeypatch.setattr(os, "replace", real)
     assert git(project, "branch", "--list") == "" and not (project / ".git" / "index").exists()
     assert (project / "a.txt").read_text() == "one\n"
+
+
+def test_commits_apply_to_a_project_whose_files_were_copied_or_chowned_since_its_index_was_written(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    """git's index keeps each file's inode and owner: a project moved, restored or chowned has an index
+    git calls stale (read-tree -m refuses "not uptodate") though no file changed; apply refreshes it."""
+    project = repo(tmp_path / "p", {"a.txt": "one\n", "b.txt": "b\n"})
+    _goal(tmp_path, api, project, f"echo two >> a.txt && {IDENT} commit -qam second")
+    for name in ("a.txt", "b.txt"):
+        os.chown(project / name, 1000, 1000)
+    _apply(tmp_path, project)
+    assert git(project, "log", "--format=%s").split() == ["second", "start"]
+    assert (project / "a.txt").read_text() == "one\ntwo\n" and git(project, "status", "--porcelain") == ""

@@ -74,6 +74,10 @@ class History:
         self._run("update-ref", "-m", message, self.branch, self.target, old, what="the branch could not move")
         self.moved = True
         self.index = self._index().read_bytes() if self._index().is_file() else None
+        if self.head:
+            # read-tree -m trusts the index's stat data, which a copy, a restore or a chown of the project
+            # makes stale though no file changed; the project is still the user's own at this point.
+            git("update-index", "-q", "--refresh", cwd=self.project)
         trees = ("-m", self.head, self.target) if self.head else (self.target,)
         self._run("read-tree", *trees, what="the index could not be set")
 
