@@ -1,13 +1,16 @@
-"""Goals on a Ray cluster (`--ray ADDRESS`): each goal a Ray task that runs whole on one node, against
-that node's Docker engine; each project packed once into the object store; one actor holds the
-batch's back-off and hears where each goal started."""
+"""Goals on a Ray cluster (`--ray ADDRESS`): each goal runs whole on one node, against that node's Docker
+engine, in the node's actor (nanocode.batch.host); each project packed once into the object store;
+one actor holds the batch's back-off and hears where each goal started."""
 
+import collections
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import tarfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from nanocode.errors import ConfigError, Interrupted
 
 RESOURCE = "nanocode_sandbox"  # how many sandboxes a node hosts: `ray start --resources '{"nanocode_sandbox": 8}'`
 ATTEMPTS = 3  # runs of a goal whose node died under it
+LOOK = 2.0  # seconds between looks at the cluster for nodes that joined it, while goals wait
 
 
 class Coordinator:
@@ -84,24 +88,40 @@ class _Flight:
         self.planned = planned
         self.attempt = attempt
         self.node = ""
+        self.host: _Host | None = None
         self.lost: list[str] = []  # why earlier runs ended without a result: their nodes died
 
 
+@dataclass(eq=False)
+class _Host:
+    """A node's actor (nanocode.batch.host) and the goals it was given."""
+
+    node_id: str
+    slots: int
+    actor: Any
+    flights: set[Any] = field(default_factory=set)
+
+
 class RayCluster:
-    """The Ray scheduler (see nanocode.batch.scheduler)."""
+    """The Ray scheduler (see nanocode.batch.scheduler): goals go, in order, to the node whose actor
+    has the most room, each actor given as many goals as it runs at once and as many more for its pool."""
 
     def __init__(self, state: BatchState):
         self.state = state
         self.flights: dict[Any, _Flight] = {}
+        self.queue: collections.deque[_Flight] = collections.deque()
+        self.hosts: dict[str, _Host] = {}  # by Ray node id
         self.projects: dict[str, tuple[str, Any]] = {}
         self.coordinator: Any = None
-        self.task: Any = None
+        self.memory = 0  # a goal's --memory
+        self.looked = 0.0  # when the cluster's nodes were last looked at for new ones
+        self.turns = 0  # goals given out: a node starts those it was given in this order
 
     def start(self, todo: list[Planned]) -> None:
         import ray
 
-        from nanocode.batch.node import run_goal
-
+        if not todo:
+            return
         # On the submitting machine's node where it has one (the head, for Ray Client); restarted, with
         # a back-off forgotten, if its node dies all the same.
         self.coordinator = (
@@ -109,28 +129,31 @@ class RayCluster:
             .options(scheduling_strategy=_here())
             .remote()
         )
-        self.task = ray.remote(run_goal)
-        for planned in todo:
-            self._submit(_Flight(planned, 1))
+        self.memory = size(todo[0].settings.memory)
+        self.queue.extend(_Flight(planned, 1) for planned in todo)
+        self._dispatch()
 
     def busy(self) -> bool:
         import ray
 
         self._hear()
-        ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=0)
-        for ref in ready:
-            self._landed(ref, self.flights.pop(ref))
-        return bool(self.flights)
+        if self.flights:
+            ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=0)
+            for ref in ready:
+                self._landed(ref, self.flights.pop(ref))
+        self._dispatch()
+        return bool(self.flights) or bool(self.queue and self.hosts and not self.state.stop.is_set())
 
     def interrupt(self) -> None:
-        """Cancels every goal: each node's task ends its session, removes its sandbox, and sends back
-        what the goal did (its transcript, its change set); the submitting machine records them as
+        """Stops every node's goals: each ends at its next step, its sandbox removed, and its node sends
+        back what it did (its transcript, its change set); the submitting machine records them as
         interrupted, to run again, those that did not come back in time too."""
         import ray
 
         self.state.halt(Interrupted("interrupted: the batch was stopped"))
-        for ref in self.flights:
-            ray.cancel(ref)
+        self.queue.clear()
+        for host in self.hosts.values():
+            host.actor.stop.remote()
         ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10)
         self._hear()  # a goal that started since the last look was interrupted, not "not started"
         for ref, flight in self.flights.items():
@@ -140,26 +163,72 @@ class RayCluster:
                 message = self.state.stopping.format_message() if self.state.stopping else "interrupted"
                 self.state.record(self._failed(flight, "interrupted", message))
         self.flights.clear()
+        self.sweep()
 
     def sweep(self) -> None:
-        """Nothing is left on the submitting machine; each node's task removes its own sandbox."""
+        """Each node's actor removes what its goals still have on its engine, and their folder."""
+        import ray
+
+        closing = [host.actor.close.remote() for host in self.hosts.values()]
+        with contextlib.suppress(Exception):
+            ray.wait(closing, num_returns=len(closing), timeout=10)
 
     def unreachable(self) -> str:
-
         return "" if _offered() else f"no node of the Ray cluster hosts {RESOURCE}"
 
-    def _submit(self, flight: _Flight) -> None:
-        settings = flight.planned.settings
-        digest, project = self._project(str(settings.project))
-        task = self.task.options(
-            resources={RESOURCE: 1},
-            memory=size(settings.memory),
-            num_cpus=0,
-            max_retries=0,  # a node that dies: resubmitted here, so that its outcome says so
-            name=f"goal {flight.planned.goal.id}",
+    def _dispatch(self) -> None:
+        """Gives the queued goals to the actors with room, the emptiest first; a node that joined the
+        cluster since gets an actor of its own."""
+        if self.state.stop.is_set():
+            return
+        if self.queue and time.monotonic() - self.looked > LOOK:
+            self._discover()
+        while self.queue:
+            host = min(self.hosts.values(), key=lambda h: len(h.flights) / h.slots, default=None)
+            if host is None or len(host.flights) >= 2 * host.slots:
+                return
+            self._submit(self.queue.popleft(), host)
+
+    def _discover(self) -> None:
+        import ray
+
+        self.looked = time.monotonic()
+        for node in ray.nodes():  # type: ignore[no-untyped-call]
+            have = node.get("Resources") or {}
+            slots = min(int(have.get(RESOURCE, 0)), int(have.get("memory", 0) // max(self.memory, 1)))
+            if node.get("Alive") and slots >= 1 and node["NodeID"] not in self.hosts:
+                self.hosts[node["NodeID"]] = _Host(node["NodeID"], slots, self._actor(node["NodeID"], slots))
+
+    def _actor(self, node_id: str, slots: int) -> Any:
+        """The node's actor, pinned to it; it reserves the node's sandboxes, and their memory, through Ray."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from nanocode.batch.host import NodeHost
+
+        reserved = slots * self.memory
+        return (
+            ray.remote(NodeHost)
+            .options(
+                num_cpus=0,
+                resources={RESOURCE: slots},
+                memory=reserved,
+                max_concurrency=2 * slots + 4,  # its goals, and a stop or a close beside them
+                max_restarts=0,  # a node that dies: its goals resubmitted here, so that their outcome says so
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            )
+            .remote(reserved, self.coordinator)
         )
+
+    def _submit(self, flight: _Flight, host: _Host) -> None:
+        digest, project = self._project(str(flight.planned.settings.project))
         # Queued, as a local batch says of a goal waiting for room, until its node says it started.
-        self.flights[task.remote(flight.planned, digest, project, self.coordinator)] = flight
+        self.turns += 1
+        run = host.actor.run.options(name=f"goal {flight.planned.goal.id}")
+        ref = run.remote(flight.planned, digest, project, self.turns)
+        flight.host = host
+        host.flights.add(ref)
+        self.flights[ref] = flight
 
     def _project(self, project: str) -> tuple[str, Any]:
         """The project packed once (secrets left out, as for a remote engine) into the object store."""
@@ -192,6 +261,8 @@ class RayCluster:
         import ray
         from ray.exceptions import RayTaskError, TaskCancelledError
 
+        if flight.host is not None:
+            flight.host.flights.discard(ref)
         try:
             payload = ray.get(ref)
         except TaskCancelledError:
@@ -202,7 +273,8 @@ class RayCluster:
         except Exception as exc:  # the node, its worker or its object store went away
             self._lost(flight, exc)
             return
-        self.state.record(self._arrived(flight, payload))
+        if payload.get("started", True):
+            self.state.record(self._arrived(flight, payload))
 
     def _came_back(self, ref: Any, flight: _Flight) -> bool:
         """Whether a goal that ended as the batch was stopped ended whole, its result recorded."""
@@ -212,6 +284,8 @@ class RayCluster:
             payload = ray.get(ref, timeout=0)
         except Exception:  # cancelled, or gone with its node
             return False
+        if not payload.get("started", True):
+            return False
         result = self._arrived(flight, payload)
         if result.outcome == "interrupted" and self.state.stopping is not None:  # said as a local batch says it
             result.reason = self.state.stopping.format_message()
@@ -219,6 +293,8 @@ class RayCluster:
         return True
 
     def _lost(self, flight: _Flight, exc: Exception) -> None:
+        if flight.host is not None and self.hosts.get(flight.host.node_id) is flight.host:
+            del self.hosts[flight.host.node_id]  # its actor is gone with its node
         where = f"on {flight.node} " if flight.node else ""
         flight.lost.append(f"run {flight.attempt} {where}ended with its node ({type(exc).__name__})")
         if flight.attempt >= ATTEMPTS or self.state.stop.is_set():
@@ -227,7 +303,7 @@ class RayCluster:
         self.state.progress.queued(flight.planned.goal.id, flight.lost[-1])
         again = _Flight(flight.planned, flight.attempt + 1)
         again.lost = flight.lost
-        self._submit(again)
+        self.queue.appendleft(again)
 
     def _arrived(self, flight: _Flight, payload: dict[str, Any]) -> Result:
         """The goal's result, its transcript and change set unpacked under --out, the change set's

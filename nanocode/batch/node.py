@@ -1,11 +1,9 @@
-"""One goal on the Ray node that runs it: the project from the object store (unpacked once per node),
-the node's own Docker engine, the shared goal runner, and the goal's results folder sent back whole."""
+"""What a Ray node's goals share: the batch's back-off as the node sees it, the node's name, the
+folder its goals' results are made in, and those results packed to be sent back whole."""
 
 import contextlib
-import dataclasses
 import fcntl
 import io
-import math
 import shutil
 import socket
 import tarfile
@@ -15,14 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nanocode.batch import results, runner
-from nanocode.batch.engines import Slot
-from nanocode.batch.ledger import Ledger
-from nanocode.batch.progress import Progress
-from nanocode.batch.projects import project_copy
-from nanocode.batch.results import Result
-from nanocode.batch.runner import Prepared
-from nanocode.batch.state import BatchState, Budgets, Planned
 from nanocode.workspace import paths
 
 
@@ -53,17 +43,6 @@ def node_name() -> str:
     import ray
 
     return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
-
-
-def run_goal(planned: Planned, digest: str, project: bytes, coordinator: Any) -> dict[str, Any]:
-    """Runs the goal here; its result and its results folder (transcript, change set) as a tar."""
-    import ray
-
-    node = node_name()
-    ray.get(coordinator.started.remote(planned.goal.id, node))
-    with goal_folder() as out, project_copy(digest, project) as copy:
-        result = _run(planned, copy, out, coordinator, node)
-        return {"result": dataclasses.asdict(result), "folder": _packed(results.folder(out, result.id))}
 
 
 @contextlib.contextmanager
@@ -97,43 +76,12 @@ def _sweep(root: Path) -> None:
             continue
 
 
-def _run(planned: Planned, project: Path, out: Path, coordinator: Any, node: str) -> Result:
-    from nanocode.sandbox import engine
-    from nanocode.wiring import open_engine
-
-    here = Planned(planned.goal, dataclasses.replace(planned.settings, project=project))
-    state = BatchState(out, Budgets(), Progress(1, quiet=True), gate=ClusterGate(coordinator))
-    started = time.monotonic()
-    item = Prepared(here, Slot(node, None, Ledger(0, math.inf)))
-    try:
-        client = engine.connect()  # the node's engine: its DOCKER_HOST or Docker context
-        item.slot.client = client
-        item.slot.engine = open_engine(here.settings, _silent, client)
-        runner.prepare(state, item, warm=False)
-        result = runner.run_session(state, item, started, lambda m: _gone(item, m), node)
-        runner.keep_changes(state, item, result, sent_back=True)
-    except Exception as exc:
-        outcome, reason = state.outcome(exc, lambda m: _gone(item, m))
-        result = runner.failed(here, item.slot, outcome, reason, 0.0)
-    finally:
-        runner.close(item)
-    result.seconds = round(time.monotonic() - started, 4)
-    return result
-
-
-def _gone(item: Prepared, message: str) -> str:
-    slot = item.slot
-    if slot.client is not None and slot.answers():
-        return ""
-    return f"the Docker engine of the node {slot.name} does not answer ({message})"
-
-
-def _packed(folder: Path) -> bytes:
+def packed(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar, contextlib.suppress(FileNotFoundError):
         tar.add(folder, arcname=".")
     return buffer.getvalue()
 
 
-def _silent(text: str) -> None:
+def silent(text: str) -> None:
     """The node says nothing: the submitting machine shows the progress."""
