@@ -47,15 +47,20 @@ def project_copy(digest: str, data: bytes) -> Iterator[Path]:
                 evict()
                 yield folder
                 return
-        with _locked(lock, fcntl.LOCK_EX) as held:
+        # Never waits for the lock exclusively: goals of one node's actor are threads that wait for
+        # each other's turns, and one holding the copy shared may be waiting for this one's.
+        with contextlib.suppress(BlockingIOError), _locked(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
             if not folder.is_dir():
                 _unpack(folder, digest, data)
             os.utime(held.fileno())
+            continue
+        time.sleep(0.05)  # another goal unpacks it, or holds it: looked at again, shared
 
 
 @contextlib.contextmanager
 def _locked(path: Path, how: int) -> Iterator[IO[str]]:
-    """The lock file at `path`, held (`how`, blocking); one that eviction removed meanwhile is made anew."""
+    """The lock file at `path`, held (`how`; BlockingIOError with LOCK_NB); one that eviction removed
+    meanwhile is made anew."""
     while True:
         with open(path, "a") as handle:
             fcntl.flock(handle, how)
