@@ -19,6 +19,7 @@ from nanocode.batch.ledger import size
 from nanocode.batch.results import CHANGES, Result
 from nanocode.batch.state import BatchState, Planned
 from nanocode.errors import ConfigError, Interrupted
+from nanocode.workspace import store
 
 RESOURCE = "nanocode_sandbox"  # how many sandboxes a node hosts: `ray start --resources '{"nanocode_sandbox": 8}'`
 ATTEMPTS = 3  # runs of a goal whose node died under it
@@ -317,7 +318,7 @@ class RayCluster:
         with tarfile.open(fileobj=io.BytesIO(payload["folder"])) as tar:
             tar.extractall(folder, filter="data")
         _reproject(folder / CHANGES / "manifest.json", result.project)
-        results.keep_change_set(folder / CHANGES, result.change_set)
+        store.adopt(folder / CHANGES, result.change_set)
         return result
 
     def _failed(self, flight: _Flight, outcome: str, reason: str) -> Result:

@@ -3,13 +3,11 @@ for the batch summary.json. A goal with a final result is not run again."""
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nanocode.errors import EXIT_BUDGET, EXIT_COMPLETE, EXIT_CONFIG, EXIT_ENDPOINT, EXIT_INTERNAL
-from nanocode.workspace import paths
 
 # How a goal ended, and what that makes of the batch's exit code: the worst wins.
 EXIT = {
@@ -62,17 +60,6 @@ def write(out: Path, result: Result) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(asdict(result), indent=1) + "\n")
     os.replace(temporary, path)
-
-
-def keep_change_set(changes: Path, change_id: str) -> None:
-    """A goal's change set that came back from where it ran (a Ray node, which keeps none), kept with
-    this machine's change sets as well, as a local batch keeps them: `nanocode diff ID` finds it."""
-    if not change_id or "/" in change_id or change_id.startswith(".") or not (changes / "manifest.json").is_file():
-        return
-    target = paths.changes_folder() / change_id
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(changes, target, symlinks=True)
 
 
 def read(out: Path, goal_id: str) -> Result | None:

@@ -64,9 +64,23 @@ def folder_of(change_id: str) -> Path:
             )
         change_id = kept[0].id
     folder = paths.changes_folder() / change_id
-    if "/" in change_id or change_id.startswith(".") or not (folder / MANIFEST).is_file():
+    if not _named(change_id) or not (folder / MANIFEST).is_file():
         raise ConfigError(f"no change set {change_id!r} (nanocode changes lists them)")
     return folder
+
+
+def _named(change_id: str) -> bool:
+    """An id names a folder right under the store's, never one beside or above it."""
+    return bool(change_id) and "/" not in change_id and not change_id.startswith(".")
+
+
+def adopt(changes: Path, change_id: str) -> None:
+    """A change set made elsewhere (a Ray node, which keeps none) kept here under its id too, unless
+    one of that id is here already: `nanocode diff ID` finds it as a local goal's."""
+    target = paths.changes_folder() / change_id
+    if _named(change_id) and (changes / MANIFEST).is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(changes, target, symlinks=True)
 
 
 def load(change_id: str) -> tuple[Manifest, Path]:
