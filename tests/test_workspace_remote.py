@@ -9,9 +9,11 @@ from tests.second_engine import SecondEngine
 from tests.workspace_support import git, nanocode, repo
 
 
-def _leftovers(engine: SecondEngine) -> list[str]:
-    containers = [r["Id"] for r in engine.client.api.containers(all=True, filters={"label": "nanocode"})]
-    volumes = [r["Name"] for r in engine.client.api.volumes(filters={"label": "nanocode"}).get("Volumes") or []]
+def _leftovers(engine: SecondEngine, project: Path) -> list[str]:
+    """What a goal of `project` left on the engine, which other tests' goals share."""
+    mine = {"label": f"nanocode.project={project}"}
+    containers = [r["Id"] for r in engine.client.api.containers(all=True, filters=mine)]
+    volumes = [r["Name"] for r in engine.client.api.volumes(filters=mine).get("Volumes") or []]
     return containers + volumes
 
 
@@ -53,7 +55,7 @@ def test_overlay_ships_the_project_and_brings_the_change_set_back(
     seen = next(text(m) for m in api.requests[1]["messages"] if m["role"] == "tool")
     assert "one" in seen and "KEY=secret" not in seen and "\n.env\n" not in seen
     assert (project / "a.txt").read_text() == "one\n" and (project / "d" / "x.txt").exists()
-    assert not _leftovers(second_engine)
+    assert not _leftovers(second_engine, project)
 
     applied = nanocode(tmp_path, None, "apply", "last", cwd=project)
     assert applied.returncode == 0, applied.stderr
@@ -83,7 +85,7 @@ def test_bind_refuses_an_engine_that_cannot_see_the_project(
     )
     assert done.returncode == 3
     assert "--workspace overlay" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert list(project.iterdir()) == [] and not _leftovers(second_engine)
+    assert list(project.iterdir()) == [] and not _leftovers(second_engine, project)
 
 
 def test_the_local_engine_sees_the_project(docker_engine: Any, sandbox_image: str, tmp_path: Path) -> None:
@@ -140,4 +142,4 @@ def test_a_folder_made_anew_under_one_the_goal_closed_to_all_is_still_seen_made_
     assert applied.returncode == 0, applied.stderr
     (project / "top").chmod(0o755)
     assert sorted(p.name for p in (project / "top" / "d").iterdir()) == ["new.txt"]
-    assert not _leftovers(second_engine)
+    assert not _leftovers(second_engine, project)
