@@ -5,12 +5,15 @@ answering each call after 0.5 s, run by `nanocode batch` as a process of its own
 workers; and with 1 worker without the pool, where each goal waits for its workspace and sandbox.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +55,33 @@ def _script(api: Any, goals: int) -> Path:
     return path
 
 
-def _run(bench: Any, api: Any, goals: int, workers: int, pool: bool) -> dict[str, Any]:
+@contextlib.contextmanager
+def batch_run(bench: Any, api: Any, goals: int, how: list[str]) -> Iterator[tuple[float, Path]]:
+    """`nanocode batch` of `goals` scripted goals, as a process of its own, with `how`: its wall time
+    and its --out, which go (with its state folder) once the caller is done, whatever happened."""
     goals_file = _script(api, goals)
     root = goals_file.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCODE_")}
-    env |= {"OPENROUTER_API_KEY": "bench", "INFERENCE_BASE_URL": api.url, "XDG_STATE_HOME": str(root / "state")}
-    command = [sys.executable, "-m", "nanocode", "batch", str(goals_file), "--out", str(root / "out")]
-    command += ["--project", bench.project, "--workers", str(workers), "-q"]  # a user's defaults: 2g, 2 CPUs
-    command += [] if pool else ["--no-pool"]
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - started
-    expect(done.returncode == 0, f"the batch exited {done.returncode}: {done.stderr[-500:]}")
-    summary = json.loads((root / "out" / "summary.json").read_text())
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCODE_")}
+        env |= {"OPENROUTER_API_KEY": "bench", "INFERENCE_BASE_URL": api.url, "XDG_STATE_HOME": str(root / "state")}
+        command = [sys.executable, "-m", "nanocode", "batch", str(goals_file), "--out", str(root / "out")]
+        command += ["--project", bench.project, "-q", *how]  # a user's defaults: 2g, 2 CPUs
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - started
+        expect(done.returncode == 0, f"the batch ({' '.join(how)}) exited {done.returncode}: {done.stderr[-500:]}")
+        yield wall, root / "out"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(bench: Any, api: Any, goals: int, workers: int, pool: bool) -> dict[str, Any]:
+    how = ["--workers", str(workers), *([] if pool else ["--no-pool"])]
+    with batch_run(bench, api, goals, how) as (wall, out):
+        summary = json.loads((out / "summary.json").read_text())
     results = summary["results"]
     expect(all(r["outcome"] == "complete" and r["steps"] == STEPS for r in results), "a goal did not complete")
     expect(all(r["files_changed"] == [f"goal-{int(r['id'][1:])}.txt"] for r in results), "a wrong change set")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
     return {"wall": wall, "batch": summary["seconds"], "results": results}
 
 

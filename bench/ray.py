@@ -10,15 +10,13 @@ that two nodes can gain here, printed beside the ratio. Joining the cluster (`im
 """
 
 import contextlib
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batch import DELAY, STEPS, _script
+from batch import DELAY, STEPS, batch_run
 from common import expect
 
 SECTION = "13. batch on Ray"
@@ -89,18 +87,8 @@ def _cluster(nodes: int) -> Iterator[str]:
 
 
 def _run(bench: Any, api: Any, goals: int, how: list[str]) -> float:
-    goals_file = _script(api, goals)
-    root = goals_file.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCODE_")}
-    env |= {"OPENROUTER_API_KEY": "bench", "INFERENCE_BASE_URL": api.url, "XDG_STATE_HOME": str(root / "state")}
-    command = [sys.executable, "-m", "nanocode", "batch", str(goals_file), "--out", str(root / "out")]
-    command += ["--project", bench.project, "-q", *how]  # a user's defaults: 2g, 2 CPUs
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - started
-    expect(done.returncode == 0, f"the batch ({' '.join(how)}) exited {done.returncode}: {done.stderr[-500:]}")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
-    return wall
+    with batch_run(bench, api, goals, how) as (wall, _):
+        return wall
 
 
 JOIN = """
