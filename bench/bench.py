@@ -27,10 +27,10 @@ from common import (
     Cleanup,
     Report,
     machine,
-    others_on_engine,
 )
 from docker.errors import DockerException
 from harness import Bench
+from others import Others
 from render import render, write_json
 
 from nanocode.errors import NanocodeError
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cleanup = Cleanup(client)
     code = 0
-    since = time.time()
+    watch = Others().start()
     with terminate_as_interrupt():
         try:
             run(Bench(client, args, report, cleanup))
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: Docker failed: {engine.explain(exc)}", file=sys.stderr)
             code = 1
         finally:
+            others = watch.stop()
             left = cleanup.run()
             if left:
                 print(f"bench: removed containers left by an interrupted step: {', '.join(left)}", file=sys.stderr)
@@ -148,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         return code
     elapsed = time.perf_counter() - started
     report.in_order()
-    others = others_on_engine(client, since)
     report.settings["other_containers_during_run"] = others
     report.notes.append(
         f"load average at the end: {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}; containers created by others "

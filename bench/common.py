@@ -217,18 +217,6 @@ def machine(client: docker.DockerClient) -> dict[str, str]:
     }
 
 
-def others_on_engine(client: docker.DockerClient, since: float) -> list[str]:
-    """Containers that someone else created on this engine since then: they compete with what is measured."""
-    filters = {"type": "container", "event": "create"}
-    names = []
-    with contextlib.suppress(DockerException):
-        for event in client.events(since=math.ceil(since), until=math.ceil(time.time()), filters=filters, decode=True):
-            attributes = event.get("Actor", {}).get("Attributes", {})
-            if attributes.get(f"{lifecycle.LABEL}.owner.pid") != str(os.getpid()):
-                names.append(str(attributes.get("name", "?")))
-    return names
-
-
 # ---------------------------------------------------------------------------- containers
 
 

@@ -11,7 +11,7 @@ from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
 from tests.workspace_support import git, nanocode, repo
 
-pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes")
+pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes", "sandbox_image")
 IDENT = "git -c user.name=m -c user.email=m@x"
 
 
@@ -27,9 +27,20 @@ def _apply(tmp_path: Path, project: Path) -> None:
     assert applied.returncode == 0, applied.stderr
 
 
-def test_commits_show_once_with_modes_and_bring_back_nothing_the_goal_deleted(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def _unborn(project: Path) -> Path:
+    """A repository whose branch has no commit yet, and a file not added."""
+    project.mkdir()
+    git(project, "init", "-q")
+    (project / "a.txt").write_text("one\n")
+    return project
+
+
+def _subjects(project: Path) -> list[str]:
+    """The subjects of the branch's commits, newest first."""
+    return git(project, "log", "--format=%s").split()
+
+
+def test_commits_show_once_with_modes_and_bring_back_nothing_the_goal_deleted(api: ScriptedAPI, tmp_path: Path) -> None:
     project = repo(tmp_path / "p", {"a.txt": "one\n", "run.sh": "echo\n"})
     script = (
         f"echo two >> a.txt && {IDENT} commit -qam second && echo m > Makefile && git add Makefile"
@@ -42,29 +53,25 @@ def test_commits_show_once_with_modes_and_bring_back_nothing_the_goal_deleted(
     assert "old mode 100644\nnew mode 100755" in shown and "run.sh" in shown
     assert "second" in shown and "make" in shown  # the commits, listed after the changes
     _apply(tmp_path, project)
-    assert git(project, "log", "--format=%s").split() == ["make", "second", "start"]
+    assert _subjects(project) == ["make", "second", "start"]
     assert not (project / "Makefile").exists()
     assert (project / "a.txt").read_text() == "one\ntwo\n"
     assert sorted(git(project, "status", "--porcelain").splitlines()) == [" D Makefile", " M run.sh"]
 
 
-def test_an_amended_commit_is_said_and_applied_as_it_is(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_an_amended_commit_is_said_and_applied_as_it_is(api: ScriptedAPI, tmp_path: Path) -> None:
     project = repo(tmp_path / "p", {"a.txt": "one\n"})
     start = git(project, "rev-parse", "HEAD").strip()
     done = _goal(tmp_path, api, project, f"{IDENT} commit -q --amend -m reworded")
     said = [line for line in done.stderr.splitlines() if "rewrote the history of refs/heads/main" in line]
     assert len(said) == 1, done.stderr
     _apply(tmp_path, project)
-    assert git(project, "log", "--format=%s").split() == ["reworded"]
+    assert _subjects(project) == ["reworded"]
     assert start in git(project, "reflog", "--format=%H", "main")
     assert git(project, "status", "--porcelain") == ""
 
 
-def test_a_reset_is_said_and_applied_as_it_is(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_a_reset_is_said_and_applied_as_it_is(api: ScriptedAPI, tmp_path: Path) -> None:
     project = repo(tmp_path / "p", {"a.txt": "one\n"})
     first = git(project, "rev-parse", "HEAD").strip()
     (project / "b.txt").write_text("b\n")
@@ -84,9 +91,7 @@ def _id(tmp_path: Path, project: Path, goal: str) -> str:
 
 
 @pytest.mark.parametrize("same_file", [False, True], ids=["apart", "same-file"])
-def test_two_goals_commits_apply_one_after_the_other(
-    same_file: bool, docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
+def test_two_goals_commits_apply_one_after_the_other(same_file: bool, api: ScriptedAPI, tmp_path: Path) -> None:
     """As `batch apply` does: the second goal's commits go on top of the first's, made again there."""
     project = repo(tmp_path / "p", {"a.txt": "one\n", "b.txt": "bee\n"})
     second = "a.txt" if same_file else "b.txt"
@@ -101,36 +106,26 @@ def test_two_goals_commits_apply_one_after_the_other(
         assert git(project, "rev-parse", "HEAD") == head and not (project / "c.txt").exists()
         return
     assert done.returncode == 0, done.stderr
-    assert git(project, "log", "--format=%s").split() == ["second", "first", "start"]
+    assert _subjects(project) == ["second", "first", "start"]
     assert (project / "b.txt").read_text() == "bee\nB\n" and (project / "c.txt").read_text() == "wip\n"
     assert git(project, "status", "--porcelain") == "?? c.txt\n"
 
 
-def test_commits_on_a_branch_with_no_commit_yet_are_kept_and_applied(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
-) -> None:
-    project = tmp_path / "p"
-    project.mkdir()
-    git(project, "init", "-q")
-    (project / "a.txt").write_text("one\n")
+def test_commits_on_a_branch_with_no_commit_yet_are_kept_and_applied(api: ScriptedAPI, tmp_path: Path) -> None:
+    project = _unborn(tmp_path / "p")
     done = _goal(tmp_path, api, project, f"git add a.txt && {IDENT} commit -qm first && echo wip >> a.txt")
     assert "1 commit on refs/heads/main" in done.stderr
     _apply(tmp_path, project)
-    assert git(project, "log", "--format=%s").split() == ["first"]
+    assert _subjects(project) == ["first"]
     assert (project / "a.txt").read_text() == "one\nwip\n" and git(project, "status", "--porcelain") == " M a.txt\n"
 
 
 def test_a_failure_after_the_first_commit_of_a_branch_leaves_no_branch(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: ScriptedAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     from nanocode.workspace import apply, store
 
-    project = tmp_path / "p"
-    project.mkdir()
-    git(project, "init", "-q")
-    (project / "a.txt").write_text("one\n")
+    project = _unborn(tmp_path / "p")
     _goal(tmp_path, api, project, f"git add a.txt && {IDENT} commit -qm first && echo wip >> a.txt")
     manifest, folder = store.load(store.of_project(store.listed(), project)[0].id)
     real = os.replace
@@ -149,7 +144,7 @@ def test_a_failure_after_the_first_commit_of_a_branch_leaves_no_branch(
 
 
 def test_commits_apply_to_a_project_whose_files_were_copied_or_chowned_since_its_index_was_written(
-    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+    api: ScriptedAPI, tmp_path: Path
 ) -> None:
     """git's index keeps each file's inode and owner: a project moved, restored or chowned has an index
     git calls stale (read-tree -m refuses "not uptodate") though no file changed; apply refreshes it."""
@@ -158,5 +153,5 @@ def test_commits_apply_to_a_project_whose_files_were_copied_or_chowned_since_its
     for name in ("a.txt", "b.txt"):
         os.chown(project / name, 1000, 1000)
     _apply(tmp_path, project)
-    assert git(project, "log", "--format=%s").split() == ["second", "start"]
+    assert _subjects(project) == ["second", "start"]
     assert (project / "a.txt").read_text() == "one\ntwo\n" and git(project, "status", "--porcelain") == ""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ def start(tmp_path: Path, api: ScriptedAPI, *args: str) -> subprocess.Popen[str]
     return subprocess.Popen(
         _command(*args), env=_env(tmp_path, api), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, api: ScriptedAPI, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """A batch started in the background, killed if the test ends before it does."""
+    process = start(tmp_path, api, *args)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def goals_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
@@ -191,12 +204,12 @@ def test_resume_after_kill_9_runs_only_what_was_left(
         slow_goal(api, f"kill test {n}", steps=30, delay=0.5)
     out = tmp_path / "out"
     args = goal_args(tmp_path, entries, out, project, "--workers", "2", *SMALL)
-    process = start(tmp_path, api, *args)
-    # Killed once every sandbox is up (two goals running, two warm): one killed between its create and
-    # its start has no runtime to end it, and waits for START_GRACE (docs/engines.md).
-    wait_for(lambda: (out / "k0" / "result.json").exists() and _all_running(docker_engine, process.pid, 4))
-    process.kill()
-    process.communicate()
+    with running(tmp_path, api, *args) as process:
+        # Killed once every sandbox is up (two goals running, two warm): one killed between its create and
+        # its start has no runtime to end it, and waits for START_GRACE (docs/engines.md).
+        wait_for(lambda: (out / "k0" / "result.json").exists() and _all_running(docker_engine, process.pid, 4))
+        process.kill()
+        process.communicate()
     stale = owned_by(docker_engine, process.pid)
     assert stale and volumes_of(docker_engine, process.pid)  # what the goals in flight left
     # Their lease ends with their owner: they stop by themselves, and the next start removes them.
@@ -226,11 +239,11 @@ def test_an_interrupt_stops_every_goal_and_leaves_nothing_behind(
     for n in range(1, 4):
         slow_goal(api, f"interrupt {n}", steps=30, delay=0.3)
     out = tmp_path / "out"
-    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "2", *SMALL))
-    wait_for(lambda: (out / "i0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 3)
-    goals = [c.labels["nanocode.goal"] for c in owned_by(docker_engine, process.pid)]
-    process.send_signal(sig)
-    _, stderr = process.communicate(timeout=60)
+    with running(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "2", *SMALL)) as process:
+        wait_for(lambda: (out / "i0" / "result.json").exists() and len(owned_by(docker_engine, process.pid)) >= 3)
+        goals = [c.labels["nanocode.goal"] for c in owned_by(docker_engine, process.pid)]
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not owned_by(docker_engine, process.pid) and not volumes_of(docker_engine, process.pid)
@@ -474,7 +487,6 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
     from tests.second_engine import start_second_engine, stop_second_engine
 
     lost = start_second_engine(sandbox_image)
-    process = None
     try:
         entries = [{"id": f"d{n}", "goal": f"dying engine {n}"} for n in range(6)]
         for n in range(6):
@@ -482,12 +494,13 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
         out = tmp_path / "out"
         main = "unix:///var/run/docker.sock"
         args = goal_args(tmp_path, entries, out, project, *SMALL)
-        process = start(tmp_path, api, *args, "--engine", f"{main}=2", "--engine", f"{lost.url}=2")
-        # The main engine runs two goals at a time: a third goal talking to the model is on the other one.
-        # (Its containers alone are not enough: a goal whose sandbox is still starting goes back to the queue.)
-        wait_for(lambda: len(_in_flight(api)) >= 3)
-        lost.process.terminate()  # dockerd stops its containers and exits: it answers no more
-        _, stderr = process.communicate(timeout=180)
+        with running(tmp_path, api, *args, "--engine", f"{main}=2", "--engine", f"{lost.url}=2") as process:
+            # The main engine runs two goals at a time: a third goal talking to the model is on the other
+            # one. (Its containers alone are not enough: a goal whose sandbox is still starting goes back to
+            # the queue.)
+            wait_for(lambda: len(_in_flight(api)) >= 3)
+            lost.process.terminate()  # dockerd stops its containers and exits: it answers no more
+            _, stderr = process.communicate(timeout=180)
         assert process.returncode == 3, stderr
         assert f"the engine {lost.url} stopped answering" in stderr
         ran = [result(out, f"d{n}") for n in range(6)]
@@ -502,9 +515,6 @@ def test_an_engine_that_stops_answering_ends_its_goals_and_the_batch_goes_on_els
         assert again.returncode == 0, again.stderr
         assert all(result(out, r["id"])["outcome"] == "complete" for r in dead)
     finally:
-        if process is not None and process.poll() is None:  # a batch that hung outlives no test
-            process.kill()
-            process.communicate()
         stop_second_engine(lost)
 
 
@@ -651,12 +661,12 @@ def test_goals_left_when_the_only_engine_stops_answering_are_counted(
     for text in ("after 1", "after 2"):
         api.add_goal(text, message(f"{MARKER} never"))
     out = tmp_path / "out"
-    args = ["--goal", "before", "--goal", "after 1", "--goal", "after 2", "--out", str(out)]
-    process = start(tmp_path, api, *args, "--project", str(project), "--engine", f"{relay.url}=1", "--no-pool")
+    args = ["--goal", "before", "--goal", "after 1", "--goal", "after 2", "--out", str(out), "--project", str(project)]
     try:
-        wait_for(lambda: any(goal == "before" for _, goal in api.times))
-        relay.close()  # the engine answers no more while the first goal gets its last reply
-        _, stderr = process.communicate(timeout=120)
+        with running(tmp_path, api, *args, "--engine", f"{relay.url}=1", "--no-pool") as process:
+            wait_for(lambda: any(goal == "before" for _, goal in api.times))
+            relay.close()  # the engine answers no more while the first goal gets its last reply
+            _, stderr = process.communicate(timeout=120)
     finally:
         relay.close()
         for c in owned_by(docker_engine, process.pid):  # the sweep could not reach them
@@ -679,14 +689,9 @@ def test_workers_three_with_the_default_limits_runs_three_goals_at_once(
     for n in range(3):
         slow_goal(api, f"wide {n}", steps=6, delay=0.5)
     out = tmp_path / "out"
-    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "3"))
-    try:
+    with running(tmp_path, api, *goal_args(tmp_path, entries, out, project, "--workers", "3")) as process:
         wait_for(lambda: len(_in_flight(api)) == 3, 120)  # all three talking to the model at the same time
         _, stderr = process.communicate(timeout=180)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, stderr
     assert "3 workers on default, 3 goals at once (by --workers; room for" in stderr and "CPUs shared" in stderr
 
@@ -701,20 +706,15 @@ def test_max_memory_total_bounds_the_goals_running_while_the_pool_prepares_the_n
         slow_goal(api, f"room {n}", steps=6, delay=0.5)
     out = tmp_path / "out"
     more = ("--workers", "4", "--memory", "256m", "--max-memory-total", "512m")
-    process = start(tmp_path, api, *goal_args(tmp_path, entries, out, project, *more))
     most, sandboxes_while_two_run = 0, 0
-    try:
+    with running(tmp_path, api, *goal_args(tmp_path, entries, out, project, *more)) as process:
         while process.poll() is None:
-            running = len(_in_flight(api))
-            most = max(most, running)
-            if running == 2:
+            talking = len(_in_flight(api))
+            most = max(most, talking)
+            if talking == 2:
                 sandboxes_while_two_run = max(sandboxes_while_two_run, len(owned_by(docker_engine, process.pid)))
             time.sleep(0.05)
         _, stderr = process.communicate(timeout=180)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, stderr
     assert most == 2, f"{most} goals ran at once"
     assert sandboxes_while_two_run == 4, sandboxes_while_two_run

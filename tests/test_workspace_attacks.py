@@ -18,7 +18,7 @@ from docker.errors import DockerException
 
 from nanocode.prompts import MARKER
 from tests.scripted_api import ScriptedAPI, call, message, tools
-from tests.workspace_support import env, git, host_git_status_runs_nothing, nanocode, repo
+from tests.workspace_support import env, git, host_git_status_runs_nothing, nanocode, repo, workspace_options
 
 pytestmark = pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes", "sandbox_image")
 IDENT = "git -c user.name=m -c user.email=m@x"
@@ -50,11 +50,6 @@ def marker(tmp_path: Path) -> Path:
     return tmp_path / "pwned"
 
 
-def _options(mode: str) -> list[str]:
-    workspace, *applying = mode.split()
-    return ["--sandbox", "--workspace", workspace, *applying]
-
-
 def _tree_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -66,7 +61,7 @@ def _tree_digest(folder: Path) -> str:
 
 def _goal(tmp_path: Path, api: ScriptedAPI, project: Path, mode: str, script: str) -> Any:
     api.add(tools(call("shell", {"command": script})), message(f"{MARKER} done"))
-    done = nanocode(tmp_path, api, *_options(mode), "-p", "attack", "--project", str(project))
+    done = nanocode(tmp_path, api, *workspace_options(mode), "-p", "attack", "--project", str(project))
     assert done.returncode == 0, done.stderr
     assert "internal error" not in done.stderr
     return done
@@ -117,7 +112,7 @@ def test_3_planted_then_killed(mode: str, marker: Path, docker_engine: Any, api:
         f"mkdir -p sub && {_evil_repo('sub', marker)}; {_bare_repo('bare', marker)}; touch {project}/planted; sleep 300"
     )
     api.add(tools(call("shell", {"command": script})))
-    command = [sys.executable, "-m", "nanocode", *_options(mode), "-p", "g", "--project", str(project)]
+    command = [sys.executable, "-m", "nanocode", *workspace_options(mode), "-p", "g", "--project", str(project)]
     process = subprocess.Popen(command, env=env(tmp_path, api), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not _planted(docker_engine, process.pid) and time.monotonic() < deadline:

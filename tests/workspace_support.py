@@ -30,6 +30,13 @@ def nanocode(
     )
 
 
+def workspace_options(mode: str) -> list[str]:
+    """A sandboxed goal's options for `mode`: a workspace, then `--apply` when the goal applies its
+    change set itself ("overlay --apply")."""
+    workspace, *applying = mode.split()
+    return ["--sandbox", "--workspace", workspace, *applying]
+
+
 def home(tmp_path: Path) -> Path:
     folder = tmp_path / "home"
     folder.mkdir(exist_ok=True)

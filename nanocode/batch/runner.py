@@ -3,11 +3,14 @@ its change set, and make its result."""
 
 import contextlib
 import dataclasses
+import errno
+import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nanocode.batch import results
@@ -106,14 +109,26 @@ def keep_changes(state: BatchState, item: Prepared, result: Result, sent_back: b
         kept = _finish_workspace(item.workspace, item.planned.goal.text, result.outcome)
         if kept is None:
             return
-        folder = results.folder(state.out, item.planned.goal.id)
-        shutil.copytree(kept.folder, folder / CHANGES, symlinks=True, dirs_exist_ok=True)
+        target = results.folder(state.out, item.planned.goal.id) / CHANGES
         if sent_back:
-            shutil.rmtree(kept.folder)
+            _move(kept.folder, target)
+        else:
+            shutil.copytree(kept.folder, target, symlinks=True, dirs_exist_ok=True)
         result.change_set = kept.id
         result.files_changed = [entry.path for entry in kept.manifest.entries]
     except Exception as exc:
         result.reason += f" (the change set could not be kept: {exc})"
+
+
+def _move(source: Path, target: Path) -> None:
+    """A rename, within one filesystem; across two, a copy and the source removed."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(source)
 
 
 def close(item: Prepared) -> Any:

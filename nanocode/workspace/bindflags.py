@@ -13,23 +13,29 @@ import stat
 
 from nanocode.workspace import flagging, paths
 from nanocode.workspace.gitdirs import is_dot_git
+from nanocode.workspace.handles import FOLDER as OPEN_FOLDER
 from nanocode.workspace.handles import Tree
-from nanocode.workspace.trees import HostTree, Place, join, listing, resolve
+from nanocode.workspace.trees import HostTree, Place, join, resolve
 
 QUARANTINE = ".nanocode-quarantine"
 FOLDER = os.stat_result((0o040755, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 OTHER = os.stat_result((0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
+Seen = list[tuple[str, os.stat_result]]  # what `walk` found: each path and its lstat
+
+
 def flagged_names(project: str) -> list[str]:
     """The paths flagged by name in the project now (kept at the start, to see what goes)."""
-    return [path for path, _ in _walk(project, stat=False) if paths.is_flagged(path)]
+    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path)]
 
 
-def changed(project: str, since: float, before: list[str]) -> list[str]:
-    """The flagged paths that changed since `since` (epoch seconds), or that were there and are gone."""
+def changed(project: str, since: float, before: list[str], seen: Seen | None = None) -> list[str]:
+    """The flagged paths that changed since `since` (epoch seconds), or that were there and are gone;
+    `seen`: the project's walk, when the caller has it (`unset_special` leaves of each path what this
+    reads as it was: its kind, its execute bits, a change time past `since`)."""
     tree = HostTree(project)
-    seen = list(_walk(project))
+    seen = walk(project) if seen is None else seen
     links = {path: resolve(tree, path) for path, st in seen if _is_link(st)}
     new = [(path, st) for path, st in seen if st.st_ctime >= since]
     found = [path for path, st in new if _runs(path, st, links)]
@@ -67,36 +73,85 @@ def _skipped(name: str) -> bool:
     return is_dot_git(name) or QUARANTINE in name
 
 
-def _walk(project: str, stat: bool = True) -> list[tuple[str, os.stat_result]]:
-    """Every path below the project and its lstat (when `stat`: else a folder's or not), following no
-    symlink, nothing below a `.git`."""
-    found = []
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        items = listing(os.path.join(project, folder) if folder else project)
-        listed = [(join(folder, item.name), item) for item in items if not _skipped(item.name)]
-        for path, item in listed:
-            try:
-                st = item.stat(follow_symlinks=False) if stat else _kind(item)
-            except OSError:
+def walk(project: str, stat: bool = True) -> Seen:
+    """Every path below the project and its lstat (when `stat`: else a folder's or not), nothing below
+    a `.git` nor below what bind mode moved aside. Each folder is opened through the handle of the
+    folder that holds it, never through a symlink (O_NOFOLLOW), and what it holds is asked of its
+    handle: no path string is resolved again, so no symlink, old or new, leads the walk elsewhere."""
+    found: Seen = []
+    try:
+        top = os.open(project, OPEN_FOLDER)
+    except OSError:
+        return found
+    # Depth first, a handle open for each folder on the way down only: (handle, path, folders to enter).
+    stack = [(top, "", _list(top, "", stat, found))]
+    try:
+        while stack:
+            fd, folder, inner = stack[-1]
+            if not inner:
+                os.close(fd)
+                stack.pop()
                 continue
-            found.append((path, st))
-            if _is_folder(st):
-                pending.append(path)
+            name = inner.pop()
+            handle = _enter(fd, name)
+            if handle is not None:
+                path = join(folder, name)
+                stack.append((handle, path, _list(handle, path, stat, found)))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
     return found
+
+
+def _list(fd: int, folder: str, stat: bool, found: Seen) -> list[str]:
+    """Adds what the folder (its handle `fd`) holds to `found`; returns its folders, by name."""
+    inner = []
+    try:
+        with os.scandir(fd) as items:
+            for item in items:
+                if _skipped(item.name):
+                    continue
+                with contextlib.suppress(OSError):  # gone since it was listed
+                    st = item.stat(follow_symlinks=False) if stat else _kind(item)  # asked of `fd`
+                    found.append((join(folder, item.name), st))
+                    if _is_folder(st):
+                        inner.append(item.name)
+    except OSError:
+        pass
+    return inner
+
+
+def _enter(fd: int, name: str) -> int | None:
+    """A handle on the folder `name` in `fd`, never through a symlink. One the sandbox locked (it runs
+    as the user, whose folder it is) is opened to the user first, so that nothing it holds is hidden."""
+    try:
+        return os.open(name, OPEN_FOLDER, dir_fd=fd)
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+            return None
+        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)  # a folder, seen through no symlink
+        return os.open(name, OPEN_FOLDER, dir_fd=fd)
+    except OSError:
+        return None
 
 
 SPECIAL = 0o6000  # setuid, setgid: a file that runs as its owner (root, when nanocode runs as root)
 OTHERS_WRITE = 0o002  # another user of the machine could change what you run
 
 
-def unset_special(project: str, since: float) -> list[str]:
+def unset_special(project: str, since: float, seen: Seen | None = None) -> list[str]:
     """Takes the setuid, setgid and world-write bits off every file (and the world-write bit off every
     folder) the goal changed: in bind mode the sandbox writes as the user, and such a bit would let
     anyone who can reach the project run its code as them, or change it. Each path is reached
-    through folder handles, never through a symlink. Returns the paths."""
-    found = [(p, st) for p, st in _walk(project) if st.st_ctime >= since and st.st_mode & _unsafe(st)]
+    through folder handles, never through a symlink. `seen`: the project's walk, when the caller has
+    it. Returns the paths."""
+    seen = walk(project) if seen is None else seen
+    found = [(p, st) for p, st in seen if st.st_ctime >= since and st.st_mode & _unsafe(st)]
     done = []
     with Tree(project) as tree:
         for path, st in found:

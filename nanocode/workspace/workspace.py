@@ -85,13 +85,14 @@ class Workspace:
                 f"warning: the sandbox made {display.name(path)}, which host git would read; "
                 f"it was moved to {display.name(target)}"
             )
-        special = bindflags.unset_special(self.project, self.started)
+        seen = bindflags.walk(self.project)  # once, after what was moved aside: both asks below read it
+        special = bindflags.unset_special(self.project, self.started, seen)
         if special:
             shown = ", ".join(display.name(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
             self.note(
                 f"warning: the goal made files setuid, setgid or writable by anyone; the bits were taken off: {shown}"
             )
-        flagged = bindflags.changed(self.project, self.started, self.flagged_before)
+        flagged = bindflags.changed(self.project, self.started, self.flagged_before, seen)
         if flagged:
             shown = ", ".join(display.name(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
             self.note(f"warning: the goal changed what host tools run by themselves: {shown}{view.FLAG}")

@@ -1,0 +1,120 @@
+"""Bind mode's walk of the project when a goal ends (`bindflags.walk`), the one both the setuid
+clean-up and the flagged-change warning read: generated trees with symlinks to folders inside and
+outside the project, `.git`s in any case and what bind mode moved aside."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nanocode.workspace import bindflags
+
+NAMES = ["a", "b", "src", ".git", ".GIT", "x.nanocode-quarantine-1", "Makefile", "run.sh"]
+KINDS = ["dir", "file", "exec", "setuid", "link-in", "link-out", "link-up"]
+TREES = st.dictionaries(
+    st.lists(st.sampled_from(NAMES), min_size=1, max_size=4).map("/".join), st.sampled_from(KINDS), max_size=12
+)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _make(root: Path, outside: Path, tree: dict[str, str]) -> None:
+    for rel, kind in sorted(tree.items()):
+        path = root / rel
+        on_the_way = [p for p in path.parents if root in p.parents]
+        if any(p.is_symlink() or (p.exists() and not p.is_dir()) for p in on_the_way):
+            continue  # a file or a link on the way: made through no link, as a sandbox's would be here
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(path):
+            continue
+        if kind == "dir":
+            path.mkdir()
+        elif kind.startswith("link"):
+            target = {"link-in": str(root / "a"), "link-out": str(outside), "link-up": ".."}[kind]
+            os.symlink(target, path)
+        else:
+            path.write_text("x")
+            path.chmod({"file": 0o644, "exec": 0o755, "setuid": 0o4755}[kind])
+
+
+def _expected(root: Path) -> dict[str, int]:
+    """What a walk that follows no symlink finds, but for `.git`s and what was moved aside."""
+    found = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        skipped = [d for d in dirs if bindflags._skipped(d)]
+        for name in skipped:
+            dirs.remove(name)
+        for name in [*dirs, *files]:
+            if not bindflags._skipped(name):
+                path = Path(folder, name)
+                found[str(path.relative_to(root))] = os.lstat(path).st_mode
+    return found
+
+
+@SETTINGS
+@given(tree=TREES)
+def test_the_walk_finds_every_path_but_gits_and_what_was_moved_aside_and_enters_no_symlink(
+    tmp_path_factory: pytest.TempPathFactory, tree: dict[str, str]
+) -> None:
+    root = tmp_path_factory.mktemp("p")
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret").write_text("s")
+    _make(root, outside, tree)
+    seen = bindflags.walk(str(root))
+    assert {path: st.st_mode for path, st in seen} == _expected(root)
+    assert len(seen) == len({path for path, _ in seen})
+    assert not [path for path, _ in seen if "secret" in path]
+    names = bindflags.walk(str(root), stat=False)
+    assert {path for path, _ in names} == {path for path, _ in seen}
+
+
+def test_the_setuid_clean_up_and_the_warning_read_one_walk_as_they_would_their_own(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    (project / "d").mkdir(parents=True)
+    (project / "old.sh").write_text("x")
+    since = time.time() - 1
+    (project / "Makefile").write_text("all:\n")
+    (project / "d" / "s").write_text("x")
+    (project / "d" / "s").chmod(0o6755)
+    os.symlink("../Makefile", project / "d" / "build")
+    seen = bindflags.walk(str(project))
+    assert bindflags.unset_special(str(project), since, seen) == ["d/s"]
+    assert stat.S_IMODE((project / "d" / "s").stat().st_mode) == 0o755
+    assert bindflags.changed(str(project), since, ["gone.cfg"], seen) == bindflags.changed(
+        str(project), since, ["gone.cfg"]
+    )
+    assert {"Makefile", "d/build", "d/s", "gone.cfg"} <= set(bindflags.changed(str(project), since, ["gone.cfg"], seen))
+
+
+NOBODY = 65534
+WALK = "import sys; from nanocode.workspace import bindflags; print(*[p for p, _ in bindflags.walk(sys.argv[1])])"
+
+
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="the walk runs as another user, by setpriv")
+def test_a_folder_the_sandbox_locked_is_opened_to_its_owner_and_walked() -> None:
+    """The sandbox runs as the user and may lock a folder of theirs (mode 000): the walk opens it to
+    them rather than skip what it holds. Root opens it anyway: the walk runs as another user here."""
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        project = base / "p"
+        (project / "locked" / "in").mkdir(parents=True)
+        (project / "locked" / "in" / "s").write_text("x")
+        for path in (project, project / "locked", project / "locked" / "in", project / "locked" / "in" / "s"):
+            os.chown(path, NOBODY, NOBODY)
+        (project / "locked").chmod(0)
+        as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        command = [*as_nobody, sys.executable, "-c", WALK, str(project)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["locked", "locked/in", "locked/in/s"]
+        assert stat.S_IMODE((project / "locked").stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(base)
