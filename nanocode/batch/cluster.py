@@ -16,6 +16,7 @@ from typing import Any
 
 from nanocode.batch import results
 from nanocode.batch.ledger import size
+from nanocode.batch.pulse import SILENT, Pulse
 from nanocode.batch.results import CHANGES, Result
 from nanocode.batch.state import BatchState, Planned
 from nanocode.errors import ConfigError, Interrupted
@@ -23,7 +24,7 @@ from nanocode.workspace import store
 
 RESOURCE = "nanocode_sandbox"  # how many sandboxes a node hosts: `ray start --resources '{"nanocode_sandbox": 8}'`
 ATTEMPTS = 3  # runs of a goal whose node died under it
-LOOK = 2.0  # seconds between looks at the cluster for nodes that joined it, while goals wait
+SILENCE = f"nothing from its GCS for {SILENT:.0f} s"
 
 
 class Coordinator:
@@ -74,6 +75,8 @@ def _join(ray: Any, address: str, tries: int = 3) -> None:
     for attempt in range(1, tries + 1):
         try:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            # A connection that broke is said in nanocode's words (the cluster went away), not in Ray Client's.
+            logging.getLogger("ray.util.client").setLevel(logging.CRITICAL)
             return
         except ConnectionAbortedError:
             if attempt == tries or not address.startswith("ray://"):
@@ -112,10 +115,15 @@ class RayCluster:
         self.flights: dict[Any, _Flight] = {}
         self.queue: collections.deque[_Flight] = collections.deque()
         self.hosts: dict[str, _Host] = {}  # by Ray node id
+        self.dead: set[str] = set()  # nodes whose actor died: the GCS may say they live a while yet
+        self.died = 0.0  # when the last of them died: the GCS's answers before it may still offer it
         self.projects: dict[str, tuple[str, Any]] = {}
         self.coordinator: Any = None
+        self.hearing: Any = None  # the coordinator's answer on its way
+        self.pulse = Pulse()
+        self.gone = ""  # why the cluster is taken for gone
         self.memory = 0  # a goal's --memory
-        self.looked = 0.0  # when the cluster's nodes were last looked at for new ones
+        self.goals = 0  # in the batch: no node's actor reserves room for more
         self.turns = 0  # goals given out: a node starts those it was given in this order
 
     def start(self, todo: list[Planned]) -> None:
@@ -131,19 +139,33 @@ class RayCluster:
             .remote()
         )
         self.memory = size(todo[0].settings.memory)
+        self.goals = len(todo)
         self.queue.extend(_Flight(planned, 1) for planned in todo)
+        self.pulse.start()
         self._dispatch()
 
     def busy(self) -> bool:
+        if self.pulse.gone():
+            return self._lose_all(SILENCE)
+        try:
+            self._hear()
+            self._land()
+            self._dispatch()
+        except ConnectionError as exc:  # Ray Client's connection to the cluster broke
+            return self._lose_all(str(exc).strip().rstrip("."))
+        if self.flights:
+            return True
+        if not self.queue or self.state.stop.is_set():
+            return False
+        return bool(self.hosts) or self.pulse.answered <= self.died  # no node for now: until the GCS says
+
+    def _land(self) -> None:
         import ray
 
-        self._hear()
         if self.flights:
             ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=0)
             for ref in ready:
                 self._landed(ref, self.flights.pop(ref))
-        self._dispatch()
-        return bool(self.flights) or bool(self.queue and self.hosts and not self.state.stop.is_set())
 
     def interrupt(self) -> None:
         """Stops every node's goals: each ends at its next step, its sandbox removed, and its node sends
@@ -153,10 +175,16 @@ class RayCluster:
 
         self.state.halt(Interrupted("interrupted: the batch was stopped"))
         self.queue.clear()
-        for host in self.hosts.values():
-            host.actor.stop.remote()
-        ready, _ = ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10)
-        self._hear()  # a goal that started since the last look was interrupted, not "not started"
+        try:
+            for host in self.hosts.values():
+                host.actor.stop.remote()
+            ready, _ = (
+                ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10) if self.flights else ([], [])
+            )
+            self._hear(wait=2.0)  # a goal that started since the last look was interrupted, not "not started"
+        except ConnectionError as exc:
+            self._lose_all(str(exc).strip().rstrip("."))
+            return
         for ref, flight in self.flights.items():
             if ref in ready and self._came_back(ref, flight):
                 continue
@@ -170,19 +198,36 @@ class RayCluster:
         """Each node's actor removes what its goals still have on its engine, and their folder."""
         import ray
 
+        self.pulse.stop()
         closing = [host.actor.close.remote() for host in self.hosts.values()]
         with contextlib.suppress(Exception):
             ray.wait(closing, num_returns=len(closing), timeout=10)
 
     def unreachable(self) -> str:
-        return "" if _offered() else f"no node of the Ray cluster hosts {RESOURCE}"
+        if self.gone:
+            return self.gone
+        lost = f" (the nodes of {len(self.dead)} died)" if self.dead else ""
+        return "" if self._usable() else f"no live node of the Ray cluster hosts {RESOURCE}{lost}"
+
+    def _lose_all(self, detail: str) -> bool:
+        """The cluster is gone: the goals on it are recorded as ended with it, the goals still to run
+        are left (the summary says why they never started), and the nodes are not asked anything more.
+        Their sandboxes end with their lease, on each node's engine. False: the batch is not busy."""
+        self.gone = f"the Ray cluster went away ({detail})"
+        self.state.progress.line(f"batch: {self.gone}; its goals in flight are recorded as engine failures")
+        for flight in [*self.flights.values(), *(f for f in self.queue if f.lost)]:  # those that had started
+            self.state.record(self._failed(flight, "engine", "; ".join([*flight.lost, self.gone])))
+        self.flights.clear()
+        self.queue.clear()
+        self.hosts.clear()
+        return False
 
     def _dispatch(self) -> None:
         """Gives the queued goals to the actors with room, the emptiest first; a node that joined the
         cluster since gets an actor of its own."""
         if self.state.stop.is_set():
             return
-        if self.queue and time.monotonic() - self.looked > LOOK:
+        if self.queue:
             self._discover()
         while self.queue:
             host = min(self.hosts.values(), key=lambda h: len(h.flights) / h.slots, default=None)
@@ -191,14 +236,20 @@ class RayCluster:
             self._submit(self.queue.popleft(), host)
 
     def _discover(self) -> None:
-        import ray
+        for node_id, slots in self._usable().items():
+            if node_id not in self.hosts:
+                self.hosts[node_id] = _Host(node_id, slots, self._actor(node_id, slots))
 
-        self.looked = time.monotonic()
-        for node in ray.nodes():  # type: ignore[no-untyped-call]
+    def _usable(self) -> dict[str, int]:
+        """The live nodes this batch may use, and how many of its goals each can run at once: as many
+        sandboxes as it offers and as its memory holds, and no more than the batch's goals."""
+        usable = {}
+        for node in self.pulse.nodes:
             have = node.get("Resources") or {}
-            slots = min(int(have.get(RESOURCE, 0)), int(have.get("memory", 0) // max(self.memory, 1)))
-            if node.get("Alive") and slots >= 1 and node["NodeID"] not in self.hosts:
-                self.hosts[node["NodeID"]] = _Host(node["NodeID"], slots, self._actor(node["NodeID"], slots))
+            slots = min(int(have.get(RESOURCE, 0)), int(have.get("memory", 0) // max(self.memory, 1)), self.goals)
+            if node.get("Alive") and slots >= 1 and node["NodeID"] not in self.dead:
+                usable[node["NodeID"]] = slots
+        return usable
 
     def _actor(self, node_id: str, slots: int) -> Any:
         """The node's actor, pinned to it; it reserves the node's sandboxes, and their memory, through Ray."""
@@ -245,12 +296,25 @@ class RayCluster:
             self.state.progress.line(f"batch: {project} packed once ({len(data) / 1e6:.1f} MB) into Ray's object store")
         return self.projects[project]
 
-    def _hear(self) -> None:
+    def _hear(self, wait: float = 0) -> None:
+        """What the coordinator heard since the last answer, once it answers: never waited for longer
+        than `wait`, as an actor restarting (its node died) or a cluster gone answers late or never."""
         import ray
+        from ray.exceptions import RayError
 
         if self.coordinator is None:
             return
-        news, holds = ray.get(self.coordinator.heard.remote())
+        if self.hearing is None:
+            self.hearing = self.coordinator.heard.remote()
+        ready, _ = ray.wait([self.hearing], timeout=wait)
+        if not ready:
+            return
+        try:
+            news, holds = ray.get(self.hearing)
+        except RayError:  # the actor died with what it heard: where goals started is shown when they end
+            return
+        finally:
+            self.hearing = None
         self.state.gate.holds = holds
         started = {goal_id: node for goal_id, node in news}
         for flight in self.flights.values():
@@ -296,6 +360,8 @@ class RayCluster:
     def _lost(self, flight: _Flight, exc: Exception) -> None:
         if flight.host is not None and self.hosts.get(flight.host.node_id) is flight.host:
             del self.hosts[flight.host.node_id]  # its actor is gone with its node
+            self.dead.add(flight.host.node_id)
+            self.died = time.monotonic()
         where = f"on {flight.node} " if flight.node else ""
         flight.lost.append(f"run {flight.attempt} {where}ended with its node ({type(exc).__name__})")
         if flight.attempt >= ATTEMPTS or self.state.stop.is_set():

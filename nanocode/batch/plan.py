@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from nanocode.batch.goals import Goal
 from nanocode.batch.ledger import Ledger, machine_cpus, machine_memory, size
 from nanocode.batch.local import LocalEngines
 from nanocode.batch.progress import Progress
-from nanocode.batch.run import Batch, locked
+from nanocode.batch.run import Batch, locked, report
 from nanocode.batch.state import BatchState, Budgets, Planned
 from nanocode.errors import ConfigError
 from nanocode.settings import Settings
@@ -79,10 +80,20 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
 def _on_ray(
     planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, goals: int
 ) -> int:
+    from nanocode.batch.apart import apart
+
+    planned = _one_image(planned, progress.line)
+    began = time.time()
+    code = apart(lambda: _ray_driver(planned, skipped, batch, progress, goals))
+    return _driver_lost(planned, skipped, batch, progress, began) if code is None else code
+
+
+def _ray_driver(
+    planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, goals: int
+) -> int:
     from nanocode.batch import cluster
 
     assert batch.ray is not None
-    planned = _one_image(planned, progress.line)
     cluster.connect(batch.ray)
     try:
         progress.line(
@@ -94,6 +105,23 @@ def _on_ray(
             return Batch(planned, state, cluster.RayCluster(state)).run(skipped)
     finally:
         cluster.finished()
+
+
+def _driver_lost(
+    planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, began: float
+) -> int:
+    """Ray ended the batch's driver (its node or the cluster's GCS went away): the goals that ended
+    keep their results, and the others are recorded as ended with the cluster."""
+    why = "the Ray cluster went away (Ray ended this batch's driver with it)"
+    progress.line(f"batch: {why}; the goals that had not ended are recorded as engine failures")
+    kept = {r.id: r for r in skipped}
+    ordered = []
+    for p in planned:
+        ended = results.read(batch.out, p.goal.id) if results.written_since(batch.out, p.goal.id, began) else None
+        lost = results.Result(p.goal.id, p.goal.text, str(p.settings.project), "engine", why)
+        ordered.append(kept.get(p.goal.id) or ended or lost)
+    extra = {"interrupted": False, "backoffs": 0, "skipped": list(kept)}
+    return report(batch.out, ordered, time.time() - began, extra)
 
 
 def _one_image(planned: list[Planned], note: Any) -> list[Planned]:

@@ -70,6 +70,14 @@ def read(out: Path, goal_id: str) -> Result | None:
         return None
 
 
+def written_since(out: Path, goal_id: str, since: float) -> bool:
+    """Whether the goal's result.json was written at `since` (a time.time()) or later."""
+    try:
+        return (folder(out, goal_id) / "result.json").stat().st_mtime >= since
+    except OSError:
+        return False
+
+
 def read_all(out: Path) -> list[Result]:
     found = (read(out, p.name) for p in sorted(out.iterdir()) if p.is_dir()) if out.is_dir() else iter(())
     return [r for r in found if r is not None]

@@ -54,17 +54,11 @@ class Batch:
                 done[planned.goal.id] = self._not_run(planned)
         ordered = [done[p.goal.id] for p in self.planned]
         extra = {"interrupted": interrupted, "backoffs": state.gate.holds, "skipped": [r.id for r in skipped]}
-        summary = results.summary(ordered, time.monotonic() - state.started, extra)
         state.progress.close()
-        (state.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        click.echo(results.table(ordered))  # the summary on stdout, progress on stderr
-        click.echo(
-            f"batch: {_counts(summary['outcomes'])}, ${summary['cost']:.4f}, {summary['seconds']:.1f}s; "
-            f"results in {state.out}"
-        )
+        code = report(state.out, ordered, time.monotonic() - state.started, extra)
         if interrupted:
             raise Interrupted("interrupted: the batch was stopped; what finished is kept, and the next run resumes")
-        return int(summary["exit_code"])
+        return code
 
     def _not_run(self, planned: Planned) -> Result:
         """A goal the batch never started: counted in the summary, and run by the next run."""
@@ -74,6 +68,16 @@ class Batch:
         elif why := self.scheduler.unreachable():
             outcome, reason = "engine", f"not started: {why}"
         return Result(planned.goal.id, planned.goal.text, str(planned.settings.project), outcome, reason)
+
+
+def report(out: Path, ordered: list[Result], seconds: float, extra: dict[str, Any]) -> int:
+    """summary.json, and the summary on stdout (progress is on stderr); the batch's exit code."""
+    summary = results.summary(ordered, seconds, extra)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    click.echo(results.table(ordered))
+    counts, cost = _counts(summary["outcomes"]), summary["cost"]
+    click.echo(f"batch: {counts}, ${cost:.4f}, {summary['seconds']:.1f}s; results in {out}")
+    return int(summary["exit_code"])
 
 
 @contextlib.contextmanager

@@ -1,0 +1,93 @@
+"""Work in a child process of its own, for a Ray driver: Ray ends its driver process on the spot when
+the node it joined goes (the connection to that node's object store breaks) and after a minute of a
+GCS that is gone, with none of Python's clean-up run. The parent, which never imports Ray, hears how
+the child ended: its exit code, an error to show as its own, or nothing at all, which is Ray's end."""
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import click
+
+from nanocode.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NanocodeError
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def relayed(message: str, exit_code: int) -> NanocodeError:
+    """An error the child met, shown by the parent as the child would have shown it."""
+    kind: type[NanocodeError] = type("Relayed", (NanocodeError,), {"exit_code": exit_code})
+    return kind(message)
+
+
+def apart(work: Callable[[], int]) -> int | None:
+    """`work`'s exit code, run in a child process; None when the child ended without saying how.
+    An error in the child is raised here, with its message and exit code."""
+    read, write = os.pipe()
+    # Held back until the parent forwards them: one that came in between would end the parent alone.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is the tests' subprocesses
+        os.close(read)
+        _child(work, write)
+    os.close(write)
+    with _forwarded(pid), os.fdopen(read, "rb") as said:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        told = said.read()
+        os.waitpid(pid, 0)
+    if not told:
+        return None
+    code, error = json.loads(told)
+    if error is not None:
+        raise relayed(error, code)
+    return int(code)
+
+
+def _child(work: Callable[[], int], write: int) -> None:
+    """Runs `work` in a process group of its own (a terminal's Ctrl-C reaches it once, through the
+    parent); says how it ended; never returns."""
+    os.setpgid(0, 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    code, error = _ending(work)
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(write, json.dumps([code, error]).encode())
+    os._exit(code)
+
+
+def _ending(work: Callable[[], int]) -> tuple[int, str | None]:
+    """The exit code, and the error to show (as nanocode's main would have shown it) or None."""
+    try:
+        return work(), None
+    except click.ClickException as exc:
+        return exc.exit_code, exc.format_message()
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return EXIT_INTERRUPTED, "interrupted"
+    except Exception as exc:
+        if os.environ.get("NANOCODE_DEBUG"):
+            traceback.print_exc()
+        return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc} (NANOCODE_DEBUG=1 shows the traceback)"
+
+
+@contextlib.contextmanager
+def _forwarded(pid: int) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP sent to the parent go to the child, which stops the batch."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    # One ignored where nanocode was started (a background job's SIGINT) stays ignored.
+    taken = [sig for sig in FORWARDED if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, forward) for sig in taken}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
