@@ -5,6 +5,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -718,3 +719,29 @@ def test_max_memory_total_bounds_the_goals_running_while_the_pool_prepares_the_n
     assert process.returncode == 0, stderr
     assert most == 2, f"{most} goals ran at once"
     assert sandboxes_while_two_run == 4, sandboxes_while_two_run
+
+
+@pytest.mark.parametrize("where", ["this filesystem", "/dev/shm"])
+def test_a_change_set_sent_back_is_renamed_within_a_filesystem_and_copied_across_two(
+    tmp_path: Path, where: str
+) -> None:
+    from nanocode.batch.runner import _move
+
+    base = tmp_path if where == "this filesystem" else Path(where)
+    if not base.is_dir():
+        pytest.skip(f"no {where} here")
+    holder = Path(tempfile.mkdtemp(dir=base))
+    try:
+        source = holder / "set"
+        (source / "files").mkdir(parents=True)
+        (source / "manifest.json").write_text("{}")
+        os.symlink("manifest.json", source / "link")
+        inode = source.stat().st_ino
+        target = tmp_path / "out" / "changes"
+        target.parent.mkdir()
+        _move(source, target)
+        assert not source.exists() and (target / "manifest.json").read_text() == "{}"
+        assert os.readlink(target / "link") == "manifest.json" and (target / "files").is_dir()
+        assert (target.stat().st_ino == inode) == (holder.stat().st_dev == target.parent.stat().st_dev)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
