@@ -118,3 +118,25 @@ def test_a_folder_the_sandbox_locked_is_opened_to_its_owner_and_walked() -> None
         assert stat.S_IMODE((project / "locked").stat().st_mode) == 0o700
     finally:
         shutil.rmtree(base)
+
+
+def test_a_setuid_file_in_a_git_the_goal_made_or_below_a_name_like_what_was_moved_aside_loses_its_bits(
+    tmp_path: Path,
+) -> None:
+    """What bind mode moves aside is the goal's too: a `.git` it made goes aside whole, with what it
+    holds, and a folder the goal names as bind mode names its quarantine hides nothing."""
+    from nanocode.workspace.workspace import Workspace
+
+    project = tmp_path / "p"
+    project.mkdir()
+    notes: list[str] = []
+    workspace = Workspace(None, str(project), "g", notes.append)  # type: ignore[arg-type]
+    workspace.open()
+    for folder in ("sub/.git/hooks", "x.nanocode-quarantine-1"):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "s").write_text("x")
+        (project / folder / "s").chmod(0o4755)
+    workspace.finish("g", "complete")
+    setuid = [p for p in project.rglob("s") if p.stat().st_mode & 0o6000]
+    assert not setuid and len(list(project.rglob("s"))) == 2, notes
+    assert any("moved to" in note for note in notes) and any("setuid" in note for note in notes), notes

@@ -27,7 +27,7 @@ Seen = list[tuple[str, os.stat_result]]  # what `walk` found: each path and its 
 
 def flagged_names(project: str) -> list[str]:
     """The paths flagged by name in the project now (kept at the start, to see what goes)."""
-    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path)]
+    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path) and not _moved_aside(path)]
 
 
 def changed(project: str, since: float, before: list[str], seen: Seen | None = None) -> list[str]:
@@ -35,7 +35,7 @@ def changed(project: str, since: float, before: list[str], seen: Seen | None = N
     `seen`: the project's walk, when the caller has it (`unset_special` leaves of each path what this
     reads as it was: its kind, its execute bits, a change time past `since`)."""
     tree = HostTree(project)
-    seen = walk(project) if seen is None else seen
+    seen = [(path, st) for path, st in (walk(project) if seen is None else seen) if not _moved_aside(path)]
     links = {path: resolve(tree, path) for path, st in seen if _is_link(st)}
     new = [(path, st) for path, st in seen if st.st_ctime >= since]
     found = [path for path, st in new if _runs(path, st, links)]
@@ -68,14 +68,20 @@ def _is_file(st: os.stat_result) -> bool:
     return (st.st_mode & 0o170000) == 0o100000
 
 
+def _moved_aside(path: str) -> bool:
+    """Below what bind mode moved aside: its own warning names it, and no host tool runs it there."""
+    return QUARANTINE in path
+
+
 def _skipped(name: str) -> bool:
-    """A `.git`, and what bind mode moved aside (its own warning names it)."""
-    return is_dot_git(name) or QUARANTINE in name
+    """A `.git`: when the goal ends, every one the goal made or changed has been moved aside (and is
+    walked there); those left are the ones it could not write to."""
+    return is_dot_git(name)
 
 
 def walk(project: str, stat: bool = True) -> Seen:
     """Every path below the project and its lstat (when `stat`: else a folder's or not), nothing below
-    a `.git` nor below what bind mode moved aside. Each folder is opened through the handle of the
+    a `.git`. Each folder is opened through the handle of the
     folder that holds it, never through a symlink (O_NOFOLLOW), and what it holds is asked of its
     handle: no path string is resolved again, so no symlink, old or new, leads the walk elsewhere."""
     found: Seen = []
