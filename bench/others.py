@@ -27,20 +27,26 @@ class Others:
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.client: Any = None
         self.stream: Any = None
         self.thread: threading.Thread | None = None
 
     def start(self) -> "Others":
-        client = engine.connect(timeout=30)  # its own connection: the stream blocks it
-        self.stream = client.events(filters={"type": "container", "event": "create"}, decode=True)
+        """Starts following; an engine that cannot be followed leaves the count at none."""
+        try:
+            self.client = engine.connect(timeout=30)  # a connection of its own: the stream holds it
+            self.stream = self.client.events(filters={"type": "container", "event": "create"}, decode=True)
+        except Exception:
+            return self
         self.thread = threading.Thread(target=self._follow, name="bench-others", daemon=True)
         self.thread.start()
         return self
 
     def stop(self) -> list[str]:
-        if self.stream is not None:
-            with contextlib.suppress(Exception):
-                self.stream.close()
+        for opened in (self.stream, self.client):
+            if opened is not None:
+                with contextlib.suppress(Exception):
+                    opened.close()
         if self.thread is not None:
             self.thread.join(5)
         return list(self.names)
