@@ -13,8 +13,11 @@ the cluster (`import ray`, `ray.init`, `ray.shutdown`) stays in every Ray wall; 
 """
 
 import contextlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,13 +73,16 @@ cluster.shutdown()
 
 @contextlib.contextmanager
 def _cluster(nodes: int) -> Iterator[str]:
-    """A Ray cluster of `nodes` nodes on this machine, each hosting SLOTS sandboxes; its address."""
+    """A Ray cluster of `nodes` nodes on this machine, each hosting SLOTS sandboxes; its address. The
+    nodes keep their copies of the project in a state folder of their own, removed with the cluster."""
+    state = tempfile.mkdtemp(prefix="nanocode-bench-ray-")
     process = subprocess.Popen(
         [sys.executable, "-c", CLUSTER, str(nodes), str(SLOTS)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd="/",
+        env={**os.environ, "XDG_STATE_HOME": state},
     )
     assert process.stdin is not None and process.stdout is not None
     try:
@@ -86,6 +92,7 @@ def _cluster(nodes: int) -> Iterator[str]:
     finally:
         process.stdin.close()
         process.wait(timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _run(bench: Any, api: Any, goals: int, how: list[str]) -> float:
