@@ -4,6 +4,7 @@ GCS that is gone, with none of Python's clean-up run. The parent, which never im
 the child ended: its exit code, an error to show as its own, or nothing at all, which is Ray's end."""
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import click
 from nanocode.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NanocodeError
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
 
 
 def relayed(message: str, exit_code: int) -> NanocodeError:
@@ -29,12 +31,13 @@ def apart(work: Callable[[], int]) -> int | None:
     """`work`'s exit code, run in a child process; None when the child ended without saying how.
     An error in the child is raised here, with its message and exit code."""
     read, write = os.pipe()
+    parent = os.getpid()
     # Held back until the parent forwards them: one that came in between would end the parent alone.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's coverage is the tests' subprocesses
         os.close(read)
-        _child(work, write)
+        _child(work, write, parent)
     os.close(write)
     with _forwarded(pid), os.fdopen(read, "rb") as said:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
@@ -48,10 +51,14 @@ def apart(work: Callable[[], int]) -> int | None:
     return int(code)
 
 
-def _child(work: Callable[[], int], write: int) -> None:
+def _child(work: Callable[[], int], write: int, parent: int) -> None:
     """Runs `work` in a process group of its own (a terminal's Ctrl-C reaches it once, through the
     parent); says how it ended; never returns."""
     os.setpgid(0, 0)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # before the batch runs too: said "interrupted", as Ctrl-C is
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _interrupt)
+    _stop_with_parent(parent)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     code, error = _ending(work)
     with contextlib.suppress(OSError):
@@ -59,6 +66,19 @@ def _child(work: Callable[[], int], write: int) -> None:
         sys.stderr.flush()
         os.write(write, json.dumps([code, error]).encode())
     os._exit(code)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_with_parent(parent: int) -> None:
+    """A parent killed outright (SIGKILL) stops the batch as a SIGTERM would: the kernel sends the child
+    one when its parent ends (Linux's PR_SET_PDEATHSIG), and one that ended already is looked for."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _ending(work: Callable[[], int]) -> tuple[int, str | None]:
