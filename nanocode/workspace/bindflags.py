@@ -5,6 +5,11 @@ every path whose inode changed while the goal ran (its ctime: content, mode, a n
 flagged path there at the start that is gone, is flagged when its path, or a name it is reached by
 through a symlink, is flagged; a changed symlink whose target is flagged or leaves the project, and
 a changed executable file, are flagged too.
+
+Invariant: the warning leaves out only what nanocode itself moved aside in this goal (`Aside`): the
+exact paths it moved repositories to, each still the very inode it was right after the move (device
+and inode), and what is below them; their own warning names them. No name decides: a folder the goal
+names as nanocode names its quarantine, and what it holds, is walked and flagged as any other.
 """
 
 import contextlib
@@ -17,25 +22,42 @@ from nanocode.workspace.handles import FOLDER as OPEN_FOLDER
 from nanocode.workspace.handles import Tree
 from nanocode.workspace.trees import HostTree, Place, join, resolve
 
-QUARANTINE = ".nanocode-quarantine"
 FOLDER = os.stat_result((0o040755, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 OTHER = os.stat_result((0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
 Seen = list[tuple[str, os.stat_result]]  # what `walk` found: each path and its lstat
+Aside = dict[str, tuple[int, int]]  # what nanocode moved aside in this goal: its path, (device, inode)
 
 
 def flagged_names(project: str) -> list[str]:
     """The paths flagged by name in the project now (kept at the start, to see what goes)."""
-    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path) and not _moved_aside(path)]
+    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path)]
 
 
-def changed(project: str, since: float, before: list[str], seen: Seen | None = None) -> list[str]:
+def own(project: str, targets: list[str]) -> Aside:
+    """What nanocode moved aside (`targets`: the paths `bind.quarantine` moved things to), each by its
+    identity, taken through folder handles as soon as it is there (the sandbox is gone by then)."""
+    aside: Aside = {}
+    with Tree(project) as tree:
+        for target in targets:
+            path = os.path.relpath(target, project)
+            with contextlib.suppress(OSError):
+                st = tree.lstat(path)
+                if st is not None:
+                    aside[path] = (st.st_dev, st.st_ino)
+    return aside
+
+
+def changed(
+    project: str, since: float, before: list[str], seen: Seen | None = None, aside: Aside | None = None
+) -> list[str]:
     """The flagged paths that changed since `since` (epoch seconds), or that were there and are gone;
     `seen`: the project's walk, when the caller has it (`unset_special` leaves of each path what this
-    reads as it was: its kind, its execute bits, a change time past `since`)."""
+    reads as it was: its kind, its execute bits, a change time past `since`); `aside`: what nanocode
+    moved aside in this goal, left out."""
     tree = HostTree(project)
-    seen = [(path, st) for path, st in (walk(project) if seen is None else seen) if not _moved_aside(path)]
+    seen = _not_aside(walk(project) if seen is None else seen, aside or {})
     links = {path: resolve(tree, path) for path, st in seen if _is_link(st)}
     new = [(path, st) for path, st in seen if st.st_ctime >= since]
     found = [path for path, st in new if _runs(path, st, links)]
@@ -68,9 +90,14 @@ def _is_file(st: os.stat_result) -> bool:
     return (st.st_mode & 0o170000) == 0o100000
 
 
-def _moved_aside(path: str) -> bool:
-    """Below what bind mode moved aside: its own warning names it, and no host tool runs it there."""
-    return QUARANTINE in path
+def _not_aside(seen: Seen, aside: Aside) -> Seen:
+    """`seen` but for what nanocode moved aside: a path it moved something to that is still that very
+    inode, and what is below it. A path with the name but not the inode (or the inode, a file's hard
+    link, under another name) stays."""
+    tops = [path + "/" for path, st in seen if aside.get(path) == (st.st_dev, st.st_ino)]
+    if not tops:
+        return seen
+    return [(path, st) for path, st in seen if not any((path + "/").startswith(top) for top in tops)]
 
 
 def _skipped(name: str) -> bool:
