@@ -16,9 +16,8 @@ import contextlib
 import os
 import stat
 
-from nanocode.workspace import flagging, paths
+from nanocode.workspace import flagging, handles, paths
 from nanocode.workspace.gitdirs import is_dot_git
-from nanocode.workspace.handles import FOLDER as OPEN_FOLDER
 from nanocode.workspace.handles import Tree
 from nanocode.workspace.trees import HostTree, Place, join, resolve
 
@@ -108,69 +107,17 @@ def _skipped(name: str) -> bool:
 
 def walk(project: str, stat: bool = True) -> Seen:
     """Every path below the project and its lstat (when `stat`: else a folder's or not), nothing below
-    a `.git`. Each folder is opened through the handle of the
-    folder that holds it, never through a symlink (O_NOFOLLOW), and what it holds is asked of its
-    handle: no path string is resolved again, so no symlink, old or new, leads the walk elsewhere."""
+    a `.git`. Each folder is opened through the handle of the folder that holds it, never through a
+    symlink, and what it holds is asked of its handle (`handles.walk`): no path string is resolved
+    again, so no symlink, old or new, leads the walk elsewhere."""
     found: Seen = []
-    try:
-        top = os.open(project, OPEN_FOLDER)
-    except OSError:
-        return found
-    # Depth first, a handle open for each folder on the way down only: (handle, path, folders to enter).
-    stack = [(top, "", _list(top, "", stat, found))]
-    try:
-        while stack:
-            fd, folder, inner = stack[-1]
-            if not inner:
-                os.close(fd)
-                stack.pop()
+    for folder, entries in handles.walk(project, enter=lambda name: not _skipped(name)):
+        for item in entries:
+            if _skipped(item.name):
                 continue
-            name = inner.pop()
-            handle = _enter(fd, name)
-            if handle is not None:
-                path = join(folder, name)
-                stack.append((handle, path, _list(handle, path, stat, found)))
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+            with contextlib.suppress(OSError):  # gone since it was listed
+                found.append((join(folder, item.name), item.stat(follow_symlinks=False) if stat else _kind(item)))
     return found
-
-
-def _list(fd: int, folder: str, stat: bool, found: Seen) -> list[str]:
-    """Adds what the folder (its handle `fd`) holds to `found`; returns its folders, by name."""
-    inner = []
-    try:
-        with os.scandir(fd) as items:
-            for item in items:
-                if _skipped(item.name):
-                    continue
-                with contextlib.suppress(OSError):  # gone since it was listed
-                    st = item.stat(follow_symlinks=False) if stat else _kind(item)  # asked of `fd`
-                    found.append((join(folder, item.name), st))
-                    if _is_folder(st):
-                        inner.append(item.name)
-    except OSError:
-        pass
-    return inner
-
-
-def _enter(fd: int, name: str) -> int | None:
-    """A handle on the folder `name` in `fd`, never through a symlink. One the sandbox locked (it runs
-    as the user, whose folder it is) is opened to the user first, so that nothing it holds is hidden."""
-    try:
-        return os.open(name, OPEN_FOLDER, dir_fd=fd)
-    except PermissionError:
-        pass
-    except OSError:
-        return None
-    try:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
-            return None
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)  # a folder, seen through no symlink
-        return os.open(name, OPEN_FOLDER, dir_fd=fd)
-    except OSError:
-        return None
 
 
 SPECIAL = 0o6000  # setuid, setgid: a file that runs as its owner (root, when nanocode runs as root)
