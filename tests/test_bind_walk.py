@@ -204,3 +204,17 @@ def test_a_path_nanocode_moved_something_to_is_left_out_only_while_it_is_that_ve
     os.link(project / "q" / "Makefile", project / "x" / "Makefile")  # an inode nanocode moved, by another name
     aside |= bindflags.own(str(project), [str(project / "x" / "Makefile")])
     assert bindflags.changed(str(project), since, [], aside=aside) == ["q/Makefile"]
+
+
+def test_a_bind_goal_whose_project_was_removed_while_it_ran_ends_with_what_is_gone(tmp_path: Path) -> None:
+    from nanocode.workspace.workspace import Workspace
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "Makefile").write_text("all:\n")
+    notes: list[str] = []
+    workspace = Workspace(None, str(project), "g", notes.append)  # type: ignore[arg-type]
+    workspace.open()
+    shutil.rmtree(project)
+    assert workspace.finish("g", "complete") is None
+    assert [note for note in notes if "host tools run" in note and "Makefile" in note], notes

@@ -115,3 +115,7 @@ def test_a_folder_swapped_for_a_symlink_while_the_walk_runs_is_not_entered(tmp_p
     os.symlink(outside, root / "a")
     assert [folder for folder, _ in walk] == []
     assert gitdirs.find(str(root)).folders == [] and gitdirs.find(str(root)).dot_gits == []
+
+
+def test_a_project_that_is_gone_holds_no_repository(tmp_path: Path) -> None:
+    assert gitdirs.find(str(tmp_path / "gone")) == gitdirs.Found()

@@ -38,6 +38,8 @@ def own(project: str, targets: list[str]) -> Aside:
     """What nanocode moved aside (`targets`: the paths `bind.quarantine` moved things to), each by its
     identity, taken through folder handles as soon as it is there (the sandbox is gone by then)."""
     aside: Aside = {}
+    if not targets:
+        return aside  # nothing moved (the project itself may be gone)
     with Tree(project) as tree:
         for target in targets:
             path = os.path.relpath(target, project)
@@ -132,6 +134,8 @@ def unset_special(project: str, since: float, seen: Seen | None = None) -> list[
     it. Returns the paths."""
     seen = walk(project) if seen is None else seen
     found = [(p, st) for p, st in seen if st.st_ctime >= since and st.st_mode & _unsafe(st)]
+    if not found:
+        return []  # nothing to open (the project itself may be gone)
     done = []
     with Tree(project) as tree:
         for path, st in found:

@@ -145,7 +145,11 @@ def find(project: str) -> Found:
     nothing below a `.git` is walked. git's test is asked of a folder that holds a `HEAD` (in any
     case, as a file system that ignores case finds it), through handles too (`HandleTree`)."""
     found = Found()
-    with HandleTree(project) as tree:
+    try:
+        tree = HandleTree(project)
+    except OSError:
+        return found  # no project (removed while the goal ran): no repository in it
+    with tree:
         for folder, entries in handles.walk(project, enter=lambda name: not is_dot_git(name)):
             names = [item.name for item in entries]
             found.dot_gits += [join(folder, name) for name in names if is_dot_git(name)]
