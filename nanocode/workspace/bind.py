@@ -21,7 +21,7 @@ from docker.types import Mount
 
 from nanocode.errors import NanocodeError
 from nanocode.workspace import gitdirs
-from nanocode.workspace.trees import HostTree, join, read_plain
+from nanocode.workspace.trees import HandleTree, join
 
 EXIT_WORKSPACE = 6
 QUARANTINE = ".nanocode-quarantine-"
@@ -51,9 +51,14 @@ class Snapshot:
 
 
 def snapshot(project: str) -> Snapshot:
+    """What the project's repositories are; found and read through folder handles, never through a
+    symlink (`gitdirs.find`, `HandleTree`)."""
     found = gitdirs.find(project)
-    gits = {rel: _what(os.path.join(project, rel)) for rel in found.dot_gits}
-    gits |= {_key(rel): _fingerprint(project, rel) for rel in found.folders}
+    if not (found.dot_gits or found.folders):
+        return Snapshot({}, found.owned)
+    with HandleTree(project) as tree:
+        gits = {rel: _what(tree, rel) for rel in found.dot_gits}
+        gits |= {_key(rel): _fingerprint(tree, rel) for rel in found.folders}
     return Snapshot(gits, found.owned)
 
 
@@ -69,24 +74,24 @@ def _folder(key: str) -> str:
     return "" if key == "./" else key[:-1]
 
 
-def _what(path: str) -> str:
+def _what(tree: HandleTree, path: str) -> str:
     """What a `.git` is; read never through a symlink nor from a FIFO the sandbox made (that would
     block the end of the goal for ever)."""
     try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            return "link:" + os.readlink(path)
+        with tree.handles.at(path) as (fd, name):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return "link:" + os.readlink(name, dir_fd=fd)
     except OSError:
         return "gone"
     if stat.S_ISDIR(st.st_mode):
         return "dir"
-    data = read_plain(path, 4096)
+    data = tree.read(path, 4096)
     return "file:" + data.decode("utf-8", "replace") if data is not None else f"other:{stat.S_IFMT(st.st_mode):o}"
 
 
-def _fingerprint(project: str, folder: str) -> str:
+def _fingerprint(tree: HandleTree, folder: str) -> str:
     """What a repository folder is: which of its own files it has, and what its small ones say."""
-    tree = HostTree(project)
     h = hashlib.sha256()
     for name in sorted(gitdirs.REPO_OWN):
         node = tree.lstat(join(folder, name))
