@@ -4,14 +4,17 @@ links in any case, folders made repositories at any depth. It follows no symlink
 project never, and finds what git and a walk that follows nothing find."""
 
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanocode.workspace import gitdirs, handles
+from nanocode.workspace import bind, gitdirs, handles
 
 NAMES = ["a", "b", ".git", ".GIT", "x.git", "HEAD", "objects"]
 KINDS = ["dir", "file", "gitfile", "repo", "repo", "link-in", "link-out", "link-up", "link-repo-out"]
@@ -119,3 +122,61 @@ def test_a_folder_swapped_for_a_symlink_while_the_walk_runs_is_not_entered(tmp_p
 
 def test_a_project_that_is_gone_holds_no_repository(tmp_path: Path) -> None:
     assert gitdirs.find(str(tmp_path / "gone")) == gitdirs.Found()
+
+
+@pytest.mark.parametrize("planted", ["sub/.git", "sub/deep/.git", "sub/repo", "sub/deep/repo"])
+def test_a_folder_swapped_for_a_symlink_before_the_move_aside_stops_it_inside_the_project(
+    planted: str, tmp_path: Path
+) -> None:
+    """What bind mode moves aside is reached through folder handles: a folder on the way made a
+    symlink to a repository elsewhere (by another goal's sandbox, still running) moves nothing there."""
+    root, outside = tmp_path / "p", _outside(tmp_path)
+    (outside / "deep").mkdir()
+    _repo(outside / "deep" / ".git")
+    _repo(outside / "deep" / "repo")
+    _repo(outside / "repo")
+    root.mkdir()
+    before = bind.snapshot(str(root))
+    _repo(root / planted)
+    keys = bind.planted(str(root), before)
+    there = sorted(str(p.relative_to(tmp_path)) for p in outside.rglob("*"))
+    (root / "sub").rename(tmp_path / "moved")
+    os.symlink(outside, root / "sub")
+    with pytest.raises(bind.QuarantineFailed) as refused:
+        bind.quarantine(str(root), keys, before)
+    assert "is a symlink" in refused.value.format_message()
+    assert sorted(str(p.relative_to(tmp_path)) for p in outside.rglob("*")) == there
+
+
+NOBODY = 65534
+MOVE = (
+    "import sys; from nanocode.workspace import bind; before = bind.Snapshot(); "
+    "print(len(bind.quarantine(sys.argv[1], bind.planted(sys.argv[1], before), before)))"
+)
+
+
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="the move runs as another user, by setpriv")
+def test_what_the_sandbox_locked_is_opened_to_its_owner_and_moved_aside() -> None:
+    """The sandbox runs as the user and may lock the folders it made (no write, or no access at all):
+    they are opened to the user through their handles, and what git would read still goes aside.
+    Root needs no opening: the move runs as another user here."""
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        project = base / "p"
+        _repo(project / "sub" / ".git")
+        _repo(project / "r")
+        for path in [project, *project.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+        (project / "sub" / ".git").chmod(0)
+        (project / "sub").chmod(0o500)
+        (project / "r").chmod(0o500)
+        as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        command = [*as_nobody, sys.executable, "-c", MOVE, str(project)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+        assert done.returncode == 0 and done.stdout.split() == ["2"], done.stderr
+        assert not os.path.lexists(project / "sub" / ".git") and not (project / "r" / "HEAD").exists()
+        [aside] = (project / "sub").iterdir()
+        assert aside.name.startswith(".git.nanocode-quarantine-") and not (aside / "HEAD").exists()
+    finally:
+        shutil.rmtree(base)
