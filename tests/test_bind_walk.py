@@ -140,3 +140,81 @@ def test_a_setuid_file_in_a_git_the_goal_made_or_below_a_name_like_what_was_move
     setuid = [p for p in project.rglob("s") if p.stat().st_mode & 0o6000]
     assert not setuid and len(list(project.rglob("s"))) == 2, notes
     assert any("moved to" in note for note in notes) and any("setuid" in note for note in notes), notes
+
+
+ALIKE = ["a", "x.nanocode-quarantine-1", ".nanocode-quarantine-0123456789abcdef", ".git.nanocode-quarantine-feed"]
+PLANTS = ["Makefile", ".git", "repo"]  # a flagged file; a `.git` (moved aside whole); a folder made a repository
+GOALS = st.dictionaries(
+    st.lists(st.sampled_from(ALIKE), min_size=1, max_size=3).map("/".join), st.sampled_from(PLANTS), max_size=5
+)
+
+
+def _plant(folder: Path, plant: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if plant == "Makefile":
+        (folder / "Makefile").write_text("all:\n")
+        return
+    hooks = folder / ".git" / "hooks" if plant == ".git" else folder / "hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "Makefile").write_text("all:\n")
+    (hooks.parent / "HEAD").write_text("ref: refs/heads/main\n")
+    (hooks.parent / "objects").mkdir(exist_ok=True)
+    (hooks.parent / "refs").mkdir(exist_ok=True)
+
+
+@SETTINGS
+@given(goal=GOALS)
+def test_the_warning_leaves_out_only_what_nanocode_moved_aside_whatever_the_names(
+    tmp_path_factory: pytest.TempPathFactory, goal: dict[str, str]
+) -> None:
+    """Every Makefile the goal left where host tools find it is named, below any look-alike of the
+    quarantine's name; none of those nanocode moved aside (into a `.git` or a repository) is."""
+    from nanocode.workspace.workspace import Workspace
+
+    project = tmp_path_factory.mktemp("p")
+    notes: list[str] = []
+    workspace = Workspace(None, str(project), "g", notes.append)  # type: ignore[arg-type]
+    workspace.started -= 1  # a file's times are the kernel's coarse clock, behind time.time() by a tick
+    workspace.open()
+    for folder, plant in sorted(goal.items()):
+        _plant(project / folder, plant)
+    workspace.finish("g", "complete")
+    left = {str(p.relative_to(project)) for p in project.rglob("Makefile")}
+    targets = [note.split("moved to ")[1] for note in notes if "moved to" in note]
+    aside = [str(Path(t).relative_to(project)) + "/" for t in targets]
+    runs = {path for path in left if not any(path.startswith(top) for top in aside)}
+    moved = {path for path in left if path not in runs}
+    warning = next((note for note in notes if "host tools run" in note), "themselves: ")
+    listed = set(warning.split("themselves: ")[1].split(" [runs")[0].strip().split(", "))
+    assert not listed & moved, (listed, moved)
+    assert runs <= listed, (runs, listed)
+
+
+def test_a_path_nanocode_moved_something_to_is_left_out_only_while_it_is_that_very_inode(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    (project / "q").mkdir(parents=True)
+    since = time.time() - 1
+    aside = bindflags.own(str(project), [str(project / "q")])
+    (project / "q" / "Makefile").write_text("all:\n")
+    assert bindflags.changed(str(project), since, [], aside=aside) == []
+    (project / "q").rename(tmp_path / "kept")  # kept: its inode is not given to the next folder
+    (project / "q").mkdir()  # the same name, another folder: walked as any other
+    (project / "q" / "Makefile").write_text("all:\n")
+    (project / "x").mkdir()
+    os.link(project / "q" / "Makefile", project / "x" / "Makefile")  # an inode nanocode moved, by another name
+    aside |= bindflags.own(str(project), [str(project / "x" / "Makefile")])
+    assert bindflags.changed(str(project), since, [], aside=aside) == ["q/Makefile"]
+
+
+def test_a_bind_goal_whose_project_was_removed_while_it_ran_ends_with_what_is_gone(tmp_path: Path) -> None:
+    from nanocode.workspace.workspace import Workspace
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "Makefile").write_text("all:\n")
+    notes: list[str] = []
+    workspace = Workspace(None, str(project), "g", notes.append)  # type: ignore[arg-type]
+    workspace.open()
+    shutil.rmtree(project)
+    assert workspace.finish("g", "complete") is None
+    assert [note for note in notes if "host tools run" in note and "Makefile" in note], notes

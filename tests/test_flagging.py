@@ -63,3 +63,25 @@ def test_bind_mode_says_what_the_goal_changed_that_host_tools_run(
     listed = warning.split("themselves: ")[1].split(FLAG)[0].strip().split(", ")
     assert {"GNUmakefile", "cfg/settings.json", ".vscode", "lib.PTH", "tool.sh", "setup.cfg"} <= set(listed)
     assert "README.md" not in listed and "a.txt" not in listed
+
+
+def test_in_bind_mode_a_folder_named_like_the_quarantine_hides_nothing_from_the_warning(
+    docker_engine: Any, sandbox_image: str, api: ScriptedAPI, tmp_path: Path
+) -> None:
+    """Only what nanocode itself moved aside in this goal is left out of the warning (its own warning
+    names it); folders the goal names as nanocode names its quarantine are walked as any other."""
+    project = repo(tmp_path / "p", {"a.txt": "a\n"})
+    alike = ["x.nanocode-quarantine-1", ".nanocode-quarantine-0123456789abcdef", "d/.git.nanocode-quarantine-feed"]
+    script = (
+        "mkdir -p sub && git -C sub init -q && "
+        + " && ".join(f"mkdir -p {folder} && echo 'all:; touch /tmp/x' > {folder}/Makefile" for folder in alike)
+        + f" && echo 'echo hi' > {alike[1]}/.envrc && printf '#!/bin/sh\\n' > {alike[0]}/run && chmod +x {alike[0]}/run"
+    )
+    stderr = _goal(tmp_path, api, project, script, "--workspace", "bind")
+    moved = next(line for line in stderr.splitlines() if "moved to" in line).split("moved to ")[1].strip()
+    own = Path(moved).relative_to(project).as_posix()
+    warning = next(line for line in stderr.splitlines() if "host tools run" in line)
+    listed = set(warning.split("themselves: ")[1].split(FLAG)[0].strip().split(", "))
+    hidden = {f"{folder}/Makefile" for folder in alike} | {f"{alike[1]}/.envrc", f"{alike[0]}/run"}
+    assert hidden <= listed, listed
+    assert own.startswith("sub/.git.nanocode-quarantine-") and not any(p.startswith(own) for p in listed), listed

@@ -51,7 +51,7 @@ def test_what_appeared_or_changed_is_moved_aside_to_a_fresh_name(tmp_path: Path)
 def test_a_move_that_fails_is_one_line_and_its_own_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".git").mkdir()
 
-    def refused(source: str, target: str) -> None:
+    def refused(*args: Any, **kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "rename", refused)

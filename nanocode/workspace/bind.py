@@ -6,22 +6,24 @@ link), and every folder that passes git's own test of a git directory, whatever 
 the project at the start are read-only inside, as a whole. When the goal ends, one that is new or
 not what it was is moved aside, under a fresh name the sandbox could not know: a `.git` whole; a
 folder that became a repository loses what makes it one (its `HEAD` and the repository files that
-were not there at the start), moved together into a quarantine folder inside it.
+were not there at the start), moved together into a quarantine folder inside it. Every read and
+move is made relative to folder handles, never through a symlink (`handles.Tree`).
 """
 
+import errno
 import hashlib
 import os
 import secrets
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from docker.types import Mount
 
 from nanocode.errors import NanocodeError
 from nanocode.workspace import gitdirs
-from nanocode.workspace.trees import HostTree, join, read_plain
+from nanocode.workspace.handles import FOLDER, Tree, open_folder
+from nanocode.workspace.trees import HandleTree, join
 
 EXIT_WORKSPACE = 6
 QUARANTINE = ".nanocode-quarantine-"
@@ -51,9 +53,14 @@ class Snapshot:
 
 
 def snapshot(project: str) -> Snapshot:
+    """What the project's repositories are; found and read through folder handles, never through a
+    symlink (`gitdirs.find`, `HandleTree`)."""
     found = gitdirs.find(project)
-    gits = {rel: _what(os.path.join(project, rel)) for rel in found.dot_gits}
-    gits |= {_key(rel): _fingerprint(project, rel) for rel in found.folders}
+    if not (found.dot_gits or found.folders):
+        return Snapshot({}, found.owned)
+    with HandleTree(project) as tree:
+        gits = {rel: _what(tree, rel) for rel in found.dot_gits}
+        gits |= {_key(rel): _fingerprint(tree, rel) for rel in found.folders}
     return Snapshot(gits, found.owned)
 
 
@@ -69,24 +76,24 @@ def _folder(key: str) -> str:
     return "" if key == "./" else key[:-1]
 
 
-def _what(path: str) -> str:
+def _what(tree: HandleTree, path: str) -> str:
     """What a `.git` is; read never through a symlink nor from a FIFO the sandbox made (that would
     block the end of the goal for ever)."""
     try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            return "link:" + os.readlink(path)
+        with tree.handles.at(path) as (fd, name):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return "link:" + os.readlink(name, dir_fd=fd)
     except OSError:
         return "gone"
     if stat.S_ISDIR(st.st_mode):
         return "dir"
-    data = read_plain(path, 4096)
+    data = tree.read(path, 4096)
     return "file:" + data.decode("utf-8", "replace") if data is not None else f"other:{stat.S_IFMT(st.st_mode):o}"
 
 
-def _fingerprint(project: str, folder: str) -> str:
+def _fingerprint(tree: HandleTree, folder: str) -> str:
     """What a repository folder is: which of its own files it has, and what its small ones say."""
-    tree = HostTree(project)
     h = hashlib.sha256()
     for name in sorted(gitdirs.REPO_OWN):
         node = tree.lstat(join(folder, name))
@@ -132,67 +139,109 @@ def _depth(key: str) -> int:
 
 
 def quarantine(project: str, keys: list[str], before: Snapshot) -> list[tuple[str, str]]:
-    """Moves each aside; returns (what it was, where it went); raises QuarantineFailed."""
-    moved = []
-    for key in keys:
-        if key.endswith("/"):
-            moved += _defuse(project, key, before)
-        elif os.path.lexists(os.path.join(project, key)):
-            path = os.path.join(project, key)
-            moved.append((path, _move_beside(path)))
+    """Moves each aside; returns (what it was, where it went); raises QuarantineFailed.
+
+    Every step is taken relative to a folder handle opened from the project's, one name at a time,
+    never through a symlink (`handles.Tree`): a folder on the way swapped for one (by the sandbox of
+    another goal still running in the project) stops the move rather than lead it out of the project."""
+    moved: list[tuple[str, str]] = []
+    if not keys:
+        return moved
+    with Tree(project) as tree:
+        for key in keys:
+            moved += _defuse(tree, key, before) if key.endswith("/") else _move_beside(tree, key)
     return moved
 
 
-def _move_beside(path: str) -> str:
-    target = f"{path}{QUARANTINE}{secrets.token_hex(8)}"
-    _rename(path, target, path)
-    _disarm(target, path)
-    return target
+def _move_beside(tree: Tree, key: str) -> list[tuple[str, str]]:
+    path = os.path.join(tree.root, key)
+    try:
+        with tree.at(key) as (fd, name):
+            if not _lexists(fd, name):
+                return []
+            target = f"{name}{QUARANTINE}{secrets.token_hex(8)}"
+            _writable(fd)
+            os.rename(name, target, src_dir_fd=fd, dst_dir_fd=fd)
+            _disarm(fd, target)
+    except FileNotFoundError:
+        return []  # gone, with a folder on the way
+    except OSError as exc:
+        raise _failed(path, exc) from None
+    return [(path, f"{path}{target[len(name) :]}")]
 
 
-def _defuse(project: str, key: str, before: Snapshot) -> list[tuple[str, str]]:
+def _defuse(tree: Tree, key: str, before: Snapshot) -> list[tuple[str, str]]:
     """A folder that became (or changed as) a repository: what makes it one goes into a fresh
     quarantine folder inside it."""
     rel = _folder(key)
-    folder = os.path.join(project, rel) if rel else project
+    folder = os.path.join(tree.root, rel) if rel else tree.root
+    try:
+        fd = tree.folder(rel)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _failed(f"{folder} a git repository", exc) from None
+    try:
+        return _defuse_in(fd, folder, key, before)
+    finally:
+        os.close(fd)
+
+
+def _defuse_in(fd: int, folder: str, key: str, before: Snapshot) -> list[tuple[str, str]]:
+    rel = _folder(key)
     owned = set(before.owned)
-    present = [n for n in sorted(gitdirs.REPO_OWN) if os.path.lexists(os.path.join(folder, n))]
+    present = [n for n in sorted(gitdirs.REPO_OWN) if _lexists(fd, n)]
     names = [n for n in present if join(rel, n) not in owned]
     if ("HEAD" in present and "HEAD" not in names) and (key not in before.gits or not names):
         names.insert(0, "HEAD")
     if not names:
         return []
-    target = os.path.join(folder, f"{QUARANTINE}{secrets.token_hex(8)}")
+    target = f"{QUARANTINE}{secrets.token_hex(8)}"
     label = f"{folder} a git repository ({', '.join(names)})"
     try:
-        _writable(Path(folder))
-        os.mkdir(target, 0o700)
+        _writable(fd)
+        os.mkdir(target, 0o700, dir_fd=fd)
+        inside = os.open(target, FOLDER, dir_fd=fd)
+        try:
+            for name in names:
+                os.rename(name, name, src_dir_fd=fd, dst_dir_fd=inside)
+        finally:
+            os.close(inside)
+        _disarm(fd, target)
     except OSError as exc:
         raise _failed(label, exc) from None
-    for name in names:
-        _rename(os.path.join(folder, name), os.path.join(target, name), label)
-    _disarm(target, label)
-    return [(label, target)]
+    return [(label, os.path.join(folder, target))]
 
 
-def _disarm(target: str, label: str) -> None:
-    """What is moved aside is no repository either: git's test needs a HEAD, and it gets another name."""
-    head = os.path.join(target, "HEAD")
-    if os.path.isdir(target) and not os.path.islink(target) and os.path.lexists(head):
-        _rename(head, head + QUARANTINE.rstrip("-"), label)
-
-
-def _rename(path: str, target: str, label: str) -> None:
+def _disarm(fd: int, target: str) -> None:
+    """What is moved aside is no repository either: git's test needs a HEAD, and it gets another name.
+    `target`, in the folder `fd`, is entered only if it is a folder itself, not a symlink to one."""
+    if not stat.S_ISDIR(os.stat(target, dir_fd=fd, follow_symlinks=False).st_mode):
+        return
+    inside = open_folder(fd, target)  # one the sandbox locked is opened to the user first
+    if inside is None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
     try:
-        _writable(Path(path).parent)
-        os.rename(path, target)
-    except OSError as exc:
-        raise _failed(label, exc) from None
+        if _lexists(inside, "HEAD"):
+            _writable(inside)
+            os.rename("HEAD", "HEAD" + QUARANTINE.rstrip("-"), src_dir_fd=inside, dst_dir_fd=inside)
+    finally:
+        os.close(inside)
 
 
-def _writable(parent: Path) -> None:
-    if not os.access(parent, os.W_OK) and parent.stat().st_uid == os.getuid():
-        parent.chmod(parent.stat().st_mode | 0o700)  # the sandbox, as the user, may have locked it
+def _lexists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _writable(fd: int) -> None:
+    """The folder `fd`, opened to the user when the sandbox (as them) locked it."""
+    st = os.fstat(fd)
+    if not os.access(".", os.W_OK, dir_fd=fd) and st.st_uid == os.getuid():
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
 
 
 def _failed(label: str, exc: OSError) -> QuarantineFailed:

@@ -5,37 +5,60 @@ every path whose inode changed while the goal ran (its ctime: content, mode, a n
 flagged path there at the start that is gone, is flagged when its path, or a name it is reached by
 through a symlink, is flagged; a changed symlink whose target is flagged or leaves the project, and
 a changed executable file, are flagged too.
+
+Invariant: the warning leaves out only what nanocode itself moved aside in this goal (`Aside`): the
+exact paths it moved repositories to, each still the very inode it was right after the move (device
+and inode), and what is below them; their own warning names them. No name decides: a folder the goal
+names as nanocode names its quarantine, and what it holds, is walked and flagged as any other.
 """
 
 import contextlib
 import os
 import stat
 
-from nanocode.workspace import flagging, paths
+from nanocode.workspace import flagging, handles, paths
 from nanocode.workspace.gitdirs import is_dot_git
-from nanocode.workspace.handles import FOLDER as OPEN_FOLDER
 from nanocode.workspace.handles import Tree
 from nanocode.workspace.trees import HostTree, Place, join, resolve
 
-QUARANTINE = ".nanocode-quarantine"
 FOLDER = os.stat_result((0o040755, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 OTHER = os.stat_result((0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
 Seen = list[tuple[str, os.stat_result]]  # what `walk` found: each path and its lstat
+Aside = dict[str, tuple[int, int]]  # what nanocode moved aside in this goal: its path, (device, inode)
 
 
 def flagged_names(project: str) -> list[str]:
     """The paths flagged by name in the project now (kept at the start, to see what goes)."""
-    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path) and not _moved_aside(path)]
+    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path)]
 
 
-def changed(project: str, since: float, before: list[str], seen: Seen | None = None) -> list[str]:
+def own(project: str, targets: list[str]) -> Aside:
+    """What nanocode moved aside (`targets`: the paths `bind.quarantine` moved things to), each by its
+    identity, taken through folder handles as soon as it is there (the sandbox is gone by then)."""
+    aside: Aside = {}
+    if not targets:
+        return aside  # nothing moved (the project itself may be gone)
+    with Tree(project) as tree:
+        for target in targets:
+            path = os.path.relpath(target, project)
+            with contextlib.suppress(OSError):
+                st = tree.lstat(path)
+                if st is not None:
+                    aside[path] = (st.st_dev, st.st_ino)
+    return aside
+
+
+def changed(
+    project: str, since: float, before: list[str], seen: Seen | None = None, aside: Aside | None = None
+) -> list[str]:
     """The flagged paths that changed since `since` (epoch seconds), or that were there and are gone;
     `seen`: the project's walk, when the caller has it (`unset_special` leaves of each path what this
-    reads as it was: its kind, its execute bits, a change time past `since`)."""
+    reads as it was: its kind, its execute bits, a change time past `since`); `aside`: what nanocode
+    moved aside in this goal, left out."""
     tree = HostTree(project)
-    seen = [(path, st) for path, st in (walk(project) if seen is None else seen) if not _moved_aside(path)]
+    seen = _not_aside(walk(project) if seen is None else seen, aside or {})
     links = {path: resolve(tree, path) for path, st in seen if _is_link(st)}
     new = [(path, st) for path, st in seen if st.st_ctime >= since]
     found = [path for path, st in new if _runs(path, st, links)]
@@ -68,9 +91,14 @@ def _is_file(st: os.stat_result) -> bool:
     return (st.st_mode & 0o170000) == 0o100000
 
 
-def _moved_aside(path: str) -> bool:
-    """Below what bind mode moved aside: its own warning names it, and no host tool runs it there."""
-    return QUARANTINE in path
+def _not_aside(seen: Seen, aside: Aside) -> Seen:
+    """`seen` but for what nanocode moved aside: a path it moved something to that is still that very
+    inode, and what is below it. A path with the name but not the inode (or the inode, a file's hard
+    link, under another name) stays."""
+    tops = [path + "/" for path, st in seen if aside.get(path) == (st.st_dev, st.st_ino)]
+    if not tops:
+        return seen
+    return [(path, st) for path, st in seen if not any((path + "/").startswith(top) for top in tops)]
 
 
 def _skipped(name: str) -> bool:
@@ -81,69 +109,17 @@ def _skipped(name: str) -> bool:
 
 def walk(project: str, stat: bool = True) -> Seen:
     """Every path below the project and its lstat (when `stat`: else a folder's or not), nothing below
-    a `.git`. Each folder is opened through the handle of the
-    folder that holds it, never through a symlink (O_NOFOLLOW), and what it holds is asked of its
-    handle: no path string is resolved again, so no symlink, old or new, leads the walk elsewhere."""
+    a `.git`. Each folder is opened through the handle of the folder that holds it, never through a
+    symlink, and what it holds is asked of its handle (`handles.walk`): no path string is resolved
+    again, so no symlink, old or new, leads the walk elsewhere."""
     found: Seen = []
-    try:
-        top = os.open(project, OPEN_FOLDER)
-    except OSError:
-        return found
-    # Depth first, a handle open for each folder on the way down only: (handle, path, folders to enter).
-    stack = [(top, "", _list(top, "", stat, found))]
-    try:
-        while stack:
-            fd, folder, inner = stack[-1]
-            if not inner:
-                os.close(fd)
-                stack.pop()
+    for folder, entries in handles.walk(project, enter=lambda name: not _skipped(name)):
+        for item in entries:
+            if _skipped(item.name):
                 continue
-            name = inner.pop()
-            handle = _enter(fd, name)
-            if handle is not None:
-                path = join(folder, name)
-                stack.append((handle, path, _list(handle, path, stat, found)))
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+            with contextlib.suppress(OSError):  # gone since it was listed
+                found.append((join(folder, item.name), item.stat(follow_symlinks=False) if stat else _kind(item)))
     return found
-
-
-def _list(fd: int, folder: str, stat: bool, found: Seen) -> list[str]:
-    """Adds what the folder (its handle `fd`) holds to `found`; returns its folders, by name."""
-    inner = []
-    try:
-        with os.scandir(fd) as items:
-            for item in items:
-                if _skipped(item.name):
-                    continue
-                with contextlib.suppress(OSError):  # gone since it was listed
-                    st = item.stat(follow_symlinks=False) if stat else _kind(item)  # asked of `fd`
-                    found.append((join(folder, item.name), st))
-                    if _is_folder(st):
-                        inner.append(item.name)
-    except OSError:
-        pass
-    return inner
-
-
-def _enter(fd: int, name: str) -> int | None:
-    """A handle on the folder `name` in `fd`, never through a symlink. One the sandbox locked (it runs
-    as the user, whose folder it is) is opened to the user first, so that nothing it holds is hidden."""
-    try:
-        return os.open(name, OPEN_FOLDER, dir_fd=fd)
-    except PermissionError:
-        pass
-    except OSError:
-        return None
-    try:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
-            return None
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)  # a folder, seen through no symlink
-        return os.open(name, OPEN_FOLDER, dir_fd=fd)
-    except OSError:
-        return None
 
 
 SPECIAL = 0o6000  # setuid, setgid: a file that runs as its owner (root, when nanocode runs as root)
@@ -158,6 +134,8 @@ def unset_special(project: str, since: float, seen: Seen | None = None) -> list[
     it. Returns the paths."""
     seen = walk(project) if seen is None else seen
     found = [(p, st) for p, st in seen if st.st_ctime >= since and st.st_mode & _unsafe(st)]
+    if not found:
+        return []  # nothing to open (the project itself may be gone)
     done = []
     with Tree(project) as tree:
         for path, st in found:

@@ -13,13 +13,19 @@ Invariant: a folder of the project that passes this test, asked of the project's
 or as a change set would leave it), is a repository here; one that fails it is not. Nothing else
 (no name, no list) decides. A `commondir` that exists but cannot be read counts as a repository:
 git stops there rather than look further, and nanocode would rather say too much than too little.
+
+The walk (`find`) follows no symlink: each folder is opened through the handle of the one above it
+and listed from that handle, and git's test reads what it needs in the project through handles too
+(`HandleTree`). So it enters no folder outside the project, even one swapped for a symlink while it
+runs; only where a repository's own `commondir` or links point out does the test look there, as git's.
 """
 
 import os
 import re
 from dataclasses import dataclass, field
 
-from nanocode.workspace.trees import HEAD_LIMIT, HostTree, Place, Tree, join, listing, read_plain, resolve
+from nanocode.workspace import handles
+from nanocode.workspace.trees import HEAD_LIMIT, HandleTree, Place, Tree, join, read_plain, resolve
 
 # What git reads in a repository's own folder: never taken from the sandbox outside the real `.git`.
 REPO_OWN = frozenset(
@@ -135,19 +141,21 @@ class Found:
 
 
 def find(project: str) -> Found:
-    """Walks the project on the host, following no symlink; nothing below a `.git` is walked."""
-    tree = HostTree(project)
+    """Walks the project on the host through folder handles (`handles.walk`), following no symlink;
+    nothing below a `.git` is walked. git's test is asked of a folder that holds a `HEAD` (in any
+    case, as a file system that ignores case finds it), through handles too (`HandleTree`)."""
     found = Found()
-    pending = [""]
-    while pending:
-        relative = pending.pop()
-        items = listing(os.path.join(project, relative) if relative else project)
-        names = [item.name for item in items]
-        found.dot_gits += [join(relative, name) for name in names if is_dot_git(name)]
-        found.owned += [join(relative, name) for name in names if name in REPO_OWN]
-        pending += [join(relative, i.name) for i in items if i.is_dir(follow_symlinks=False) and not is_dot_git(i.name)]
-        if is_git_directory(tree, relative):
-            found.folders.append(relative)
+    try:
+        tree = HandleTree(project)
+    except OSError:
+        return found  # no project (removed while the goal ran): no repository in it
+    with tree:
+        for folder, entries in handles.walk(project, enter=lambda name: not is_dot_git(name)):
+            names = [item.name for item in entries]
+            found.dot_gits += [join(folder, name) for name in names if is_dot_git(name)]
+            found.owned += [join(folder, name) for name in names if name in REPO_OWN]
+            if any(name.casefold() == "head" for name in names) and is_git_directory(tree, folder):
+                found.folders.append(folder)
     found.dot_gits.sort()
     found.owned.sort()
     found.folders.sort()

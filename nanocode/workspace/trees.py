@@ -12,6 +12,8 @@ import stat
 from dataclasses import dataclass
 from typing import Protocol
 
+from nanocode.workspace import handles
+
 HEAD_LIMIT = 255  # what git reads of a HEAD
 HOPS = 40  # symlinks followed before giving up, as the kernel does
 
@@ -45,10 +47,11 @@ def join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
 
-def node_of(st: os.stat_result, path: str) -> Node:
+def node_of(st: os.stat_result, path: str, folder: int | None = None) -> Node:
+    """What `st` says of `path` (a symlink's target read from it, relative to the handle `folder`)."""
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
-        return Node("symlink", mode, os.readlink(path))
+        return Node("symlink", mode, os.readlink(path, dir_fd=folder))
     if stat.S_ISDIR(st.st_mode):
         return Node("dir", mode)
     return Node("file" if stat.S_ISREG(st.st_mode) else "other", mode)
@@ -68,6 +71,46 @@ def read_plain(path: str, limit: int) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+class HandleTree:
+    """The project as it is on the host, asked through folder handles (`handles.Tree`): every folder
+    on the way to a path is opened from the project's handle, one name at a time, never through a
+    symlink; a path that would need one, or that names `..`, is not there."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.handles = handles.Tree(root)
+
+    def close(self) -> None:
+        self.handles.close()
+
+    def __enter__(self) -> "HandleTree":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lstat(self, path: str) -> Node | None:
+        if ".." in path.split("/"):
+            return None
+        try:
+            if not handles.names(path):
+                return node_of(os.fstat(self.handles.fd), "")
+            with self.handles.at(path) as (fd, name):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                return node_of(st, name, fd)
+        except OSError:
+            return None
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        if ".." in path.split("/"):
+            return None
+        try:
+            with self.handles.open_file(path) as fd:
+                return os.read(fd, limit)
+        except OSError:
+            return None
 
 
 class HostTree:
@@ -137,23 +180,3 @@ def _outside(tree: Tree, rest: str, base: str) -> Place:
     full = os.path.normpath(os.path.join(base, rest) if rest else base)
     inside = _within(tree.root, full)
     return Place(full, inside=False) if inside is None else resolve(tree, inside)
-
-
-def listing(folder: str) -> list[os.DirEntry[str]]:
-    """A folder's entries; one the sandbox locked (it runs as the user, whose folder it is) is
-    opened to the user first, so that nothing it holds is hidden from a walk."""
-    try:
-        with os.scandir(folder) as items:
-            return list(items)
-    except PermissionError:
-        try:
-            st = os.lstat(folder)
-            if st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode):
-                return []
-            os.chmod(folder, stat.S_IMODE(st.st_mode) | 0o700)
-            with os.scandir(folder) as items:
-                return list(items)
-        except OSError:
-            return []
-    except OSError:
-        return []

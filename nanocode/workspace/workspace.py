@@ -80,7 +80,9 @@ class Workspace:
     def finish(self, goal: str, outcome: str) -> Kept | None:
         """Moves aside the repositories that came into being or changed; never a change set: the
         project was live."""
-        for path, target in bind.quarantine(self.project, bind.planted(self.project, self.before), self.before):
+        moved = bind.quarantine(self.project, bind.planted(self.project, self.before), self.before)
+        aside = bindflags.own(self.project, [target for _, target in moved])  # by identity, not by name
+        for path, target in moved:
             self.note(
                 f"warning: the sandbox made {display.name(path)}, which host git would read; "
                 f"it was moved to {display.name(target)}"
@@ -92,7 +94,7 @@ class Workspace:
             self.note(
                 f"warning: the goal made files setuid, setgid or writable by anyone; the bits were taken off: {shown}"
             )
-        flagged = bindflags.changed(self.project, self.started, self.flagged_before, seen)
+        flagged = bindflags.changed(self.project, self.started, self.flagged_before, seen, aside)
         if flagged:
             shown = ", ".join(display.name(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
             self.note(f"warning: the goal changed what host tools run by themselves: {shown}{view.FLAG}")
