@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nanocode.workspace import apply, store, view
 from nanocode.workspace.apply import ApplyError
@@ -258,3 +260,29 @@ def test_a_rename_into_a_repository_is_left_out_and_its_origin_still_goes(
     assert withhold.withhold(manifest, folder) and "repo/config" in manifest.ignored
     apply.apply(manifest, folder)
     assert not (project / "repo" / "config").exists() and not (project / "old").exists()
+
+
+ELSEWHERE_IDS = st.one_of(
+    st.from_regex(store.ID_FORM, fullmatch=True),
+    st.text(max_size=24).filter(lambda t: "\0" not in t),
+    st.sampled_from(["..", ".", "../x", "a/b", "/tmp/x", "last", "", ".hidden", "20261205-181603-ada7/.."]),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(change_id=ELSEWHERE_IDS)
+def test_a_change_set_from_elsewhere_is_kept_only_as_one_folder_of_the_store(tmp_path: Path, change_id: str) -> None:
+    """Invariant: store.adopt, given any id (it comes from a Ray node), makes at most the one folder
+    `changes/ID` of the store, and only for an id in new_id's form."""
+    sent = tmp_path / "sent"
+    (sent / "blobs").mkdir(parents=True, exist_ok=True)
+    (sent / store.MANIFEST).write_text("{}")
+    store.paths.changes_folder().mkdir(parents=True, exist_ok=True)
+    before = {p for p in tmp_path.rglob("*") if sent not in p.parents}
+    store.adopt(sent, change_id)
+    made = {p for p in tmp_path.rglob("*") if sent not in p.parents} - before
+    kept = store.paths.changes_folder() / change_id
+    if store.ID_FORM.fullmatch(change_id) and kept not in before:
+        assert made == {kept, kept / store.MANIFEST, kept / "blobs"} - before
+    else:
+        assert not made

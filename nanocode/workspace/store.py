@@ -1,6 +1,7 @@
 """The kept change sets: one folder each under the state folder, named by an id; `last` is the newest."""
 
 import os
+import re
 import secrets
 import shutil
 from datetime import datetime
@@ -11,6 +12,9 @@ from nanocode.workspace import paths
 from nanocode.workspace.changeset import Manifest
 
 MANIFEST = "manifest.json"
+
+
+ID_FORM = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")  # what new_id gives
 
 
 def new_id() -> str:
@@ -76,9 +80,10 @@ def _named(change_id: str) -> bool:
 
 def adopt(changes: Path, change_id: str) -> None:
     """A change set made elsewhere (a Ray node, which keeps none) kept here under its id too, unless
-    one of that id is here already: `nanocode diff ID` finds it as a local goal's."""
+    one of that id is here already: `nanocode diff ID` finds it as a local goal's. The id came from
+    another machine: it is taken only in the form new_id gives, which names one folder of the store."""
     target = paths.changes_folder() / change_id
-    if _named(change_id) and (changes / MANIFEST).is_file() and not target.exists():
+    if ID_FORM.fullmatch(change_id) and (changes / MANIFEST).is_file() and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(changes, target, symlinks=True)
 
