@@ -3,10 +3,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.scripted_api import ScriptedAPI
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+# CI (HYPOTHESIS_PROFILE=ci) tries the same generated cases every run, so that its verdict is the
+# change's; a run elsewhere tries new ones each time, and a failing case found so becomes an @example.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # The `second_engine` fixture: a Docker engine that cannot see the host's paths (tests/second_engine.py).
 pytest_plugins = ["tests.second_engine"]
 

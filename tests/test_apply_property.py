@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from nanocode.errors import ApplyError
@@ -168,8 +168,10 @@ def _same(a: Path, b: Path) -> bool:
     return True
 
 
-def _upper(lower: Path, merged: Path, upper: Upper, rel: str = "") -> None:
-    """What overlayfs's upper folder holds for `merged` over `lower`, from the folder `rel` down."""
+def _upper(lower: Path, merged: Path, upper: Upper, rel: str = "", fresh: bool = False) -> None:
+    """What overlayfs's upper folder holds for `merged` over `lower`, from the folder `rel` down;
+    `fresh` where the lower has no folder `rel` (overlayfs follows no symlink of the lower: below a
+    folder that took a symlink's place, everything is new, whatever the symlink pointed to)."""
     here, below = merged / rel, lower / rel
     top = Path(upper.root) / rel
     top.mkdir(exist_ok=True)
@@ -178,12 +180,13 @@ def _upper(lower: Path, merged: Path, upper: Upper, rel: str = "") -> None:
             continue
         name = f"{rel}/{item}" if rel else item
         new, old = merged / name, lower / name
-        old_exists = old.exists() or old.is_symlink()
+        old_exists = not fresh and (old.exists() or old.is_symlink())
         if new.is_dir() and not new.is_symlink():
-            if old_exists and not (old.is_dir() and not old.is_symlink()):
+            old_dir = old_exists and old.is_dir() and not old.is_symlink()
+            if old_exists and not old_dir:
                 (Path(upper.root) / name).mkdir()
                 upper.opaque.add(str(Path(upper.root) / name))
-            _upper(lower, merged, upper, name)
+            _upper(lower, merged, upper, name, not old_dir)
             continue
         if old_exists and _same(old, new):
             continue
@@ -191,7 +194,7 @@ def _upper(lower: Path, merged: Path, upper: Upper, rel: str = "") -> None:
             os.symlink(os.readlink(new), Path(upper.root) / name)
         else:
             shutil.copy2(new, Path(upper.root) / name)
-    if below.is_dir() and not below.is_symlink():
+    if not fresh and below.is_dir() and not below.is_symlink():
         for item in os.listdir(below):
             if item == ".git" and not rel:
                 continue
@@ -288,6 +291,8 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     steps=st.lists(step, min_size=1, max_size=10),
     host=tamper,
 )
+# A folder renamed over a symlink to it: below it, everything is new to the overlay.
+@example(items=[("link", "a", "d"), ("file", "d/x", b"", 0o644)], steps=[("rename", "d", "a")], host=None)
 def test_apply_makes_every_touched_path_its_final_state_and_nothing_outside_changes(
     state: Path,
     items: list[tuple],  # type: ignore[type-arg]
