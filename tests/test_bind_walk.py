@@ -218,3 +218,16 @@ def test_a_bind_goal_whose_project_was_removed_while_it_ran_ends_with_what_is_go
     shutil.rmtree(project)
     assert workspace.finish("g", "complete") is None
     assert [note for note in notes if "host tools run" in note and "Makefile" in note], notes
+
+
+def test_a_flagged_file_now_reached_only_through_a_symlink_is_gone(tmp_path: Path) -> None:
+    """`make -C d` ran d/Makefile; with `d` made a link to `e`, it runs another file: said as gone."""
+    project = tmp_path / "p"
+    for folder in ("d", "e"):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "Makefile").write_text(f"{folder}:\n")
+    before = bindflags.flagged_names(str(project))
+    since = time.time() + 1  # nothing else counts as changed
+    (project / "d").rename(tmp_path / "d")
+    os.symlink("e", project / "d")
+    assert bindflags.changed(str(project), since, before) == ["d/Makefile"]

@@ -56,13 +56,16 @@ def changed(
     """The flagged paths that changed since `since` (epoch seconds), or that were there and are gone;
     `seen`: the project's walk, when the caller has it (`unset_special` leaves of each path what this
     reads as it was: its kind, its execute bits, a change time past `since`); `aside`: what nanocode
-    moved aside in this goal, left out."""
+    moved aside in this goal, left out. A path of `before` is gone when the walk, which follows no
+    symlink, no longer finds it: one now reached only through a symlink is another file."""
     tree = HostTree(project)
-    seen = _not_aside(walk(project) if seen is None else seen, aside or {})
+    walked = walk(project) if seen is None else seen
+    there = {path for path, _ in walked}
+    seen = _not_aside(walked, aside or {})
     links = {path: resolve(tree, path) for path, st in seen if _is_link(st)}
     new = [(path, st) for path, st in seen if st.st_ctime >= since]
     found = [path for path, st in new if _runs(path, st, links)]
-    found += [path for path in before if not os.path.lexists(os.path.join(project, path))]
+    found += [path for path in before if path not in there]
     return sorted(set(found))
 
 
