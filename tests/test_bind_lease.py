@@ -1,6 +1,8 @@
 """A bind-mode goal holds its project alone: a second bind goal there, by whatever spelling, fails at
-once; an overlay goal does not wait; a nanocode killed with kill -9 holds nothing."""
+once; an overlay goal does not wait; a nanocode killed with kill -9 holds nothing, and the next start
+ends its goal as the goal's end would have, its warning about flagged changes included."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,12 +10,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nanocode.prompts import MARKER
+from nanocode.sandbox.container import ours
 from nanocode.workspace import lease
 from nanocode.workspace.lease import ProjectBusy
 from tests.scripted_api import ScriptedAPI, call, message, tools
@@ -58,8 +62,9 @@ def test_any_spelling_of_a_held_project_is_refused_and_another_project_is_not(ho
 @pytest.fixture
 def holder(api: ScriptedAPI, tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     """A bind goal running in a project (its command sleeps), as its own nanocode process."""
-    project = repo(tmp_path / "p", {"a.txt": "a\n"})
-    api.add_goal("hold", tools(call("shell", {"command": "echo x > Makefile && touch started && sleep 300"})))
+    project = repo(tmp_path / "p", {"a.txt": "a\n", "tox.ini": "[tox]\n"})
+    script = "echo x > Makefile && rm tox.ini && echo b > a.txt && touch started && sleep 300"
+    api.add_goal("hold", tools(call("shell", {"command": script})))
     command = [sys.executable, "-m", "nanocode", *workspace_options("bind"), "-p", "hold", "--project", str(project)]
     process = subprocess.Popen(command, env=env(tmp_path, api), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -99,3 +104,39 @@ def test_a_second_bind_goal_fails_at_once_overlay_runs_and_a_killed_holder_frees
     freed = _goal(tmp_path, api, "bind", str(tmp_path / "spelled"), "second")
     assert freed.returncode == 0, freed.stderr
     assert (project / "second.txt").read_text() == "second\n"
+
+
+def _stopped(docker_engine: Any, project: Path) -> bool:
+    """The killed goal's sandbox has ended (its engine saw the connection go): its goal is over."""
+    mine = [c for c in ours(docker_engine) if c.labels.get("nanocode.project") == str(project)]
+    return not [c for c in mine if c.status in ("running", "created", "restarting")]
+
+
+@pytest.mark.parametrize("journal", ["whole", "older"])
+@pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes", "sandbox_image")
+def test_the_next_start_warns_of_a_killed_bind_goals_flagged_changes(
+    api: ScriptedAPI, tmp_path: Path, holder: tuple[Path, subprocess.Popen[bytes]], docker_engine: Any, journal: str
+) -> None:
+    """`older`: a journal without the flagged names of the goal's start (an older nanocode's): what
+    went cannot be told, and the warning says so in one line."""
+    project, process = holder
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 60
+    while not _stopped(docker_engine, project):
+        assert time.monotonic() < deadline, "the killed goal's sandbox still runs"
+        time.sleep(0.2)
+    if journal == "older":
+        (entry,) = (tmp_path / "state" / "nanocode" / "journal").glob("*.json")
+        entry.write_text(json.dumps({k: v for k, v in json.loads(entry.read_text()).items() if k != "flagged"}))
+    done = _goal(tmp_path, api, "bind", str(project), "next")
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "host tools run by themselves" in line]
+    if journal == "whole":
+        assert warned == [
+            f"warning: a killed goal in {project} changed what host tools run by themselves: Makefile, tox.ini"
+            "  [runs on the host: review]"
+        ]
+    else:
+        assert len(warned) == 1 and "could not be checked" in warned[0] and str(project) in warned[0], warned
+    assert not list((tmp_path / "state" / "nanocode" / "journal").glob("*.json"))

@@ -85,12 +85,11 @@ class Workspace:
     def open(self) -> None:
         self.lease = lease.hold(self.project)  # before anything is read: another goal's end must not come between
         self.before = bind.snapshot(self.project)
-        self.journal = journal.write(
-            self.goal, mode="bind", project=self.project, started=self.started, **self.before.fields()
-        )
+        self.flagged_before = bindflags.flagged_names(self.project)
+        fields = self.before.fields() | {"flagged": self.flagged_before}  # what a recovery needs to warn as finish does
+        self.journal = journal.write(self.goal, mode="bind", project=self.project, started=self.started, **fields)
         self.mounts = protect.project_mounts(self.project, os.getcwd())
         self.mounts += bind.read_only_mounts(self.project, self.before.gits)
-        self.flagged_before = bindflags.flagged_names(self.project)
 
     def finish(self, goal: str, outcome: str) -> Kept | None:
         """Moves aside the repositories that came into being or changed; never a change set: the
@@ -313,9 +312,9 @@ def _shown(found: list[str]) -> str:
 
 def recover(client: docker.DockerClient, note: Note) -> None:
     """Finishes the clean-up of goals whose nanocode was killed: git folders planted in bind mode are
-    moved aside and bits taken off, as the goal's end would have; an overlay's volume and layer are
-    removed. A bind project another goal holds now is left for a later start: its clean-up would reach
-    what that goal is making."""
+    moved aside, bits taken off and its flagged changes warned of, as the goal's end would have; an
+    overlay's volume and layer are removed. A bind project another goal holds now is left for a later
+    start: its clean-up would reach what that goal is making."""
     live = container.live_goals(client)  # a goal whose sandbox runs is alive, whatever its pid looks like here
     for path, entry in journal.orphans():
         if entry.get("goal") in live:
@@ -341,11 +340,15 @@ def recover(client: docker.DockerClient, note: Note) -> None:
 def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
     """A killed bind goal's end: as `Workspace.finish`, from what its journal says of its start."""
     before = bind.Snapshot.of(entry)
-    for planted, target in bind.quarantine(project, bind.planted(project, before), before):
+    moved = bind.quarantine(project, bind.planted(project, before), before)
+    aside = bindflags.own(project, [target for _, target in moved])
+    for planted, target in moved:
         note(f"warning: a killed goal's sandbox made {display.name(planted)}; it was moved to {display.name(target)}")
-    since = entry.get("started")
-    if isinstance(since, int | float) and bindflags.unset_special(project, since):
-        note(
-            f"warning: a killed goal made files in {project} setuid, setgid or writable by anyone; "
-            "the bits were taken off"
-        )
+    since, flagged = entry.get("started"), entry.get("flagged")
+    who = f"a killed goal in {display.name(project)}"
+    if not isinstance(since, int | float):  # when it started is not known: nothing can be told by time
+        note(f"warning: what {who} changed that host tools run by themselves could not be checked: review it")
+        return
+    known = [str(p) for p in flagged] if isinstance(flagged, list) else None  # None: a journal of an older nanocode
+    for line in _bits_and_flags(project, since, known, aside, who):
+        note(line)
