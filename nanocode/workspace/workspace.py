@@ -85,7 +85,8 @@ class Workspace:
     def open(self) -> None:
         self.lease = lease.hold(self.project)  # before anything is read: another goal's end must not come between
         self.before = bind.snapshot(self.project)
-        self.flagged_before = bindflags.flagged_names(self.project)
+        self.kept = bindflags.kept(self.before.gits)  # read-only while the goal runs: the walk leaves them out
+        self.flagged_before = bindflags.flagged_names(self.project, self.kept, self.note)
         fields = self.before.fields() | {"flagged": self.flagged_before}  # what a recovery needs to warn as finish does
         self.journal = journal.write(self.goal, mode="bind", project=self.project, started=self.started, **fields)
         self.mounts = protect.project_mounts(self.project, os.getcwd())
@@ -101,7 +102,7 @@ class Workspace:
                 f"warning: the sandbox made {display.name(path)}, which host git would read; "
                 f"it was moved to {display.name(target)}"
             )
-        for line in _bits_and_flags(self.project, self.started, self.flagged_before, aside):
+        for line in _bits_and_flags(self.project, self.started, self.flagged_before, aside, self.kept):
             self.note(line)
         if self.journal is not None:
             journal.done(self.journal)
@@ -286,13 +287,19 @@ def open_workspace(
 
 
 def _bits_and_flags(
-    project: str, since: float, flagged_before: list[str] | None, aside: bindflags.Aside, who: str = "the goal"
+    project: str,
+    since: float,
+    flagged_before: list[str] | None,
+    aside: bindflags.Aside,
+    keep: frozenset[str],
+    who: str = "the goal",
 ) -> list[str]:
     """The warnings of a bind goal's end, after what it planted was moved aside (`aside`): the unsafe
     bits taken off what it changed, and the changed files host tools run by themselves (None: the
-    flagged names there at the start are not known, so what went cannot be told: said so)."""
-    lines = []
-    seen = bindflags.walk(project)  # once, after what was moved aside: both asks below read it
+    flagged names there at the start are not known, so what went cannot be told: said so). `keep`:
+    the `.git`s there at the start (`bindflags.kept`), the only ones the walk leaves out."""
+    lines: list[str] = []
+    seen = bindflags.walk(project, keep, lines.append)  # once, after what was moved aside: both asks below read it
     special = bindflags.unset_special(project, since, seen)
     if special:
         taken = f"the bits were taken off: {_shown(special)}"
@@ -350,5 +357,5 @@ def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
         note(f"warning: what {who} changed that host tools run by themselves could not be checked: review it")
         return
     known = [str(p) for p in flagged] if isinstance(flagged, list) else None  # None: a journal of an older nanocode
-    for line in _bits_and_flags(project, since, known, aside, who):
+    for line in _bits_and_flags(project, since, known, aside, bindflags.kept(before.gits), who):
         note(line)
