@@ -168,6 +168,11 @@ class _Chain:
 
     def push(self, level: _Level) -> None:
         self.levels.append(level)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Lets go of the shallowest handles but the top's beyond `HELD`: those held are always the
+        deepest, so going back up reopens a level only every `HELD` levels."""
         held = [lv for lv in self.levels[1:] if lv.fd is not None]
         for lv in held[: max(0, len(held) - HELD)]:
             self._drop(lv)
@@ -185,6 +190,7 @@ class _Chain:
                 level.fd = _reopen(parent.fd, level)
             except OSError as exc:
                 raise _Lost(i, exc) from None
+            self._trim()
         fd = self.levels[-1].fd
         assert fd is not None
         return fd
