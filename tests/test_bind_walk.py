@@ -61,7 +61,7 @@ def _expected(root: Path, keep: set[str]) -> dict[str, int]:
 
 def _walk(root: Path, keep: set[str], **options: bool) -> bindflags.Seen:
     warnings: list[str] = []
-    seen = bindflags.walk(str(root), frozenset(keep), warnings.append, **options)
+    seen = bindflags.walk(str(root), bindflags.kept(str(root), keep), warnings.append, **options)
     assert warnings == []
     return seen
 
@@ -107,7 +107,7 @@ def test_the_setuid_clean_up_and_the_warning_read_one_walk_as_they_would_their_o
 
 NOBODY = 65534
 WALK = (
-    "import sys; from nanocode.workspace import bindflags as b; print(*[p for p, _ in b.walk(sys.argv[1], (), print)])"
+    "import sys; from nanocode.workspace import bindflags as b; print(*[p for p, _ in b.walk(sys.argv[1], {}, print)])"
 )
 
 
@@ -164,12 +164,35 @@ def test_a_setuid_file_anywhere_in_a_git_the_goal_made_loses_its_bits_and_one_th
     assert any("moved to" in note for note in notes) and any("setuid" in note for note in notes), notes
 
 
+def test_a_git_made_where_one_was_at_the_start_is_walked_when_the_sandbox_renamed_the_folder_holding_it(
+    tmp_path: Path,
+) -> None:
+    """A `.git` there at the start is mounted read-only, but the folder that holds it is not: the
+    sandbox can rename that folder and make another `.git` of the same path. The walk leaves out a
+    kept `.git` only while it is the very inode it was, and a recovery reads that from the journal."""
+    from nanocode.workspace.workspace import Workspace
+
+    project = tmp_path / "p"
+    (project / "sub" / ".git").mkdir(parents=True)
+    notes: list[str] = []
+    workspace = Workspace(None, str(project), "g", notes.append)  # type: ignore[arg-type]
+    workspace.started -= 1
+    workspace.open()
+    assert bindflags.kept_of(json.loads(json.dumps(workspace.kept))) == workspace.kept != {}
+    (project / "sub").rename(project / "moved")
+    (project / "sub" / ".git").mkdir(parents=True)
+    (project / "sub" / ".git" / "s").write_text("x")
+    (project / "sub" / ".git" / "s").chmod(0o6777)
+    workspace.finish("g", "complete")
+    assert stat.S_IMODE((project / "sub" / ".git" / "s").stat().st_mode) == 0o775, notes
+
+
 DEEP = """
 import json, resource, sys
 from nanocode.workspace import bindflags
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), int(sys.argv[2])))
 warnings = []
-seen = bindflags.walk(sys.argv[1], (), warnings.append)
+seen = bindflags.walk(sys.argv[1], {}, warnings.append)
 print(json.dumps({"done": bindflags.unset_special(sys.argv[1], 0, seen), "warnings": warnings}))
 """
 
@@ -309,7 +332,7 @@ def test_a_flagged_file_now_reached_only_through_a_symlink_is_gone(tmp_path: Pat
     for folder in ("d", "e"):
         (project / folder).mkdir(parents=True)
         (project / folder / "Makefile").write_text(f"{folder}:\n")
-    before = bindflags.flagged_names(str(project), (), print)
+    before = bindflags.flagged_names(str(project), {}, print)
     since = time.time() + 1  # nothing else counts as changed
     (project / "d").rename(tmp_path / "d")
     os.symlink("e", project / "d")

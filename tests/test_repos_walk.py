@@ -113,7 +113,7 @@ def test_a_folder_swapped_for_a_symlink_while_the_walk_runs_is_not_entered(tmp_p
     root, outside = tmp_path / "p", _outside(tmp_path)
     (root / "a" / "b").mkdir(parents=True)
     failed: list[str] = []
-    walk = handles.walk(str(root), lambda path: True, lambda path, exc: failed.append(path))
+    walk = handles.walk(str(root), lambda path, item: True, lambda path, exc: failed.append(path))
     folder, entries = next(walk)
     assert folder == "" and [item.name for item in entries] == ["a"]
     (root / "a").rename(tmp_path / "moved")
@@ -133,7 +133,7 @@ def test_a_folder_the_walk_let_go_and_must_reopen_is_the_very_folder_it_was_or_s
         (root / "a" / "b" / name).mkdir(parents=True)
     monkeypatch.setattr(handles, "HELD", 1)
     failed: list[tuple[str, int | None]] = []
-    walk = handles.walk(str(root), lambda path: True, lambda path, exc: failed.append((path, exc.errno)))
+    walk = handles.walk(str(root), lambda path, item: True, lambda path, exc: failed.append((path, exc.errno)))
     assert [next(walk)[0] for _ in range(4)][:3] == ["", "a", "a/b"]
     (root / "a" / "b").rename(root / "a" / "old")
     (root / "a" / "b" / "c").mkdir(parents=True)

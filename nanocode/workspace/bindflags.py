@@ -7,10 +7,12 @@ through a symlink, is flagged; a changed symlink whose target is flagged or leav
 a changed executable file, are flagged too.
 
 Invariant: the walk enters every folder below the project, `.git`s included, but the `.git`s that
-were there at the start (`kept`: mounted read-only while the goal ran, so nothing in them is the
-goal's); whatever their name, the `.git`s the goal made are walked, where they are or where nanocode
-moved them, and so is every `.git` inside those. A folder the walk cannot check (for any reason
-but that it is gone) is said in a warning line, never skipped in silence.
+were there at the start, each while it is at its path and the very inode it was (`kept`: mounted
+read-only while the goal ran, so nothing in them is the goal's); whatever their name, the `.git`s
+the goal made are walked, where they are or where nanocode moved them, and so is every `.git`
+inside those; so is one made where a kept one was, its folder renamed by the sandbox. A folder the
+walk cannot check (for any reason but that it is gone) is said in a warning line, never skipped in
+silence.
 
 Invariant: the warning leaves out only what nanocode itself moved aside in this goal (`Aside`): the
 exact paths it moved repositories to, each still the very inode it was right after the move (device
@@ -21,7 +23,7 @@ names as nanocode names its quarantine, and what it holds, is walked and flagged
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 
 from nanocode import display
 from nanocode.workspace import flagging, handles, paths
@@ -34,17 +36,38 @@ OTHER = os.stat_result((0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 Seen = list[tuple[str, os.stat_result]]  # what `walk` found: each path and its lstat
 Aside = dict[str, tuple[int, int]]  # what nanocode moved aside in this goal: its path, (device, inode)
+Kept = dict[str, tuple[int, int]]  # the `.git`s there at the start: path, (device, inode)
 Warn = Callable[[str], None]  # told one line for each folder the walk could not check
 
 
-def kept(gits: Iterable[str]) -> frozenset[str]:
+def kept(project: str, gits: Iterable[str]) -> Kept:
     """The `.git`s of the start-of-goal snapshot (`bind.Snapshot.gits`'s keys; a key ending in "/"
-    is a folder that is a repository, whose files the walk reads as any other's): the only paths
-    the walk leaves out."""
-    return frozenset(path for path in gits if not path.endswith("/"))
+    is a folder that is a repository, whose files the walk reads as any other's), each by its path
+    and identity (device and inode), taken through folder handles: the only paths the walk leaves
+    out, and only while they are that very inode (the sandbox may rename the folder that holds one
+    and make another of that name)."""
+    found: Kept = {}
+    paths = [path for path in gits if not path.endswith("/")]
+    if not paths:
+        return found
+    with Tree(project) as tree:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                st = tree.lstat(path)
+                if st is not None:
+                    found[path] = (st.st_dev, st.st_ino)
+    return found
 
 
-def flagged_names(project: str, keep: Collection[str], warn: Warn) -> list[str]:
+def kept_of(entry: object) -> Kept:
+    """`kept` as a journal holds it (JSON: lists for tuples); nothing when it is not there."""
+    if not isinstance(entry, dict):
+        return {}
+    pairs = [(str(path), ident) for path, ident in entry.items() if isinstance(ident, list) and len(ident) == 2]
+    return {path: (int(ident[0]), int(ident[1])) for path, ident in pairs}
+
+
+def flagged_names(project: str, keep: Kept, warn: Warn) -> list[str]:
     """The paths flagged by name in the project now (kept at the start, to see what goes)."""
     return [path for path, _ in walk(project, keep, warn, stat=False) if paths.is_flagged(path)]
 
@@ -98,6 +121,14 @@ def _kind(item: os.DirEntry[str]) -> os.stat_result:
     return FOLDER if item.is_dir(follow_symlinks=False) else OTHER
 
 
+def _ident(item: os.DirEntry[str]) -> tuple[int, int] | None:
+    try:
+        st = item.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _is_folder(st: os.stat_result) -> bool:
     return (st.st_mode & 0o170000) == 0o040000
 
@@ -116,12 +147,12 @@ def _not_aside(seen: Seen, aside: Aside) -> Seen:
     return [(path, st) for path, st in seen if not any((path + "/").startswith(top) for top in tops)]
 
 
-def walk(project: str, keep: Collection[str], warn: Warn, stat: bool = True) -> Seen:
+def walk(project: str, keep: Kept, warn: Warn, stat: bool = True) -> Seen:
     """Every path below the project and its lstat (when `stat`: else a folder's or not), but the
-    paths of `keep` (`kept`) and what is below them. Each folder is opened through the handle of the
-    folder that holds it, never through a symlink, and what it holds is asked of its handle
-    (`handles.walk`): no path string is resolved again, so no symlink, old or new, leads the walk
-    elsewhere. `warn` is told of each folder or entry that could not be checked."""
+    `.git`s of `keep` (`kept`: by path and identity) and what is below them. Each folder is opened
+    through the handle of the folder that holds it, never through a symlink, and what it holds is
+    asked of its handle (`handles.walk`): no path string is resolved again, so no symlink, old or
+    new, leads the walk elsewhere. `warn` is told of each folder or entry that could not be checked."""
     found: Seen = []
 
     def failed(path: str, exc: OSError) -> None:
@@ -129,10 +160,13 @@ def walk(project: str, keep: Collection[str], warn: Warn, stat: bool = True) -> 
             f"warning: could not check {display.name(path or '.')} for setuid files and flagged changes: {exc.strerror}"
         )
 
-    for folder, entries in handles.walk(project, lambda path: path not in keep, failed):
+    def left_out(path: str, item: os.DirEntry[str]) -> bool:
+        return path in keep and _ident(item) == keep[path]
+
+    for folder, entries in handles.walk(project, lambda path, item: not left_out(path, item), failed):
         for item in entries:
             path = join(folder, item.name)
-            if path in keep:
+            if left_out(path, item):
                 continue
             try:
                 found.append((path, item.stat(follow_symlinks=False) if stat else _kind(item)))

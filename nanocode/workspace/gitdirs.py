@@ -141,7 +141,7 @@ class Found:
     unchecked: list[str] = field(default_factory=list)  # folders that could not be walked (not gone)
 
 
-def _outside_dot_gits(path: str) -> bool:
+def _outside_dot_gits(path: str, item: os.DirEntry[str]) -> bool:
     return not is_dot_git(os.path.basename(path))
 
 

@@ -229,10 +229,13 @@ def _reopen(parent: int, level: _Level) -> int:
     return fd
 
 
-def walk(root: str, enter: Callable[[str], bool], failed: Failed) -> Iterator[Listed]:
+Enter = Callable[[str, os.DirEntry[str]], bool]  # a folder's path below the top and its entry: walk it?
+
+
+def walk(root: str, enter: Enter, failed: Failed) -> Iterator[Listed]:
     """Every folder below `root` and `root` itself, depth first, with its entries (asked of its
-    handle: `entry.stat(follow_symlinks=False)` is too). A folder is entered when `enter(path)` says
-    so (its path below `root`), never through a symlink. However deep the tree, at most `HELD + 1`
+    handle: `entry.stat(follow_symlinks=False)` is too). A folder is entered when `enter(path, entry)`
+    says so (its path below `root`, its entry), never through a symlink. However deep the tree, at most `HELD + 1`
     handles are open (`_Chain`). A folder that cannot be opened or listed is told to `failed`, unless
     it is gone or no longer a folder (then there is nothing in it to walk)."""
     try:
@@ -254,7 +257,7 @@ def walk(root: str, enter: Callable[[str], bool], failed: Failed) -> Iterator[Li
         chain.close()
 
 
-def _step(chain: _Chain, enter: Callable[[str], bool], failed: Failed) -> Iterator[Listed]:
+def _step(chain: _Chain, enter: Enter, failed: Failed) -> Iterator[Listed]:
     """Enters the next folder of the deepest level, or leaves that level when it has none left."""
     level = chain.levels[-1]
     if not level.inner:
@@ -293,10 +296,12 @@ def _listed(fd: int) -> list[os.DirEntry[str]]:
         return list(items)
 
 
-def _inner(folder: str, entries: list[os.DirEntry[str]], enter: Callable[[str], bool]) -> list[str]:
+def _inner(folder: str, entries: list[os.DirEntry[str]], enter: Enter) -> list[str]:
     """The folders among `entries` to enter, by name (a symlink is no folder here)."""
     return [
-        item.name for item in entries if _is_folder(item) and enter(f"{folder}/{item.name}" if folder else item.name)
+        item.name
+        for item in entries
+        if _is_folder(item) and enter(f"{folder}/{item.name}" if folder else item.name, item)
     ]
 
 

@@ -85,9 +85,10 @@ class Workspace:
     def open(self) -> None:
         self.lease = lease.hold(self.project)  # before anything is read: another goal's end must not come between
         self.before = bind.snapshot(self.project)
-        self.kept = bindflags.kept(self.before.gits)  # read-only while the goal runs: the walk leaves them out
+        self.kept = bindflags.kept(self.project, self.before.gits)  # read-only while the goal runs: left out
         self.flagged_before = bindflags.flagged_names(self.project, self.kept, self.note)
-        fields = self.before.fields() | {"flagged": self.flagged_before}  # what a recovery needs to warn as finish does
+        # what a recovery needs to warn as finish does
+        fields = self.before.fields() | {"flagged": self.flagged_before, "kept": self.kept}
         self.journal = journal.write(self.goal, mode="bind", project=self.project, started=self.started, **fields)
         self.mounts = protect.project_mounts(self.project, os.getcwd())
         self.mounts += bind.read_only_mounts(self.project, self.before.gits)
@@ -291,7 +292,7 @@ def _bits_and_flags(
     since: float,
     flagged_before: list[str] | None,
     aside: bindflags.Aside,
-    keep: frozenset[str],
+    keep: bindflags.Kept,
     who: str = "the goal",
 ) -> list[str]:
     """The warnings of a bind goal's end, after what it planted was moved aside (`aside`): the unsafe
@@ -357,5 +358,5 @@ def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
         note(f"warning: what {who} changed that host tools run by themselves could not be checked: review it")
         return
     known = [str(p) for p in flagged] if isinstance(flagged, list) else None  # None: a journal of an older nanocode
-    for line in _bits_and_flags(project, since, known, aside, bindflags.kept(before.gits), who):
+    for line in _bits_and_flags(project, since, known, aside, bindflags.kept_of(entry.get("kept")), who):
         note(line)
