@@ -3,6 +3,7 @@ to folders inside and outside the project (and to its own parent), `.git` folder
 links in any case, folders made repositories at any depth. It follows no symlink, leaves the
 project never, and finds what git and a walk that follows nothing find."""
 
+import errno
 import os
 import shutil
 import subprocess
@@ -111,13 +112,33 @@ def test_a_folder_swapped_for_a_symlink_while_the_walk_runs_is_not_entered(tmp_p
     walk listed, made a symlink to a repository elsewhere before it is entered, leads it nowhere."""
     root, outside = tmp_path / "p", _outside(tmp_path)
     (root / "a" / "b").mkdir(parents=True)
-    walk = handles.walk(str(root), enter=lambda name: True)
+    failed: list[str] = []
+    walk = handles.walk(str(root), lambda path: True, lambda path, exc: failed.append(path))
     folder, entries = next(walk)
     assert folder == "" and [item.name for item in entries] == ["a"]
     (root / "a").rename(tmp_path / "moved")
     os.symlink(outside, root / "a")
-    assert [folder for folder, _ in walk] == []
+    assert [folder for folder, _ in walk] == [] and failed == []  # not a folder now: nothing to check
     assert gitdirs.find(str(root)).folders == [] and gitdirs.find(str(root)).dot_gits == []
+
+
+def test_a_folder_the_walk_let_go_and_must_reopen_is_the_very_folder_it_was_or_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one handle held below the top, the walk reopens `a/b` by name to enter its second
+    folder: `a/b` replaced meanwhile by another folder is not walked as if it were the first, and
+    the walk says so."""
+    root = tmp_path / "p"
+    for name in ("c", "e"):
+        (root / "a" / "b" / name).mkdir(parents=True)
+    monkeypatch.setattr(handles, "HELD", 1)
+    failed: list[tuple[str, int | None]] = []
+    walk = handles.walk(str(root), lambda path: True, lambda path, exc: failed.append((path, exc.errno)))
+    assert [next(walk)[0] for _ in range(4)][:3] == ["", "a", "a/b"]
+    (root / "a" / "b").rename(root / "a" / "old")
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "a" / "b" / "e").mkdir()
+    assert list(walk) == [] and failed == [("a/b", errno.ESTALE)]
 
 
 def test_a_project_that_is_gone_holds_no_repository(tmp_path: Path) -> None:

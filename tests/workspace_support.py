@@ -8,13 +8,15 @@ from pathlib import Path
 from tests.scripted_api import ScriptedAPI
 
 
-def env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
+def env(tmp_path: Path, api: ScriptedAPI | None, **extra: str) -> dict[str, str]:
+    """The environment of every nanocode a test runs: none of the host's NANOCODE_* or endpoint
+    settings, a fresh home; the scripted endpoint when there is one (`diff last` needs none)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NANOCODE_", "OPENROUTER", "INFERENCE"))}
+    endpoint = {"OPENROUTER_API_KEY": "sk-test", "INFERENCE_BASE_URL": api.url} if api else {}
     return clean | {
         "HOME": str(home(tmp_path)),  # as on a fresh machine: no git identity, no settings
         "XDG_STATE_HOME": str(tmp_path / "state"),
-        "OPENROUTER_API_KEY": "sk-test",
-        "INFERENCE_BASE_URL": api.url,
+        **endpoint,
         **extra,
     }
 
@@ -22,11 +24,14 @@ def env(tmp_path: Path, api: ScriptedAPI, **extra: str) -> dict[str, str]:
 def nanocode(
     tmp_path: Path, api: ScriptedAPI | None, *args: str, cwd: Path | None = None, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    state = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(home(tmp_path))}
-    environment = env(tmp_path, api, **extra) if api else {**os.environ, **state}
     # `cwd`: the project, as a person runs `diff last` or `apply last` from it.
     return subprocess.run(
-        [sys.executable, "-m", "nanocode", *args], env=environment, capture_output=True, text=True, timeout=180, cwd=cwd
+        [sys.executable, "-m", "nanocode", *args],
+        env=env(tmp_path, api, **extra),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
     )
 
 

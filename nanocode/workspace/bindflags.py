@@ -6,6 +6,12 @@ flagged path there at the start that is gone, is flagged when its path, or a nam
 through a symlink, is flagged; a changed symlink whose target is flagged or leaves the project, and
 a changed executable file, are flagged too.
 
+Invariant: the walk enters every folder below the project, `.git`s included, but the `.git`s that
+were there at the start (`kept`: mounted read-only while the goal ran, so nothing in them is the
+goal's); whatever their name, the `.git`s the goal made are walked, where they are or where nanocode
+moved them, and so is every `.git` inside those. A folder the walk cannot check (for any reason
+but that it is gone) is said in a warning line, never skipped in silence.
+
 Invariant: the warning leaves out only what nanocode itself moved aside in this goal (`Aside`): the
 exact paths it moved repositories to, each still the very inode it was right after the move (device
 and inode), and what is below them; their own warning names them. No name decides: a folder the goal
@@ -15,9 +21,10 @@ names as nanocode names its quarantine, and what it holds, is walked and flagged
 import contextlib
 import os
 import stat
+from collections.abc import Callable, Collection, Iterable
 
+from nanocode import display
 from nanocode.workspace import flagging, handles, paths
-from nanocode.workspace.gitdirs import is_dot_git
 from nanocode.workspace.handles import Tree
 from nanocode.workspace.trees import HostTree, Place, join, resolve
 
@@ -27,11 +34,19 @@ OTHER = os.stat_result((0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 Seen = list[tuple[str, os.stat_result]]  # what `walk` found: each path and its lstat
 Aside = dict[str, tuple[int, int]]  # what nanocode moved aside in this goal: its path, (device, inode)
+Warn = Callable[[str], None]  # told one line for each folder the walk could not check
 
 
-def flagged_names(project: str) -> list[str]:
+def kept(gits: Iterable[str]) -> frozenset[str]:
+    """The `.git`s of the start-of-goal snapshot (`bind.Snapshot.gits`'s keys; a key ending in "/"
+    is a folder that is a repository, whose files the walk reads as any other's): the only paths
+    the walk leaves out."""
+    return frozenset(path for path in gits if not path.endswith("/"))
+
+
+def flagged_names(project: str, keep: Collection[str], warn: Warn) -> list[str]:
     """The paths flagged by name in the project now (kept at the start, to see what goes)."""
-    return [path for path, _ in walk(project, stat=False) if paths.is_flagged(path)]
+    return [path for path, _ in walk(project, keep, warn, stat=False) if paths.is_flagged(path)]
 
 
 def own(project: str, targets: list[str]) -> Aside:
@@ -50,18 +65,15 @@ def own(project: str, targets: list[str]) -> Aside:
     return aside
 
 
-def changed(
-    project: str, since: float, before: list[str], seen: Seen | None = None, aside: Aside | None = None
-) -> list[str]:
+def changed(project: str, since: float, before: list[str], seen: Seen, aside: Aside | None = None) -> list[str]:
     """The flagged paths that changed since `since` (epoch seconds), or that were there and are gone;
-    `seen`: the project's walk, when the caller has it (`unset_special` leaves of each path what this
-    reads as it was: its kind, its execute bits, a change time past `since`); `aside`: what nanocode
+    `seen`: the project's `walk` (`unset_special` leaves of each path what this reads as it was: its
+    kind, its execute bits, a change time past `since`); `aside`: what nanocode
     moved aside in this goal, left out. A path of `before` is gone when the walk, which follows no
     symlink, no longer finds it: one now reached only through a symlink is another file."""
     tree = HostTree(project)
-    walked = walk(project) if seen is None else seen
-    there = {path for path, _ in walked}
-    seen = _not_aside(walked, aside or {})
+    there = {path for path, _ in seen}
+    seen = _not_aside(seen, aside or {})
     links = {path: resolve(tree, path) for path, st in seen if _is_link(st)}
     new = [(path, st) for path, st in seen if st.st_ctime >= since]
     found = [path for path, st in new if _runs(path, st, links)]
@@ -104,24 +116,30 @@ def _not_aside(seen: Seen, aside: Aside) -> Seen:
     return [(path, st) for path, st in seen if not any((path + "/").startswith(top) for top in tops)]
 
 
-def _skipped(name: str) -> bool:
-    """A `.git`: when the goal ends, every one the goal made or changed has been moved aside (and is
-    walked there); those left are the ones it could not write to."""
-    return is_dot_git(name)
-
-
-def walk(project: str, stat: bool = True) -> Seen:
-    """Every path below the project and its lstat (when `stat`: else a folder's or not), nothing below
-    a `.git`. Each folder is opened through the handle of the folder that holds it, never through a
-    symlink, and what it holds is asked of its handle (`handles.walk`): no path string is resolved
-    again, so no symlink, old or new, leads the walk elsewhere."""
+def walk(project: str, keep: Collection[str], warn: Warn, stat: bool = True) -> Seen:
+    """Every path below the project and its lstat (when `stat`: else a folder's or not), but the
+    paths of `keep` (`kept`) and what is below them. Each folder is opened through the handle of the
+    folder that holds it, never through a symlink, and what it holds is asked of its handle
+    (`handles.walk`): no path string is resolved again, so no symlink, old or new, leads the walk
+    elsewhere. `warn` is told of each folder or entry that could not be checked."""
     found: Seen = []
-    for folder, entries in handles.walk(project, enter=lambda name: not _skipped(name)):
+
+    def failed(path: str, exc: OSError) -> None:
+        warn(
+            f"warning: could not check {display.name(path or '.')} for setuid files and flagged changes: {exc.strerror}"
+        )
+
+    for folder, entries in handles.walk(project, lambda path: path not in keep, failed):
         for item in entries:
-            if _skipped(item.name):
+            path = join(folder, item.name)
+            if path in keep:
                 continue
-            with contextlib.suppress(OSError):  # gone since it was listed
-                found.append((join(folder, item.name), item.stat(follow_symlinks=False) if stat else _kind(item)))
+            try:
+                found.append((path, item.stat(follow_symlinks=False) if stat else _kind(item)))
+            except FileNotFoundError:
+                pass  # gone since it was listed
+            except OSError as exc:
+                failed(path, exc)
     return found
 
 
@@ -129,13 +147,11 @@ SPECIAL = 0o6000  # setuid, setgid: a file that runs as its owner (root, when na
 OTHERS_WRITE = 0o002  # another user of the machine could change what you run
 
 
-def unset_special(project: str, since: float, seen: Seen | None = None) -> list[str]:
+def unset_special(project: str, since: float, seen: Seen) -> list[str]:
     """Takes the setuid, setgid and world-write bits off every file (and the world-write bit off every
     folder) the goal changed: in bind mode the sandbox writes as the user, and such a bit would let
     anyone who can reach the project run its code as them, or change it. Each path is reached
-    through folder handles, never through a symlink. `seen`: the project's walk, when the caller has
-    it. Returns the paths."""
-    seen = walk(project) if seen is None else seen
+    through folder handles, never through a symlink. `seen`: the project's `walk`. Returns the paths."""
     found = [(p, st) for p, st in seen if st.st_ctime >= since and st.st_mode & _unsafe(st)]
     if not found:
         return []  # nothing to open (the project itself may be gone)

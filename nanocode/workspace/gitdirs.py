@@ -138,6 +138,11 @@ class Found:
     dot_gits: list[str] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     owned: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # folders that could not be walked (not gone)
+
+
+def _outside_dot_gits(path: str) -> bool:
+    return not is_dot_git(os.path.basename(path))
 
 
 def find(project: str) -> Found:
@@ -150,7 +155,7 @@ def find(project: str) -> Found:
     except OSError:
         return found  # no project (removed while the goal ran): no repository in it
     with tree:
-        for folder, entries in handles.walk(project, enter=lambda name: not is_dot_git(name)):
+        for folder, entries in handles.walk(project, _outside_dot_gits, lambda path, _: found.unchecked.append(path)):
             names = [item.name for item in entries]
             found.dot_gits += [join(folder, name) for name in names if is_dot_git(name)]
             found.owned += [join(folder, name) for name in names if name in REPO_OWN]

@@ -7,7 +7,11 @@ way stops the operation with `Beyond`, so nothing reached through one is ever re
 
 `walk` goes down a whole tree the same way: each folder is opened through the handle of the folder
 that holds it (O_NOFOLLOW, O_DIRECTORY), and listed from its own handle. No path string is resolved
-again, so no symlink, old or new, leads a walk out of the tree or round it twice.
+again, so no symlink, old or new, leads a walk out of the tree or round it twice. However deep the
+tree, a walk holds a bounded number of handles (a folder it let go is reopened from one it holds,
+name by name, and must be the very folder it was), so no subtree is left out for want of handles;
+and a folder it cannot check for any other reason than being gone is told to the caller, never
+skipped in silence.
 """
 
 import contextlib
@@ -15,6 +19,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -135,52 +140,164 @@ def _why(folder: int, name: str) -> str:
 
 
 Listed = tuple[str, list[os.DirEntry[str]]]  # a folder's path below the top ("" for it), its entries
+Failed = Callable[[str, OSError], None]  # told of each folder a walk could not check, and why
+
+HELD = 64  # folder handles a walk holds at most, whatever the depth: the rest are reopened when needed
+GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # gone since listed, or no longer a folder: nothing to walk
 
 
-def walk(root: str, enter: Callable[[str], bool]) -> Iterator[Listed]:
+@dataclass
+class _Level:
+    """A folder on the way down: its path, its name, its identity, the folders in it still to enter,
+    and its handle while it holds one."""
+
+    path: str
+    name: str
+    ident: tuple[int, int]
+    inner: list[str]
+    fd: int | None
+
+
+class _Chain:
+    """The folders from the top down to the one being walked. Only the top and the deepest `HELD`
+    hold a handle; one that lost its handle is reopened from the nearest that holds one, name by
+    name with O_NOFOLLOW and O_DIRECTORY, and must be the very folder it was (device and inode)."""
+
+    def __init__(self, top: int):
+        self.levels = [_Level("", "", _ident(top), [], top)]
+
+    def push(self, level: _Level) -> None:
+        self.levels.append(level)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Lets go of the shallowest handles but the top's beyond `HELD`: those held are always the
+        deepest, so going back up reopens a level only every `HELD` levels."""
+        held = [lv for lv in self.levels[1:] if lv.fd is not None]
+        for lv in held[: max(0, len(held) - HELD)]:
+            self._drop(lv)
+
+    def pop(self) -> None:
+        self._drop(self.levels.pop())
+
+    def handle(self) -> int:
+        """The deepest folder's handle, reopened when it had to let it go; `_Lost` when it cannot be."""
+        held = max(i for i, lv in enumerate(self.levels) if lv.fd is not None)
+        for i in range(held + 1, len(self.levels)):
+            level, parent = self.levels[i], self.levels[i - 1]
+            assert parent.fd is not None
+            try:
+                level.fd = _reopen(parent.fd, level)
+            except OSError as exc:
+                raise _Lost(i, exc) from None
+            self._trim()
+        fd = self.levels[-1].fd
+        assert fd is not None
+        return fd
+
+    def cut(self, index: int) -> None:
+        """Leaves the folder at `index`, and all below it, unwalked."""
+        while len(self.levels) > index:
+            self.pop()
+
+    def close(self) -> None:
+        self.cut(0)
+
+    @staticmethod
+    def _drop(level: _Level) -> None:
+        if level.fd is not None:
+            os.close(level.fd)
+            level.fd = None
+
+
+class _Lost(Exception):
+    def __init__(self, index: int, error: OSError):
+        self.index = index
+        self.error = error
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _reopen(parent: int, level: _Level) -> int:
+    fd = os.open(level.name, FOLDER, dir_fd=parent)
+    if _ident(fd) != level.ident:
+        os.close(fd)
+        raise OSError(errno.ESTALE, "it was replaced while it was walked", level.path)
+    return fd
+
+
+def walk(root: str, enter: Callable[[str], bool], failed: Failed) -> Iterator[Listed]:
     """Every folder below `root` and `root` itself, depth first, with its entries (asked of its
-    handle: `entry.stat(follow_symlinks=False)` is too). A folder is entered when `enter(name)`
-    says so, never through a symlink; one that cannot be opened is left out."""
+    handle: `entry.stat(follow_symlinks=False)` is too). A folder is entered when `enter(path)` says
+    so (its path below `root`), never through a symlink. However deep the tree, at most `HELD + 1`
+    handles are open (`_Chain`). A folder that cannot be opened or listed is told to `failed`, unless
+    it is gone or no longer a folder (then there is nothing in it to walk)."""
     try:
-        top = os.open(root, FOLDER)
-    except OSError:
+        chain = _Chain(os.open(root, FOLDER))
+    except OSError as exc:
+        _tell(failed, "", exc)
         return
-    # A handle open for each folder on the way down only: (handle, path, folders still to enter).
-    stack: list[tuple[int, str, list[str]]] = [(top, "", [])]
     try:
-        entries = _entries(top)
+        try:
+            entries = _listed(chain.handle())
+        except OSError as exc:
+            _tell(failed, "", exc)
+            return
         yield "", entries
-        stack[-1] = (top, "", _inner(entries, enter))
-        while stack:
-            fd, folder, inner = stack[-1]
-            if not inner:
-                os.close(fd)
-                stack.pop()
-                continue
-            name = inner.pop()
-            handle = open_folder(fd, name)
-            if handle is not None:
-                path = f"{folder}/{name}" if folder else name
-                stack.append((handle, path, []))
-                entries = _entries(handle)
-                yield path, entries
-                stack[-1] = (handle, path, _inner(entries, enter))
+        chain.levels[0].inner = _inner("", entries, enter)
+        while chain.levels:
+            yield from _step(chain, enter, failed)
     finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+        chain.close()
 
 
-def _entries(fd: int) -> list[os.DirEntry[str]]:
+def _step(chain: _Chain, enter: Callable[[str], bool], failed: Failed) -> Iterator[Listed]:
+    """Enters the next folder of the deepest level, or leaves that level when it has none left."""
+    level = chain.levels[-1]
+    if not level.inner:
+        chain.pop()
+        return
+    name = level.inner.pop()
+    path = f"{level.path}/{name}" if level.path else name
     try:
-        with os.scandir(fd) as items:
-            return list(items)
-    except OSError:
-        return []
+        parent = chain.handle()
+    except _Lost as lost:
+        _tell(failed, chain.levels[lost.index].path, lost.error)
+        chain.cut(lost.index)
+        return
+    try:
+        fd = _open_in(parent, name)
+    except OSError as exc:
+        _tell(failed, path, exc)
+        return
+    chain.push(_Level(path, name, _ident(fd), [], fd))
+    try:
+        entries = _listed(fd)
+    except OSError as exc:
+        _tell(failed, path, exc)
+        return
+    yield path, entries
+    chain.levels[-1].inner = _inner(path, entries, enter)
 
 
-def _inner(entries: list[os.DirEntry[str]], enter: Callable[[str], bool]) -> list[str]:
+def _tell(failed: Failed, path: str, exc: OSError) -> None:
+    if exc.errno not in GONE:
+        failed(path, exc)
+
+
+def _listed(fd: int) -> list[os.DirEntry[str]]:
+    with os.scandir(fd) as items:
+        return list(items)
+
+
+def _inner(folder: str, entries: list[os.DirEntry[str]], enter: Callable[[str], bool]) -> list[str]:
     """The folders among `entries` to enter, by name (a symlink is no folder here)."""
-    return [item.name for item in entries if _is_folder(item) and enter(item.name)]
+    return [
+        item.name for item in entries if _is_folder(item) and enter(f"{folder}/{item.name}" if folder else item.name)
+    ]
 
 
 def _is_folder(item: os.DirEntry[str]) -> bool:
@@ -191,20 +308,22 @@ def _is_folder(item: os.DirEntry[str]) -> bool:
 
 
 def open_folder(fd: int, name: str) -> int | None:
-    """A handle on the folder `name` in `fd`, never through a symlink; None when it cannot be had.
-    One the sandbox locked (it runs as the user, whose folder it is) is opened to the user first, so
-    that nothing it holds is hidden from a walk."""
+    """A handle on the folder `name` in `fd`, never through a symlink; None when it cannot be had."""
+    try:
+        return _open_in(fd, name)
+    except OSError:
+        return None
+
+
+def _open_in(fd: int, name: str) -> int:
+    """A handle on the folder `name` in `fd`, never through a symlink. One the sandbox locked (it runs
+    as the user, whose folder it is) is opened to the user first, so that nothing it holds is hidden
+    from a walk."""
     try:
         return os.open(name, FOLDER, dir_fd=fd)
     except PermissionError:
-        pass
-    except OSError:
-        return None
-    try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
-            return None
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)  # a folder, seen through no symlink
-        return os.open(name, FOLDER, dir_fd=fd)
-    except OSError:
-        return None
+            raise
+    os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)  # a folder, seen through no symlink
+    return os.open(name, FOLDER, dir_fd=fd)

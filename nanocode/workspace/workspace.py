@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import DockerException
@@ -23,7 +24,19 @@ from urllib3.exceptions import HTTPError
 from nanocode import display
 from nanocode.errors import ConfigError
 from nanocode.sandbox import container, protect
-from nanocode.workspace import bind, bindflags, flagging, gitseries, journal, overlay, remote, store, view, withhold
+from nanocode.workspace import (
+    bind,
+    bindflags,
+    flagging,
+    gitseries,
+    journal,
+    lease,
+    overlay,
+    remote,
+    store,
+    view,
+    withhold,
+)
 from nanocode.workspace.changeset import Builder, Manifest, Upper
 
 MODES = ("bind", "overlay")
@@ -67,15 +80,17 @@ class Workspace:
         self.mounts: list[Mount] = []
         self.journal: Path | None = None
         self.keep = False  # what the goal wrote could not be read: left for the user
+        self.lease: lease.Lease | None = None  # bind mode: the project, held alone until the clean-up is done
 
     def open(self) -> None:
+        self.lease = lease.hold(self.project)  # before anything is read: another goal's end must not come between
         self.before = bind.snapshot(self.project)
-        self.journal = journal.write(
-            self.goal, mode="bind", project=self.project, started=self.started, **self.before.fields()
-        )
+        self.kept = bindflags.kept(self.before.gits)  # read-only while the goal runs: the walk leaves them out
+        self.flagged_before = bindflags.flagged_names(self.project, self.kept, self.note)
+        fields = self.before.fields() | {"flagged": self.flagged_before}  # what a recovery needs to warn as finish does
+        self.journal = journal.write(self.goal, mode="bind", project=self.project, started=self.started, **fields)
         self.mounts = protect.project_mounts(self.project, os.getcwd())
         self.mounts += bind.read_only_mounts(self.project, self.before.gits)
-        self.flagged_before = bindflags.flagged_names(self.project)
 
     def finish(self, goal: str, outcome: str) -> Kept | None:
         """Moves aside the repositories that came into being or changed; never a change set: the
@@ -87,24 +102,19 @@ class Workspace:
                 f"warning: the sandbox made {display.name(path)}, which host git would read; "
                 f"it was moved to {display.name(target)}"
             )
-        seen = bindflags.walk(self.project)  # once, after what was moved aside: both asks below read it
-        special = bindflags.unset_special(self.project, self.started, seen)
-        if special:
-            shown = ", ".join(display.name(p) for p in special[:20]) + (", ..." if len(special) > 20 else "")
-            self.note(
-                f"warning: the goal made files setuid, setgid or writable by anyone; the bits were taken off: {shown}"
-            )
-        flagged = bindflags.changed(self.project, self.started, self.flagged_before, seen, aside)
-        if flagged:
-            shown = ", ".join(display.name(p) for p in flagged[:20]) + (", ..." if len(flagged) > 20 else "")
-            self.note(f"warning: the goal changed what host tools run by themselves: {shown}{view.FLAG}")
+        for line in _bits_and_flags(self.project, self.started, self.flagged_before, aside, self.kept):
+            self.note(line)
         if self.journal is not None:
             journal.done(self.journal)
             self.journal = None
         return None
 
     def close(self) -> None:
-        """Nothing to remove; a journal still here (the goal never finished) stays for the next start."""
+        """Nothing to remove; a journal still here (the goal never finished) stays for the next start.
+        The project's lease is let go: the clean-up is done (or left to the next start, which takes it)."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
 
 class OverlayWorkspace(Workspace):
@@ -276,30 +286,76 @@ def open_workspace(
     return workspace
 
 
+def _bits_and_flags(
+    project: str,
+    since: float,
+    flagged_before: list[str] | None,
+    aside: bindflags.Aside,
+    keep: frozenset[str],
+    who: str = "the goal",
+) -> list[str]:
+    """The warnings of a bind goal's end, after what it planted was moved aside (`aside`): the unsafe
+    bits taken off what it changed, and the changed files host tools run by themselves (None: the
+    flagged names there at the start are not known, so what went cannot be told: said so). `keep`:
+    the `.git`s there at the start (`bindflags.kept`), the only ones the walk leaves out."""
+    lines: list[str] = []
+    seen = bindflags.walk(project, keep, lines.append)  # once, after what was moved aside: both asks below read it
+    special = bindflags.unset_special(project, since, seen)
+    if special:
+        taken = f"the bits were taken off: {_shown(special)}"
+        lines.append(f"warning: {who} made files setuid, setgid or writable by anyone; {taken}")
+    if flagged_before is None:
+        lines.append(f"warning: what {who} changed that host tools run by themselves could not be checked: review it")
+        return lines
+    flagged = bindflags.changed(project, since, flagged_before, seen, aside)
+    if flagged:
+        lines.append(f"warning: {who} changed what host tools run by themselves: {_shown(flagged)}{view.FLAG}")
+    return lines
+
+
+def _shown(found: list[str]) -> str:
+    return ", ".join(display.name(p) for p in found[:20]) + (", ..." if len(found) > 20 else "")
+
+
 def recover(client: docker.DockerClient, note: Note) -> None:
     """Finishes the clean-up of goals whose nanocode was killed: git folders planted in bind mode are
-    moved aside; an overlay's volume and layer are removed."""
+    moved aside, bits taken off and its flagged changes warned of, as the goal's end would have; an
+    overlay's volume and layer are removed. A bind project another goal holds now is left for a later
+    start: its clean-up would reach what that goal is making."""
     live = container.live_goals(client)  # a goal whose sandbox runs is alive, whatever its pid looks like here
     for path, entry in journal.orphans():
         if entry.get("goal") in live:
             continue
-        project = str(entry.get("project", ""))
+        project, held = str(entry.get("project", "")), None
         if entry.get("mode") == "bind" and os.path.isdir(project):
-            before = bind.Snapshot.of(entry)
-            for planted, target in bind.quarantine(project, bind.planted(project, before), before):
-                note(
-                    f"warning: a killed goal's sandbox made {display.name(planted)}; "
-                    f"it was moved to {display.name(target)}"
-                )
-            since = entry.get("started")
-            if isinstance(since, int | float) and bindflags.unset_special(project, since):
-                note(
-                    f"warning: a killed goal made files in {project} setuid, setgid or writable by anyone; "
-                    "the bits were taken off"
-                )
+            with contextlib.suppress(OSError):
+                held = lease.take(project)
+            if held is None:
+                continue
+            try:
+                _recover_bind(project, entry, note)
+            finally:
+                held.release()
         elif entry.get("mode") == "overlay":
             overlay.remove_volume(client, str(entry.get("volume", "")))
             layer = Path(str(entry.get("layer", "")))
             if layer.parent == overlay.layer_folder("x").parent:
                 overlay.remove_layer(layer)
         journal.done(path)
+
+
+def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
+    """A killed bind goal's end: as `Workspace.finish`, from what its journal says of its start."""
+    before = bind.Snapshot.of(entry)
+    moved = bind.quarantine(project, bind.planted(project, before), before)
+    aside = bindflags.own(project, [target for _, target in moved])
+    for planted, target in moved:
+        note(f"warning: a killed goal's sandbox made {display.name(planted)}; it was moved to {display.name(target)}")
+    since, flagged = entry.get("started"), entry.get("flagged")
+    who = f"a killed goal in {display.name(project)}"
+    if not isinstance(since, int | float):  # when it started is not known: nothing can be told by time
+        note(f"warning: what {who} changed that host tools run by themselves could not be checked: review it")
+        return
+    known = [str(p) for p in flagged] if isinstance(flagged, list) else None  # None: a journal of an older nanocode
+    for line in _bits_and_flags(project, since, known, aside, bindflags.kept(before.gits), who):
+        note(line)
