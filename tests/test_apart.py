@@ -21,6 +21,9 @@ from nanocode.errors import ConfigError
 
 folder = Path(sys.argv[1])
 
+def after():
+{after}
+
 def work():
     (folder / "child").write_text(str(os.getpid()))
     try:
@@ -29,21 +32,24 @@ def work():
         (folder / "stopped").write_text("")
         raise
 
+{before}
 try:
-    print("code", apart(work))
+    print("code", apart(work, after))
 except Exception as exc:
     print("error", exc.exit_code, exc.format_message())
 """
 
 
-def _parent(tmp_path: Path, work: str) -> subprocess.Popen[str]:
-    script = PARENT.format(work=textwrap.indent(textwrap.dedent(work), " " * 8))
+def _parent(tmp_path: Path, work: str, after: str = "pass", before: str = "") -> subprocess.Popen[str]:
+    """A parent whose child runs `work`, then `after`; `before` runs in the parent before apart."""
+    indent = textwrap.indent
+    script = PARENT.format(work=indent(work, " " * 8), after=indent(after, " " * 4), before=before)
     command = [sys.executable, "-c", script, str(tmp_path)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _heard(tmp_path: Path, work: str) -> str:
-    parent = _parent(tmp_path, work)
+def _heard(tmp_path: Path, work: str, **more: str) -> str:
+    parent = _parent(tmp_path, work, **more)
     out, err = parent.communicate(timeout=60)
     assert parent.returncode == 0, err
     return out.strip()
@@ -62,6 +68,26 @@ def _heard(tmp_path: Path, work: str) -> str:
 )
 def test_the_parent_hears_how_the_child_ended_or_that_it_said_nothing(tmp_path: Path, work: str, heard: str) -> None:
     assert _heard(tmp_path, work).startswith(heard)
+
+
+def test_the_work_is_said_before_what_comes_after_it_which_may_end_the_child_without_a_word(tmp_path: Path) -> None:
+    # As Ray may end the driver while it leaves the cluster (ray.shutdown), after the summary.
+    assert _heard(tmp_path, "return 4", after="os._exit(1)") == "code 4"
+    assert _heard(tmp_path, "return 0", after="raise KeyboardInterrupt") == "code 0"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_that_came_before_the_work_began_stops_it_and_is_said(tmp_path: Path, sig: str) -> None:
+    # Sent to the parent (the process apart forwards from) as apart begins: held back, then forwarded.
+    before = (
+        f"import signal; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.{sig}]); os.kill(os.getpid(), signal.{sig})"
+    )
+    assert _heard(tmp_path, "return 0", before=before) == "error 130 interrupted"
+
+
+def test_ray_s_own_sigterm_handler_in_the_child_is_said_interrupted(tmp_path: Path) -> None:
+    # ray.init makes SIGTERM call sys.exit: SystemExit is a stop, not a silence.
+    assert _heard(tmp_path, "raise SystemExit(15)") == "error 130 interrupted"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -27,49 +28,74 @@ def relayed(message: str, exit_code: int) -> NanocodeError:
     return kind(message)
 
 
-def apart(work: Callable[[], int]) -> int | None:
-    """`work`'s exit code, run in a child process; None when the child ended without saying how.
-    An error in the child is raised here, with its message and exit code."""
+def apart(work: Callable[[], int], after: Callable[[], None]) -> int | None:
+    """`work`'s exit code, run in a child process, which then runs `after` (Ray may end the process
+    there, as it leaves the cluster: the child has said how the work ended by then); None when the
+    child ended without saying it. An error in the child is raised here, with its message and code."""
     read, write = os.pipe()
     parent = os.getpid()
     # Held back until the parent forwards them: one that came in between would end the parent alone.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child's coverage is the tests' subprocesses
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         os.close(read)
-        _child(work, write, parent)
+        os.close(write)
+        raise
+    if pid == 0:  # pragma: no cover - the child's coverage is the tests' subprocesses
+        _child(work, after, (read, write), parent)
     os.close(write)
     with _forwarded(pid), os.fdopen(read, "rb") as said:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         told = said.read()
         os.waitpid(pid, 0)
-    if not told:
+    return _heard(told)
+
+
+def _heard(told: bytes) -> int | None:
+    try:
+        code, error = json.loads(told)
+    except ValueError:  # nothing, or cut off: Ray ended the child as it spoke
         return None
-    code, error = json.loads(told)
     if error is not None:
         raise relayed(error, code)
     return int(code)
 
 
-def _child(work: Callable[[], int], write: int, parent: int) -> None:
+def _child(work: Callable[[], int], after: Callable[[], None], pipe: tuple[int, int], parent: int) -> None:
     """Runs `work` in a process group of its own (a terminal's Ctrl-C reaches it once, through the
-    parent); says how it ended; never returns."""
-    os.setpgid(0, 0)
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # before the batch runs too: said "interrupted", as Ctrl-C is
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, _interrupt)
-    _stop_with_parent(parent)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
-    code, error = _ending(work)
-    with contextlib.suppress(OSError):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.write(write, json.dumps([code, error]).encode())
-    os._exit(code)
+    parent), says how it ended, runs `after`; never returns. Ctrl-C, SIGTERM and SIGHUP stop the work
+    (KeyboardInterrupt) until it has ended, and nothing after: whatever comes, the child says a word."""
+    ended = threading.Event()
+    error: str | None
 
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if not ended.is_set():
+            raise KeyboardInterrupt
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    code, error = EXIT_INTERRUPTED, "interrupted"
+    try:
+        try:
+            os.close(pipe[0])
+            os.setpgid(0, 0)
+            for sig in FORWARDED:  # one ignored where nanocode was started stays ignored
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    signal.signal(sig, interrupt)
+            _stop_with_parent(parent)
+            code, error = _ending(work)
+        except BaseException:  # a signal before the work began, or as it ended
+            code, error = EXIT_INTERRUPTED, "interrupted"
+        ended.set()
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.write(pipe[1], json.dumps([code, error]).encode())
+            os.close(pipe[1])
+        with contextlib.suppress(BaseException):
+            after()
+    finally:
+        os._exit(code)
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -84,10 +110,11 @@ def _stop_with_parent(parent: int) -> None:
 def _ending(work: Callable[[], int]) -> tuple[int, str | None]:
     """The exit code, and the error to show (as nanocode's main would have shown it) or None."""
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # here: a signal held back stops the work
         return work(), None
     except click.ClickException as exc:
         return exc.exit_code, exc.format_message()
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort, SystemExit):  # SystemExit: Ray's own SIGTERM handler
         return EXIT_INTERRUPTED, "interrupted"
     except Exception as exc:
         if os.environ.get("NANOCODE_DEBUG"):

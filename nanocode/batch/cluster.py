@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
+import os
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -17,72 +17,14 @@ from typing import Any
 from nanocode.batch import results
 from nanocode.batch.ledger import size
 from nanocode.batch.pulse import SILENT, Pulse
+from nanocode.batch.rayjoin import RESOURCE, Coordinator, here
 from nanocode.batch.results import CHANGES, Result
 from nanocode.batch.state import BatchState, Planned
-from nanocode.errors import ConfigError, Interrupted
+from nanocode.errors import Interrupted
 from nanocode.workspace import store
 
-RESOURCE = "nanocode_sandbox"  # how many sandboxes a node hosts: `ray start --resources '{"nanocode_sandbox": 8}'`
 ATTEMPTS = 3  # runs of a goal whose node died under it
 SILENCE = f"nothing from its GCS for {SILENT:.0f} s"
-
-
-class Coordinator:
-    """The one actor of a batch: the back-off every node's model calls pass, and where goals started."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self.holds = 0
-        self.news: list[tuple[str, str]] = []
-
-    def hold(self, seconds: float) -> None:
-        self.holds += 1
-        self._until = max(self._until, time.time() + seconds)
-
-    def until(self) -> float:
-        return self._until
-
-    def started(self, goal_id: str, node: str) -> None:
-        self.news.append((goal_id, node))
-
-    def heard(self) -> tuple[list[tuple[str, str]], int]:
-        news, self.news = self.news, []
-        return news, self.holds
-
-
-def connect(address: str) -> None:
-    """Joins the cluster at `address`; one line when Ray is missing, or no node hosts sandboxes."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs Ray: pip install 'nanocode[ray]'") from None
-    try:
-        _join(ray, address)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")  # never Ray's traceback
-        raise ConfigError(f"--ray {address}: the Ray cluster cannot be reached ({first})") from None
-    if not _offered():
-        ray.shutdown()
-        raise ConfigError(
-            f"--ray {address}: no node of the cluster hosts sandboxes: start its workers with "
-            f"`ray start --resources '{{\"{RESOURCE}\": 8}}'`"
-        )
-
-
-def _join(ray: Any, address: str, tries: int = 3) -> None:
-    """ray.init; over Ray Client, tried again when the head's per-client server dies as it starts
-    (Ray's "Initialization failure from server", ray-project/ray#63202: a few percent of connections)."""
-    for attempt in range(1, tries + 1):
-        try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-            # A connection that broke is said in nanocode's words (the cluster went away), not in Ray Client's.
-            logging.getLogger("ray.util.client").setLevel(logging.CRITICAL)
-            return
-        except ConnectionAbortedError:
-            if attempt == tries or not address.startswith("ray://"):
-                raise
-            ray.shutdown()
-            time.sleep(attempt)
 
 
 class _Flight:
@@ -103,6 +45,8 @@ class _Host:
     node_id: str
     slots: int
     actor: Any
+    hello: Any  # the actor's first answer
+    ready: bool  # given goals: at once, but on a node whose earlier actor died, once it answers
     flights: set[Any] = field(default_factory=set)
 
 
@@ -115,8 +59,9 @@ class RayCluster:
         self.flights: dict[Any, _Flight] = {}
         self.queue: collections.deque[_Flight] = collections.deque()
         self.hosts: dict[str, _Host] = {}  # by Ray node id
-        self.dead: set[str] = set()  # nodes whose actor died: the GCS may say they live a while yet
-        self.died = 0.0  # when the last of them died: the GCS's answers before it may still offer it
+        self.dead: set[str] = set()  # nodes where no actor could start: the GCS may say they live a while yet
+        self.lost: set[str] = set()  # nodes whose actor died during the batch
+        self.died = 0.0  # when the last of them was found dead: the GCS's answers before it may still offer it
         self.projects: dict[str, tuple[str, Any]] = {}
         self.coordinator: Any = None
         self.hearing: Any = None  # the coordinator's answer on its way
@@ -135,7 +80,7 @@ class RayCluster:
         # a back-off forgotten, if its node dies all the same.
         self.coordinator = (
             ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Coordinator)
-            .options(scheduling_strategy=_here())
+            .options(scheduling_strategy=here())
             .remote()
         )
         self.memory = size(todo[0].settings.memory)
@@ -150,6 +95,7 @@ class RayCluster:
         try:
             self._hear()
             self._land()
+            self._greet()
             self._dispatch()
         except ConnectionError as exc:  # Ray Client's connection to the cluster broke
             return self._lose_all(str(exc).strip().rstrip("."))
@@ -157,7 +103,25 @@ class RayCluster:
             return True
         if not self.queue or self.state.stop.is_set():
             return False
-        return bool(self.hosts) or self.pulse.answered <= self.died  # no node for now: until the GCS says
+        if self.hosts or self.pulse.answered <= self.died:  # no node for now: until the GCS says
+            return True
+        self._record_lost(self.unreachable())  # the others never started: the summary says why
+        return False
+
+    def _greet(self) -> None:
+        """An actor that answered is given goals; one that could not start marks its node dead."""
+        import ray
+
+        for host in [h for h in self.hosts.values() if h.hello is not None]:
+            if not ray.wait([host.hello], timeout=0)[0]:
+                continue
+            try:
+                ray.get(host.hello)
+                host.ready, host.hello = True, None
+            except Exception:  # its node is gone (ActorUnschedulableError), or its worker could not start
+                del self.hosts[host.node_id]
+                self.dead.add(host.node_id)
+                self.died = time.monotonic()
 
     def _land(self) -> None:
         import ray
@@ -206,7 +170,7 @@ class RayCluster:
     def unreachable(self) -> str:
         if self.gone:
             return self.gone
-        lost = f" (the nodes of {len(self.dead)} died)" if self.dead else ""
+        lost = f" ({len(self.dead)} of its nodes died during the batch)" if self.dead else ""
         return "" if self._usable() else f"no live node of the Ray cluster hosts {RESOURCE}{lost}"
 
     def _lose_all(self, detail: str) -> bool:
@@ -214,12 +178,19 @@ class RayCluster:
         are left (the summary says why they never started), and the nodes are not asked anything more.
         Their sandboxes end with their lease, on each node's engine. False: the batch is not busy."""
         self.gone = f"the Ray cluster went away ({detail})"
-        self.state.progress.line(f"batch: {self.gone}; its goals in flight are recorded as engine failures")
-        for flight in [*self.flights.values(), *(f for f in self.queue if f.lost)]:  # those that had started
-            self.state.record(self._failed(flight, "engine", "; ".join([*flight.lost, self.gone])))
+        self.state.progress.line(f"batch: {self.gone}; its goals that had started are recorded as engine failures")
+        self.queue.extend(self.flights.values())
         self.flights.clear()
-        self.queue.clear()
         self.hosts.clear()
+        return self._record_lost(self.gone)
+
+    def _record_lost(self, why: str) -> bool:
+        """The queued goals that had started, on a node that died or on the way, are recorded as ended
+        with `why`; the others never started (the summary says so, and the next run runs them). False."""
+        for flight in self.queue:
+            if flight.node or flight.lost:
+                self.state.record(self._failed(flight, "engine", "; ".join([*flight.lost, why])))
+        self.queue.clear()
         return False
 
     def _dispatch(self) -> None:
@@ -230,7 +201,8 @@ class RayCluster:
         if self.queue:
             self._discover()
         while self.queue:
-            host = min(self.hosts.values(), key=lambda h: len(h.flights) / h.slots, default=None)
+            ready = (h for h in self.hosts.values() if h.ready)
+            host = min(ready, key=lambda h: len(h.flights) / h.slots, default=None)
             if host is None or len(host.flights) >= 2 * host.slots:
                 return
             self._submit(self.queue.popleft(), host)
@@ -238,7 +210,8 @@ class RayCluster:
     def _discover(self) -> None:
         for node_id, slots in self._usable().items():
             if node_id not in self.hosts:
-                self.hosts[node_id] = _Host(node_id, slots, self._actor(node_id, slots))
+                actor = self._actor(node_id, slots)
+                self.hosts[node_id] = _Host(node_id, slots, actor, actor.ready.remote(), node_id not in self.lost)
 
     def _usable(self) -> dict[str, int]:
         """The live nodes this batch may use, and how many of its goals each can run at once: as many
@@ -359,9 +332,10 @@ class RayCluster:
 
     def _lost(self, flight: _Flight, exc: Exception) -> None:
         if flight.host is not None and self.hosts.get(flight.host.node_id) is flight.host:
-            del self.hosts[flight.host.node_id]  # its actor is gone with its node
-            self.dead.add(flight.host.node_id)
-            self.died = time.monotonic()
+            # Its actor is gone, with its node or alone (Ray's memory monitor): the node gets a new
+            # actor, given goals once it answers, while the GCS says it lives.
+            del self.hosts[flight.host.node_id]
+            self.lost.add(flight.host.node_id)
         where = f"on {flight.node} " if flight.node else ""
         flight.lost.append(f"run {flight.attempt} {where}ended with its node ({type(exc).__name__})")
         if flight.attempt >= ATTEMPTS or self.state.stop.is_set():
@@ -382,7 +356,9 @@ class RayCluster:
         folder = results.folder(self.state.out, result.id)
         folder.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(payload["folder"])) as tar:
-            tar.extractall(folder, filter="data")
+            # result.json is this machine's to write (record), once the result is whole.
+            sent = [m for m in tar.getmembers() if os.path.normpath(m.name) != "result.json"]
+            tar.extractall(folder, members=sent, filter="data")
         _reproject(folder / CHANGES / "manifest.json", result.project)
         store.adopt(folder / CHANGES, result.change_set)
         return result
@@ -397,26 +373,3 @@ def _reproject(manifest: Path, project: str) -> None:
         data = json.loads(manifest.read_text(encoding="utf-8"))
         data["project"] = project
         manifest.write_text(json.dumps(data), encoding="utf-8")
-
-
-def _here() -> Any:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    try:
-        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    except Exception:
-        return "DEFAULT"
-
-
-def _offered() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get(RESOURCE, 0))  # type: ignore[no-untyped-call]
-
-
-def finished() -> None:
-    """Leaves the cluster."""
-    import ray
-
-    ray.shutdown()

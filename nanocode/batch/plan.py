@@ -80,48 +80,53 @@ def run(goals: list[Goal], options: dict[str, Any], batch: BatchOptions) -> int:
 def _on_ray(
     planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, goals: int
 ) -> int:
+    from nanocode.batch import rayjoin
     from nanocode.batch.apart import apart
 
     planned = _one_image(planned, progress.line)
-    began = time.time()
-    code = apart(lambda: _ray_driver(planned, skipped, batch, progress, goals))
-    return _driver_lost(planned, skipped, batch, progress, began) if code is None else code
+    began = time.monotonic()
+    before = {p.goal.id: results.stamp(batch.out, p.goal.id) for p in planned}
+    code = apart(lambda: _ray_driver(planned, skipped, batch, progress, goals), rayjoin.finished)
+    return _driver_lost(planned, skipped, batch, progress, (began, before)) if code is None else code
 
 
 def _ray_driver(
     planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, goals: int
 ) -> int:
-    from nanocode.batch import cluster
+    from nanocode.batch import cluster, rayjoin
 
     assert batch.ray is not None
-    cluster.connect(batch.ray)
-    try:
-        progress.line(
-            f"batch: {goals} goals, {len(skipped)} done already; on the Ray cluster at {batch.ray}; "
-            f"results in {batch.out}"
-        )
-        state = BatchState(batch.out, batch.budgets, progress)
-        with progress:
-            return Batch(planned, state, cluster.RayCluster(state)).run(skipped)
-    finally:
-        cluster.finished()
+    rayjoin.connect(batch.ray)  # left by rayjoin.finished, which apart runs once the child has said how it ended
+    progress.line(
+        f"batch: {goals} goals, {len(skipped)} done already; on the Ray cluster at {batch.ray}; results in {batch.out}"
+    )
+    state = BatchState(batch.out, batch.budgets, progress)
+    with progress:
+        return Batch(planned, state, cluster.RayCluster(state)).run(skipped)
 
 
 def _driver_lost(
-    planned: list[Planned], skipped: list[results.Result], batch: BatchOptions, progress: Progress, began: float
+    planned: list[Planned],
+    skipped: list[results.Result],
+    batch: BatchOptions,
+    progress: Progress,
+    before: tuple[float, dict[str, tuple[int, int] | None]],
 ) -> int:
     """Ray ended the batch's driver (its node or the cluster's GCS went away): the goals that ended
-    keep their results, and the others are recorded as ended with the cluster."""
+    keep their results, told from earlier runs' by their result.json being another file than before
+    the run (results.write replaces it), and the others are recorded as ended with the cluster."""
+    began, stamps = before
     why = "the Ray cluster went away (Ray ended this batch's driver with it)"
     progress.line(f"batch: {why}; the goals that had not ended are recorded as engine failures")
     kept = {r.id: r for r in skipped}
     ordered = []
     for p in planned:
-        ended = results.read(batch.out, p.goal.id) if results.written_since(batch.out, p.goal.id, began) else None
+        stamp = results.stamp(batch.out, p.goal.id)
+        ended = results.read(batch.out, p.goal.id) if stamp not in (None, stamps[p.goal.id]) else None
         lost = results.Result(p.goal.id, p.goal.text, str(p.settings.project), "engine", why)
         ordered.append(kept.get(p.goal.id) or ended or lost)
     extra = {"interrupted": False, "backoffs": 0, "skipped": list(kept)}
-    return report(batch.out, ordered, time.time() - began, extra)
+    return report(batch.out, ordered, time.monotonic() - began, extra)
 
 
 def _one_image(planned: list[Planned], note: Any) -> list[Planned]:

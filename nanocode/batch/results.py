@@ -70,12 +70,13 @@ def read(out: Path, goal_id: str) -> Result | None:
         return None
 
 
-def written_since(out: Path, goal_id: str, since: float) -> bool:
-    """Whether the goal's result.json was written at `since` (a time.time()) or later."""
+def stamp(out: Path, goal_id: str) -> tuple[int, int] | None:
+    """Which file the goal's result.json is (device, inode), or None: write() puts a new one in place."""
     try:
-        return (folder(out, goal_id) / "result.json").stat().st_mtime >= since
+        found = (folder(out, goal_id) / "result.json").stat()
     except OSError:
-        return False
+        return None
+    return found.st_dev, found.st_ino
 
 
 def read_all(out: Path) -> list[Result]:

@@ -1,0 +1,107 @@
+"""Joining a Ray cluster and leaving it, for a batch's driver (nanocode.batch.cluster), and the batch's one
+small actor beside its nodes' actors: the back-off every node's model calls pass, and where goals started."""
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from nanocode.errors import ConfigError
+
+RESOURCE = "nanocode_sandbox"  # how many sandboxes a node hosts: `ray start --resources '{"nanocode_sandbox": 8}'`
+
+
+class Coordinator:
+    """The one actor of a batch: the back-off every node's model calls pass, and where goals started."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self.holds = 0
+        self.news: list[tuple[str, str]] = []
+
+    def hold(self, seconds: float) -> None:
+        self.holds += 1
+        self._until = max(self._until, time.time() + seconds)
+
+    def until(self) -> float:
+        return self._until
+
+    def started(self, goal_id: str, node: str) -> None:
+        self.news.append((goal_id, node))
+
+    def heard(self) -> tuple[list[tuple[str, str]], int]:
+        news, self.news = self.news, []
+        return news, self.holds
+
+
+def connect(address: str) -> None:
+    """Joins the cluster at `address`; one line when Ray is missing, or no node hosts sandboxes."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'nanocode[ray]'") from None
+    try:
+        _join(ray, address)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")  # never Ray's traceback
+        raise ConfigError(f"--ray {address}: the Ray cluster cannot be reached ({first})") from None
+    if not _offered():
+        ray.shutdown()
+        raise ConfigError(
+            f"--ray {address}: no node of the cluster hosts sandboxes: start its workers with "
+            f"`ray start --resources '{{\"{RESOURCE}\": 8}}'`"
+        )
+
+
+def _join(ray: Any, address: str, tries: int = 3) -> None:
+    """ray.init; over Ray Client, tried again when the head's per-client server dies as it starts
+    (Ray's "Initialization failure from server", ray-project/ray#63202: a few percent of connections)."""
+    for attempt in range(1, tries + 1):
+        try:
+            with _own_sigterm():
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            # A connection that broke is said in nanocode's words (the cluster went away), not in Ray Client's.
+            logging.getLogger("ray.util.client").setLevel(logging.CRITICAL)
+            return
+        except ConnectionAbortedError:
+            if attempt == tries or not address.startswith("ray://"):
+                raise
+            ray.shutdown()
+            time.sleep(attempt)
+
+
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """ray.init makes SIGTERM exit the process (sys.exit) from the moment it starts; the batch keeps
+    its own handler, which stops the batch and says so."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def here() -> Any:
+    """Ray's placement on this process's node, where it has one (the head, for Ray Client)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    except Exception:
+        return "DEFAULT"
+
+
+def _offered() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get(RESOURCE, 0))  # type: ignore[no-untyped-call]
+
+
+def finished() -> None:
+    """Leaves the cluster."""
+    import ray
+
+    ray.shutdown()
