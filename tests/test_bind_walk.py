@@ -184,7 +184,8 @@ def test_a_git_made_where_one_was_at_the_start_is_walked_when_the_sandbox_rename
     (project / "sub" / ".git" / "s").write_text("x")
     (project / "sub" / ".git" / "s").chmod(0o6777)
     workspace.finish("g", "complete")
-    assert stat.S_IMODE((project / "sub" / ".git" / "s").stat().st_mode) == 0o775, notes
+    (planted,) = (project / "sub").iterdir()  # not the user's: moved aside as the goal's
+    assert planted.name.startswith(".git.") and stat.S_IMODE((planted / "s").stat().st_mode) == 0o775, notes
 
 
 DEEP = """

@@ -180,3 +180,22 @@ def test_6_a_linked_worktree_whose_gitfile_is_rewritten(
     assert (project / ".git").read_text() == gitfile
     _after(tmp_path, project, mode, marker, main / ".git", before)
     assert (project / ".git").read_text() == gitfile
+
+
+@pytest.mark.parametrize("repository", ["a .git", "a repository folder"])
+def test_7_the_folder_above_a_repository_renamed_and_another_made_at_its_path(
+    marker: Path, api: ScriptedAPI, tmp_path: Path, repository: str
+) -> None:
+    # The read-only mount of the user's repository goes with the folder above it, renamed: what is
+    # made at its path is the goal's, even a copy alike in every file, and is moved aside.
+    project = tmp_path / "p"
+    (project / "outer").mkdir(parents=True)
+    if repository == "a .git":
+        repo(project / "outer" / "sub", {"s.txt": "s\n"})
+        plant = f"mkdir -p outer/sub && {_evil_repo('outer/sub', marker)}"
+    else:
+        subprocess.run(["git", "init", "-q", "--bare", str(project / "outer" / "sub")], check=True)
+        plant = "mkdir outer && cp -a outer2/sub outer/sub"
+    done = _goal(tmp_path, api, project, "bind", f"mv outer outer2 && {plant}; true")
+    assert "moved to" in done.stderr and (project / "outer2").is_dir(), done.stderr
+    host_git_status_runs_nothing(project, marker)

@@ -140,3 +140,20 @@ def test_every_dotenv_up_to_the_project_reads_empty(
     with _bound(docker_engine, sandbox_image, project, []) as executor:
         shown = executor.run("cat .env.production app/.env .env.example", 10).stdout
     assert shown == "SECRET=.env.example\n"
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "same"),
+    [
+        ("dir@64769:12", "dir@64769:12", True),
+        ("dir@64769:12", "dir@64769:13", False),  # another folder at the path
+        ("dir", "dir@64769:12", True),  # a journal from before identities: compared without it
+        ("repo:ab", "repo:ab@1:2", True),
+        ("repo:ab", "repo:cd@1:2", False),
+        ("file:gitdir: x@y", "file:gitdir: x@y", True),
+        ("file:gitdir: x", "file:gitdir: x@y", False),  # a gitfile's text is never cut
+        ("dir", "link:elsewhere", False),
+    ],
+)
+def test_a_repository_is_what_it_was_only_as_the_same_folder(before: str, now: str, same: bool) -> None:
+    assert bind._same(before, now) is same

@@ -87,13 +87,28 @@ def _what(tree: HandleTree, path: str) -> str:
     except OSError:
         return "gone"
     if stat.S_ISDIR(st.st_mode):
-        return "dir"
+        return f"dir{_identity(st)}"
     data = tree.read(path, 4096)
     return "file:" + data.decode("utf-8", "replace") if data is not None else f"other:{stat.S_IFMT(st.st_mode):o}"
 
 
+def _identity(st: os.stat_result) -> str:
+    """Which folder it is: the sandbox can rename the folder holding a repository (the read-only mount
+    goes with it) and make another of that path, which must not pass for the user's."""
+    return f"@{st.st_dev}:{st.st_ino}"
+
+
+def _same(before: str, now: str) -> bool:
+    """Whether a repository is what it was; one recorded without its identity (a journal written by an
+    older nanocode) is compared without it, rather than every repository taken for planted."""
+    if "@" not in before and now.startswith(("dir@", "repo:")):
+        return before == now.split("@", 1)[0]
+    return before == now
+
+
 def _fingerprint(tree: HandleTree, folder: str) -> str:
-    """What a repository folder is: which of its own files it has, and what its small ones say."""
+    """What a repository folder is: which folder, which of its own files it has, and what its small
+    ones say."""
     h = hashlib.sha256()
     for name in sorted(gitdirs.REPO_OWN):
         node = tree.lstat(join(folder, name))
@@ -101,7 +116,17 @@ def _fingerprint(tree: HandleTree, folder: str) -> str:
             h.update(f"{name}\0{node.kind}\0{node.target}\0".encode())
             if name in FINGERPRINTED:
                 h.update(tree.read(join(folder, name), 1 << 16) or b"")
-    return "repo:" + h.hexdigest()
+    return "repo:" + h.hexdigest() + _folder_identity(tree, folder)
+
+
+def _folder_identity(tree: HandleTree, folder: str) -> str:
+    if not folder:
+        return _identity(os.fstat(tree.handles.fd))
+    try:
+        with tree.handles.at(folder) as (fd, name):
+            return _identity(os.stat(name, dir_fd=fd, follow_symlinks=False))
+    except OSError:
+        return "@gone"
 
 
 def read_only_mounts(project: str, gits: dict[str, str]) -> list[Mount]:
@@ -129,7 +154,7 @@ def _protected(project: str, key: str, what: str) -> list[str]:
 def planted(project: str, before: Snapshot) -> list[str]:
     """The repositories that are new, or not what they were (keys of `Snapshot.gits`), deepest first."""
     now = snapshot(project).gits
-    changed = [key for key, what in now.items() if before.gits.get(key) != what]
+    changed = [key for key, what in now.items() if key not in before.gits or not _same(before.gits[key], what)]
     return sorted(changed, key=lambda key: (-_depth(key), key))
 
 
