@@ -663,18 +663,21 @@ def test_goals_left_when_the_only_engine_stops_answering_are_counted(
         api.add_goal(text, message(f"{MARKER} never"))
     out = tmp_path / "out"
     args = ["--goal", "before", "--goal", "after 1", "--goal", "after 2", "--out", str(out), "--project", str(project)]
+    pids: list[int] = []
     try:
         with running(tmp_path, api, *args, "--engine", f"{relay.url}=1", "--no-pool") as process:
+            pids.append(process.pid)
             wait_for(lambda: any(goal == "before" for _, goal in api.times))
             relay.close()  # the engine answers no more while the first goal gets its last reply
             _, stderr = process.communicate(timeout=120)
     finally:
         relay.close()
-        for c in owned_by(docker_engine, process.pid):  # the sweep could not reach them
-            remove(docker_engine, c.id)
-            channel.remove_folders(c.labels.get("nanocode.goal", ""))
-        for volume in volumes_of(docker_engine, process.pid):
-            volume.remove(force=True)
+        for pid in pids:
+            for c in owned_by(docker_engine, pid):  # the sweep could not reach them
+                remove(docker_engine, c.id)
+                channel.remove_folders(c.labels.get("nanocode.goal", ""))
+            for volume in volumes_of(docker_engine, pid):
+                volume.remove(force=True)
     assert process.returncode == 3, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [g["id"] for g in summary["results"]] == ["001", "002", "003"], summary

@@ -411,3 +411,17 @@ def test_a_cluster_without_sandbox_nodes_is_one_line(api: ScriptedAPI, project: 
         cluster.shutdown()
     assert done.returncode != 0
     assert "no node of the cluster hosts sandboxes" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_address_where_nothing_answers_is_one_line_at_once(
+    api: ScriptedAPI, project: Path, tmp_path: Path, scheme: str
+) -> None:
+    address = f"{scheme}127.0.0.1:{_free_port()}"  # where Ray would retry for minutes, printing as it goes
+    started = time.monotonic()
+    done = batch(tmp_path, api, "--goal", "x", "--project", str(project), "--ray", address)
+    assert time.monotonic() - started < 30 and done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"nanocode: --ray {address}: the Ray cluster cannot be reached (nothing answers at "
+        f"{address.removeprefix('ray://')}: Connection refused)"
+    ], done.stderr

@@ -4,6 +4,7 @@ small actor beside its nodes' actors: the back-off every node's model calls pass
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +44,7 @@ def connect(address: str) -> None:
     except ImportError:
         raise ConfigError("--ray needs Ray: pip install 'nanocode[ray]'") from None
     try:
+        _answers(address)
         _join(ray, address)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")  # never Ray's traceback
@@ -53,6 +55,19 @@ def connect(address: str) -> None:
             f"--ray {address}: no node of the cluster hosts sandboxes: start its workers with "
             f"`ray start --resources '{{\"{RESOURCE}\": 8}}'`"
         )
+
+
+def _answers(address: str) -> None:
+    """Something listens at HOST:PORT (with or without ray://); raises OSError at once if not, where
+    Ray would retry for minutes, printing as it goes. `auto` is Ray's to find."""
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if address != "auto" and host and port.isdigit():
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                pass
+        except OSError as exc:
+            raise ConnectionError(f"nothing answers at {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _join(ray: Any, address: str, tries: int = 3) -> None:
