@@ -284,6 +284,7 @@ def test_a_cluster_gone_mid_batch_ends_the_batch_with_every_goal_accounted_for(
     assert time.monotonic() - gone < 55 and "Failed to connect to GCS" not in stderr, stderr
     assert b.returncode == 3 and "Traceback" not in stderr, stderr
     assert "batch: the Ray cluster went away" in stderr, stderr
+    assert all(line.startswith(("batch:", "[", "nanocode:")) for line in stderr.splitlines()), stderr  # no Ray's
     summary = json.loads((out / "summary.json").read_text())
     outcomes = {r["id"]: (r["outcome"], r["reason"]) for r in summary["results"]}
     assert len(outcomes) == 6 and {o for o, _ in outcomes.values()} == {"engine"}, outcomes

@@ -308,6 +308,8 @@ class RayCluster:
         except RayTaskError as exc:
             self.state.record(self._failed(flight, "crash", str(exc).splitlines()[-1]))
             return
+        except ConnectionError:  # Ray Client's connection broke: the whole cluster, not this node
+            raise
         except Exception as exc:  # the node, its worker or its object store went away
             self._lost(flight, exc)
             return

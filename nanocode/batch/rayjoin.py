@@ -3,6 +3,7 @@ small actor beside its nodes' actors: the back-off every node's model calls pass
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -39,6 +40,9 @@ class Coordinator:
 
 def connect(address: str) -> None:
     """Joins the cluster at `address`; one line when Ray is missing, or no node hosts sandboxes."""
+    # Never a Ray of its own: Ray starts one on this machine when a call finds no cluster joined (as
+    # after Ray Client's connection broke), read as Ray is first imported.
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
     try:
         import ray
     except ImportError:
