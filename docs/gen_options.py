@@ -91,6 +91,12 @@ OTHER_VARIABLES = [
         "the model client trusts `REQUESTS_CA_BUNDLE` or `CURL_CA_BUNDLE` too",
     ),
     (
+        "RAY_ENABLE_AUTO_CONNECT",
+        "`0`, set by `--ray`",
+        "Ray's own: set by nanocode in a `--ray` batch's driver, so that Ray never starts a cluster of its "
+        "own on the submitting machine ([on a Ray cluster](batches.md#on-a-ray-cluster))",
+    ),
+    (
         "https_proxy, http_proxy, no_proxy, HTTPS_PROXY, HTTP_PROXY, NO_PROXY",
         "unset",
         "the host's proxy: the model client and the egress proxy go out through it",

@@ -14,6 +14,7 @@ from nanocode.interfaces import Executor
 from nanocode.session import Session
 from nanocode.signals import Terminated
 from nanocode.wiring import Note
+from nanocode.workspace.lease import ProjectBusy
 
 
 def run(session: Session) -> None:
@@ -51,7 +52,10 @@ class Repl:
         """The sandbox started while the person typed; a signal while it finishes starting removes it."""
         try:
             with self.session.signals.goal():
-                return taken.take(self.session.display.note)
+                try:
+                    return taken.take(self.session.display.note)
+                except ProjectBusy:  # while the person typed: the other goal may have ended since
+                    return self.session.prepare(self.session.display.note)
         except KeyboardInterrupt as exc:
             self.session.signals.hold()
             taken.discard()
@@ -79,6 +83,9 @@ class Repl:
         except NanocodeError as exc:
             if isinstance(exc, Interrupted) and self.session.signals.resume():
                 exc.terminated = True  # a SIGTERM came while the goal stopped
+            if isinstance(exc, ProjectBusy):  # this goal's, not the session's: the next line tries again
+                exc.show()
+                return
             if isinstance(exc, ConfigError) or (isinstance(exc, Interrupted) and exc.terminated):
                 raise
             exc.show()

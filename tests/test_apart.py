@@ -119,3 +119,15 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return state not in ("Z", "X")  # a zombie has ended: its parent (init here) reaps it
+
+
+def test_a_child_that_cannot_leave_after_its_word_is_ended_and_its_word_kept(tmp_path: Path) -> None:
+    # As ray.shutdown may hang on a cluster gone: nanocode never stays after its summary.
+    started = time.monotonic()
+    assert (
+        _heard(
+            tmp_path, "return 4", after="import signal; signal.pthread_sigmask(signal.SIG_BLOCK, [15]); time.sleep(600)"
+        )
+        == "code 4"
+    )
+    assert time.monotonic() - started < 30

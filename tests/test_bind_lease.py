@@ -140,3 +140,23 @@ def test_the_next_start_warns_of_a_killed_bind_goals_flagged_changes(
     else:
         assert len(warned) == 1 and "could not be checked" in warned[0] and str(project) in warned[0], warned
     assert not list((tmp_path / "state" / "nanocode" / "journal").glob("*.json"))
+
+
+@pytest.mark.usefixtures("no_leftovers", "no_leftover_volumes", "sandbox_image")
+def test_a_repl_in_a_busy_project_says_so_for_the_goal_and_goes_on(
+    api: ScriptedAPI, tmp_path: Path, holder: tuple[Path, subprocess.Popen[bytes]], docker_engine: Any
+) -> None:
+    project, process = holder
+    command = [sys.executable, "-m", "nanocode", *workspace_options("bind"), "--project", str(project)]
+    environment = env(tmp_path, api)
+    repl = subprocess.run(command, env=environment, input="busy\n\n", capture_output=True, text=True, timeout=120)
+    assert repl.returncode == 0, repl.stderr  # the session lived on to the empty line that ends it
+    assert repl.stderr.count("another bind-mode goal") == 1 and "Traceback" not in repl.stderr, repl.stderr
+    assert not (project / "busy.txt").exists()
+    process.kill()  # and what the holder's sandbox left goes, as at any next start
+    process.wait()
+    deadline = time.monotonic() + 60
+    while not _stopped(docker_engine, project) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    prune = [sys.executable, "-m", "nanocode", "sandbox", "prune"]
+    subprocess.run(prune, env=environment, capture_output=True, timeout=120, check=True)

@@ -107,14 +107,17 @@ def test_the_setuid_clean_up_and_the_warning_read_one_walk_as_they_would_their_o
 
 NOBODY = 65534
 WALK = (
-    "import sys; from nanocode.workspace import bindflags as b; print(*[p for p, _ in b.walk(sys.argv[1], {}, print)])"
+    "import sys; from nanocode.workspace import bindflags as b; "
+    "print(*[p for p, _ in b.walk(sys.argv[1], {}, print, unlock=float(sys.argv[2]))])"
 )
 
 
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="the walk runs as another user, by setpriv")
-def test_a_folder_the_sandbox_locked_is_opened_to_its_owner_and_walked() -> None:
+@pytest.mark.parametrize("by", ["the goal", "the user"])
+def test_a_folder_the_goal_locked_is_opened_to_its_owner_and_walked_and_one_the_user_locked_is_not(by: str) -> None:
     """The sandbox runs as the user and may lock a folder of theirs (mode 000): the walk opens it to
-    them rather than skip what it holds. Root opens it anyway: the walk runs as another user here."""
+    them rather than skip what it holds, if it changed since the goal started; one locked before is
+    the user's own doing, left locked and named. Root opens any: the walk runs as another user here."""
     base = Path(tempfile.mkdtemp())
     try:
         base.chmod(0o755)
@@ -125,11 +128,16 @@ def test_a_folder_the_sandbox_locked_is_opened_to_its_owner_and_walked() -> None
             os.chown(path, NOBODY, NOBODY)
         (project / "locked").chmod(0)
         as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        command = [*as_nobody, sys.executable, "-c", WALK, str(project)]
+        started = time.time() + (60 if by == "the user" else -60)  # the goal's start: after the lock, or before
+        command = [*as_nobody, sys.executable, "-c", WALK, str(project), str(started)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["locked", "locked/in", "locked/in/s"]
-        assert stat.S_IMODE((project / "locked").stat().st_mode) == 0o700
+        if by == "the goal":
+            assert done.stdout.split() == ["locked", "locked/in", "locked/in/s"]
+            assert stat.S_IMODE((project / "locked").stat().st_mode) == 0o700
+        else:
+            assert "could not check locked" in done.stdout and "locked/in" not in done.stdout.split()
+            assert stat.S_IMODE((project / "locked").stat().st_mode) == 0
     finally:
         shutil.rmtree(base)
 

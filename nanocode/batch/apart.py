@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -20,6 +21,7 @@ from nanocode.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NanocodeError
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
+LEAVING = 10.0  # seconds the child has to leave the cluster once it has said how the work ended
 
 
 def relayed(message: str, exit_code: int) -> NanocodeError:
@@ -49,8 +51,21 @@ def apart(work: Callable[[], int], after: Callable[[], None]) -> int | None:
     with _forwarded(pid), os.fdopen(read, "rb") as said:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         told = said.read()
-        os.waitpid(pid, 0)
+        _reap(pid)
     return _heard(told)
+
+
+def _reap(pid: int) -> None:
+    """The child, once it has said how the work ended, leaves the cluster (`after`): it has LEAVING
+    seconds for that, then is killed, so that a cluster gone never holds nanocode after its summary."""
+    deadline = time.monotonic() + LEAVING
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _heard(told: bytes) -> int | None:

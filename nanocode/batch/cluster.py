@@ -170,7 +170,9 @@ class RayCluster:
     def unreachable(self) -> str:
         if self.gone:
             return self.gone
-        lost = f" ({len(self.dead)} of its nodes died during the batch)" if self.dead else ""
+        lost = (
+            f" ({len(self.dead | self.lost)} of its nodes were lost during the batch)" if self.dead | self.lost else ""
+        )
         return "" if self._usable() else f"no live node of the Ray cluster hosts {RESOURCE}{lost}"
 
     def _lose_all(self, detail: str) -> bool:

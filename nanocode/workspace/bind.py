@@ -16,6 +16,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from docker.types import Mount
@@ -43,25 +44,37 @@ class Snapshot:
 
     gits: dict[str, str] = field(default_factory=dict)
     owned: list[str] = field(default_factory=list)
+    where: str = ""  # this boot and the project folder (`_where`): the folders' identities hold within both
 
     def fields(self) -> dict[str, Any]:
-        return {"gits": self.gits, "owned": self.owned}
+        return {"gits": self.gits, "owned": self.owned, "where": self.where}
 
     @classmethod
     def of(cls, entry: dict[str, Any]) -> "Snapshot":
-        return cls(dict(entry.get("gits") or {}), list(entry.get("owned") or []))
+        return cls(dict(entry.get("gits") or {}), list(entry.get("owned") or []), str(entry.get("where") or ""))
 
 
-def snapshot(project: str) -> Snapshot:
+def snapshot(project: str, unlock: float | None = None) -> Snapshot:
     """What the project's repositories are; found and read through folder handles, never through a
     symlink (`gitdirs.find`, `HandleTree`)."""
-    found = gitdirs.find(project)
+    found = gitdirs.find(project, unlock)
     if not (found.dot_gits or found.folders):
-        return Snapshot({}, found.owned)
+        return Snapshot({}, found.owned, _where(project))
     with HandleTree(project) as tree:
         gits = {rel: _what(tree, rel) for rel in found.dot_gits}
         gits |= {_key(rel): _fingerprint(tree, rel) for rel in found.folders}
-    return Snapshot(gits, found.owned)
+    return Snapshot(gits, found.owned, _where(project))
+
+
+def _where(project: str) -> str:
+    """This boot, and which folder the project is: a device number may change with a reboot, and a
+    project removed and cloned again is another folder, whose repositories are not new for that."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        folder = os.stat(project)
+    except OSError:
+        return ""
+    return f"{boot}@{folder.st_dev}:{folder.st_ino}"
 
 
 def find_gits(project: str) -> dict[str, str]:
@@ -98,12 +111,17 @@ def _identity(st: os.stat_result) -> str:
     return f"@{st.st_dev}:{st.st_ino}"
 
 
-def _same(before: str, now: str) -> bool:
-    """Whether a repository is what it was; one recorded without its identity (a journal written by an
-    older nanocode) is compared without it, rather than every repository taken for planted."""
-    if "@" not in before and now.startswith(("dir@", "repo:")):
-        return before == now.split("@", 1)[0]
+def _same(before: str, now: str, strict: bool = True) -> bool:
+    """Whether a repository is what it was; compared without the folders' identities where they may
+    not hold (`strict` False: another boot, the project cloned again) or were not recorded (a journal
+    written by an older nanocode), rather than every repository taken for planted."""
+    if not strict or "@" not in before:
+        return _plain(before) == _plain(now)
     return before == now
+
+
+def _plain(what: str) -> str:
+    return what.split("@", 1)[0] if what.startswith(("dir@", "repo:")) else what
 
 
 def _fingerprint(tree: HandleTree, folder: str) -> str:
@@ -151,10 +169,13 @@ def _protected(project: str, key: str, what: str) -> list[str]:
     return [path]
 
 
-def planted(project: str, before: Snapshot) -> list[str]:
-    """The repositories that are new, or not what they were (keys of `Snapshot.gits`), deepest first."""
-    now = snapshot(project).gits
-    changed = [key for key, what in now.items() if key not in before.gits or not _same(before.gits[key], what)]
+def planted(project: str, before: Snapshot, since: float | None = None) -> list[str]:
+    """The repositories that are new, or not what they were (keys of `Snapshot.gits`), deepest first;
+    found with the folders the goal locked (changed at `since` or later) opened to the user."""
+    now = snapshot(project, since)
+    strict = bool(before.where) and before.where == now.where
+    gits = now.gits
+    changed = [key for key, what in gits.items() if key not in before.gits or not _same(before.gits[key], what, strict)]
     return sorted(changed, key=lambda key: (-_depth(key), key))
 
 
@@ -243,7 +264,7 @@ def _disarm(fd: int, target: str) -> None:
     `target`, in the folder `fd`, is entered only if it is a folder itself, not a symlink to one."""
     if not stat.S_ISDIR(os.stat(target, dir_fd=fd, follow_symlinks=False).st_mode):
         return
-    inside = open_folder(fd, target)  # one the sandbox locked is opened to the user first
+    inside = open_folder(fd, target, 0.0)  # moved aside as the goal's: one it locked is opened to the user
     if inside is None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
     try:

@@ -147,12 +147,13 @@ def _not_aside(seen: Seen, aside: Aside) -> Seen:
     return [(path, st) for path, st in seen if not any((path + "/").startswith(top) for top in tops)]
 
 
-def walk(project: str, keep: Kept, warn: Warn, stat: bool = True) -> Seen:
+def walk(project: str, keep: Kept, warn: Warn, stat: bool = True, unlock: float | None = None) -> Seen:
     """Every path below the project and its lstat (when `stat`: else a folder's or not), but the
     `.git`s of `keep` (`kept`: by path and identity) and what is below them. Each folder is opened
     through the handle of the folder that holds it, never through a symlink, and what it holds is
     asked of its handle (`handles.walk`): no path string is resolved again, so no symlink, old or
-    new, leads the walk elsewhere. `warn` is told of each folder or entry that could not be checked."""
+    new, leads the walk elsewhere. `warn` is told of each folder or entry that could not be checked.
+    A folder the goal locked (changed at `unlock` or later) is opened to the user; one they locked is not."""
     found: Seen = []
 
     def failed(path: str, exc: OSError) -> None:
@@ -163,7 +164,7 @@ def walk(project: str, keep: Kept, warn: Warn, stat: bool = True) -> Seen:
     def left_out(path: str, item: os.DirEntry[str]) -> bool:
         return path in keep and _ident(item) == keep[path]
 
-    for folder, entries in handles.walk(project, lambda path, item: not left_out(path, item), failed):
+    for folder, entries in handles.walk(project, lambda path, item: not left_out(path, item), failed, unlock):
         for item in entries:
             path = join(folder, item.name)
             if left_out(path, item):

@@ -145,7 +145,7 @@ def _outside_dot_gits(path: str, item: os.DirEntry[str]) -> bool:
     return not is_dot_git(os.path.basename(path))
 
 
-def find(project: str) -> Found:
+def find(project: str, unlock: float | None = None) -> Found:
     """Walks the project on the host through folder handles (`handles.walk`), following no symlink;
     nothing below a `.git` is walked. git's test is asked of a folder that holds a `HEAD` (in any
     case, as a file system that ignores case finds it), through handles too (`HandleTree`)."""
@@ -155,7 +155,8 @@ def find(project: str) -> Found:
     except OSError:
         return found  # no project (removed while the goal ran): no repository in it
     with tree:
-        for folder, entries in handles.walk(project, _outside_dot_gits, lambda path, _: found.unchecked.append(path)):
+        unchecked = found.unchecked.append
+        for folder, entries in handles.walk(project, _outside_dot_gits, lambda path, _: unchecked(path), unlock):
             names = [item.name for item in entries]
             found.dot_gits += [join(folder, name) for name in names if is_dot_git(name)]
             found.owned += [join(folder, name) for name in names if name in REPO_OWN]

@@ -232,12 +232,13 @@ def _reopen(parent: int, level: _Level) -> int:
 Enter = Callable[[str, os.DirEntry[str]], bool]  # a folder's path below the top and its entry: walk it?
 
 
-def walk(root: str, enter: Enter, failed: Failed) -> Iterator[Listed]:
+def walk(root: str, enter: Enter, failed: Failed, unlock: float | None = None) -> Iterator[Listed]:
     """Every folder below `root` and `root` itself, depth first, with its entries (asked of its
     handle: `entry.stat(follow_symlinks=False)` is too). A folder is entered when `enter(path, entry)`
     says so (its path below `root`, its entry), never through a symlink. However deep the tree, at most `HELD + 1`
     handles are open (`_Chain`). A folder that cannot be opened or listed is told to `failed`, unless
-    it is gone or no longer a folder (then there is nothing in it to walk)."""
+    it is gone or no longer a folder (then there is nothing in it to walk). A folder closed to the user
+    is opened to them only if it changed at `unlock` or later (the goal's start: the goal locked it)."""
     try:
         chain = _Chain(os.open(root, FOLDER))
     except OSError as exc:
@@ -252,12 +253,12 @@ def walk(root: str, enter: Enter, failed: Failed) -> Iterator[Listed]:
         yield "", entries
         chain.levels[0].inner = _inner("", entries, enter)
         while chain.levels:
-            yield from _step(chain, enter, failed)
+            yield from _step(chain, enter, failed, unlock)
     finally:
         chain.close()
 
 
-def _step(chain: _Chain, enter: Enter, failed: Failed) -> Iterator[Listed]:
+def _step(chain: _Chain, enter: Enter, failed: Failed, unlock: float | None) -> Iterator[Listed]:
     """Enters the next folder of the deepest level, or leaves that level when it has none left."""
     level = chain.levels[-1]
     if not level.inner:
@@ -272,7 +273,7 @@ def _step(chain: _Chain, enter: Enter, failed: Failed) -> Iterator[Listed]:
         chain.cut(lost.index)
         return
     try:
-        fd = _open_in(parent, name)
+        fd = _open_in(parent, name, unlock)
     except OSError as exc:
         _tell(failed, path, exc)
         return
@@ -312,23 +313,30 @@ def _is_folder(item: os.DirEntry[str]) -> bool:
         return False
 
 
-def open_folder(fd: int, name: str) -> int | None:
+def open_folder(fd: int, name: str, unlock: float | None) -> int | None:
     """A handle on the folder `name` in `fd`, never through a symlink; None when it cannot be had."""
     try:
-        return _open_in(fd, name)
+        return _open_in(fd, name, unlock)
     except OSError:
         return None
 
 
-def _open_in(fd: int, name: str) -> int:
-    """A handle on the folder `name` in `fd`, never through a symlink. One the sandbox locked (it runs
-    as the user, whose folder it is) is opened to the user first, so that nothing it holds is hidden
-    from a walk."""
+def _open_in(fd: int, name: str, unlock: float | None) -> int:
+    """A handle on the folder `name` in `fd`, never through a symlink. One the goal locked (the sandbox
+    runs as the user, whose folder it is: changed at `unlock`, the goal's start, or later) is opened to
+    the user first, so that nothing it holds is hidden from a walk; one the user locked stays locked."""
     try:
         return os.open(name, FOLDER, dir_fd=fd)
     except PermissionError:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+        if unlock is None:
             raise
-    os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=fd)  # a folder, seen through no symlink
-    return os.open(name, FOLDER, dir_fd=fd)
+    held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        st = os.fstat(held)
+        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode) or st.st_ctime < unlock:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        that = f"/proc/self/fd/{held}"  # the very folder opened above, whatever its name is now
+        os.chmod(that, stat.S_IMODE(st.st_mode) | 0o700)
+        return os.open(that, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(held)

@@ -96,7 +96,7 @@ class Workspace:
     def finish(self, goal: str, outcome: str) -> Kept | None:
         """Moves aside the repositories that came into being or changed; never a change set: the
         project was live."""
-        moved = bind.quarantine(self.project, bind.planted(self.project, self.before), self.before)
+        moved = bind.quarantine(self.project, bind.planted(self.project, self.before, self.started), self.before)
         aside = bindflags.own(self.project, [target for _, target in moved])  # by identity, not by name
         for path, target in moved:
             self.note(
@@ -300,7 +300,7 @@ def _bits_and_flags(
     flagged names there at the start are not known, so what went cannot be told: said so). `keep`:
     the `.git`s there at the start (`bindflags.kept`), the only ones the walk leaves out."""
     lines: list[str] = []
-    seen = bindflags.walk(project, keep, lines.append)  # once, after what was moved aside: both asks below read it
+    seen = bindflags.walk(project, keep, lines.append, unlock=since)  # once, after the moves: both asks below read it
     special = bindflags.unset_special(project, since, seen)
     if special:
         taken = f"the bits were taken off: {_shown(special)}"
@@ -329,8 +329,10 @@ def recover(client: docker.DockerClient, note: Note) -> None:
             continue
         project, held = str(entry.get("project", "")), None
         if entry.get("mode") == "bind" and os.path.isdir(project):
-            with contextlib.suppress(OSError):
+            try:
                 held = lease.take(project)
+            except OSError as exc:
+                note(f"warning: a killed goal in {display.name(project)} could not be finished: {exc.strerror or exc}")
             if held is None:
                 continue
             try:
@@ -348,7 +350,9 @@ def recover(client: docker.DockerClient, note: Note) -> None:
 def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
     """A killed bind goal's end: as `Workspace.finish`, from what its journal says of its start."""
     before = bind.Snapshot.of(entry)
-    moved = bind.quarantine(project, bind.planted(project, before), before)
+    started = entry.get("started")
+    opened = started if isinstance(started, int | float) else None  # None: no folder is opened to the user
+    moved = bind.quarantine(project, bind.planted(project, before, opened), before)
     aside = bindflags.own(project, [target for _, target in moved])
     for planted, target in moved:
         note(f"warning: a killed goal's sandbox made {display.name(planted)}; it was moved to {display.name(target)}")
