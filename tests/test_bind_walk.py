@@ -346,3 +346,19 @@ def test_a_flagged_file_now_reached_only_through_a_symlink_is_gone(tmp_path: Pat
     (project / "d").rename(tmp_path / "d")
     os.symlink("e", project / "d")
     assert bindflags.changed(str(project), since, before, _walk(project, set())) == ["d/Makefile"]
+
+
+def test_a_users_repository_the_goal_moved_with_its_folder_stays_where_it_is_now(tmp_path: Path) -> None:
+    """The sandbox renamed the folder above the user's `.git` (its read-only mount went along): the
+    very folder, at a new path, is the user's still, not moved aside as planted."""
+    from nanocode.workspace.workspace import Workspace
+
+    project = tmp_path / "p"
+    (project / "a" / ".git").mkdir(parents=True)
+    notes: list[str] = []
+    workspace = Workspace(None, str(project), "g", notes.append)  # type: ignore[arg-type]
+    workspace.open()
+    (project / "a").rename(project / "b")
+    workspace.finish("g", "complete")
+    workspace.close()
+    assert [p.name for p in (project / "b").iterdir()] == [".git"] and not notes, notes

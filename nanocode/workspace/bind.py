@@ -174,9 +174,17 @@ def planted(project: str, before: Snapshot, since: float | None = None) -> list[
     found with the folders the goal locked (changed at `since` or later) opened to the user."""
     now = snapshot(project, since)
     strict = bool(before.where) and before.where == now.where
-    gits = now.gits
-    changed = [key for key, what in gits.items() if key not in before.gits or not _same(before.gits[key], what, strict)]
-    return sorted(changed, key=lambda key: (-_depth(key), key))
+    changed = [
+        key for key, what in now.gits.items() if key not in before.gits or not _same(before.gits[key], what, strict)
+    ]
+    # One of the user's, at another path: the goal renamed a folder above it (its read-only mount went
+    # along). Told by its identity, which no folder made anew has, so it stays where the goal put it.
+    theirs = {what for what in before.gits.values() if strict and _identified(what)}
+    return sorted((key for key in changed if now.gits[key] not in theirs), key=lambda key: (-_depth(key), key))
+
+
+def _identified(what: str) -> bool:
+    return what.startswith(("dir@", "repo:")) and "@" in what
 
 
 def _depth(key: str) -> int:
