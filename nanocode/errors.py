@@ -23,6 +23,11 @@ class NanocodeError(click.ClickException):
         click.echo(f"nanocode: {self.format_message()}", err=True, file=file)
 
 
+def internal(exc: BaseException) -> str:
+    """The one line of an error nanocode did not foresee (NANOCODE_DEBUG=1 prints its traceback)."""
+    return f"internal error: {type(exc).__name__}: {exc} (NANOCODE_DEBUG=1 shows the traceback)"
+
+
 class UsageError(NanocodeError):
     """A value on the command line that cannot mean anything (a malformed --allow-host rule)."""
 

@@ -17,7 +17,7 @@ from types import FrameType
 
 import click
 
-from nanocode.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NanocodeError
+from nanocode.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NanocodeError, internal
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
@@ -134,7 +134,7 @@ def _ending(work: Callable[[], int]) -> tuple[int, str | None]:
     except Exception as exc:
         if os.environ.get("NANOCODE_DEBUG"):
             traceback.print_exc()
-        return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc} (NANOCODE_DEBUG=1 shows the traceback)"
+        return EXIT_INTERNAL, internal(exc)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import sys
 import click
 
 from nanocode.cli.app import cli
-from nanocode.errors import EXIT_INTERNAL, ConfigError, Interrupted
+from nanocode.errors import EXIT_INTERNAL, ConfigError, Interrupted, internal
 
 __all__ = ["cli", "main"]
 
@@ -43,8 +43,6 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("NANOCODE_DEBUG"):
             raise
-        click.echo(
-            f"nanocode: internal error: {type(exc).__name__}: {exc} (NANOCODE_DEBUG=1 shows the traceback)", err=True
-        )
+        click.echo(f"nanocode: {internal(exc)}", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)
