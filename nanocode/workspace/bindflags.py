@@ -46,17 +46,7 @@ def kept(project: str, gits: Iterable[str]) -> Kept:
     and identity (device and inode), taken through folder handles: the only paths the walk leaves
     out, and only while they are that very inode (the sandbox may rename the folder that holds one
     and make another of that name)."""
-    found: Kept = {}
-    paths = [path for path in gits if not path.endswith("/")]
-    if not paths:
-        return found
-    with Tree(project) as tree:
-        for path in paths:
-            with contextlib.suppress(OSError):
-                st = tree.lstat(path)
-                if st is not None:
-                    found[path] = (st.st_dev, st.st_ino)
-    return found
+    return _identities(project, [path for path in gits if not path.endswith("/")])
 
 
 def kept_of(entry: object) -> Kept:
@@ -75,17 +65,21 @@ def flagged_names(project: str, keep: Kept, warn: Warn) -> list[str]:
 def own(project: str, targets: list[str]) -> Aside:
     """What nanocode moved aside (`targets`: the paths `bind.quarantine` moved things to), each by its
     identity, taken through folder handles as soon as it is there (the sandbox is gone by then)."""
-    aside: Aside = {}
-    if not targets:
-        return aside  # nothing moved (the project itself may be gone)
+    return _identities(project, [os.path.relpath(target, project) for target in targets])
+
+
+def _identities(project: str, paths: list[str]) -> dict[str, tuple[int, int]]:
+    """Each path's (device, inode), read through folder handles; one not there is left out."""
+    found: dict[str, tuple[int, int]] = {}
+    if not paths:
+        return found  # nothing to open (the project itself may be gone)
     with Tree(project) as tree:
-        for target in targets:
-            path = os.path.relpath(target, project)
+        for path in paths:
             with contextlib.suppress(OSError):
                 st = tree.lstat(path)
                 if st is not None:
-                    aside[path] = (st.st_dev, st.st_ino)
-    return aside
+                    found[path] = (st.st_dev, st.st_ino)
+    return found
 
 
 def changed(project: str, since: float, before: list[str], seen: Seen, aside: Aside | None = None) -> list[str]:

@@ -351,14 +351,13 @@ def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
     """A killed bind goal's end: as `Workspace.finish`, from what its journal says of its start."""
     before = bind.Snapshot.of(entry)
     started = entry.get("started")
-    opened = started if isinstance(started, int | float) else None  # None: no folder is opened to the user
-    moved = bind.quarantine(project, bind.planted(project, before, opened), before)
+    since = started if isinstance(started, int | float) else None  # None: not known, so no folder is unlocked
+    moved = bind.quarantine(project, bind.planted(project, before, since), before)
     aside = bindflags.own(project, [target for _, target in moved])
     for planted, target in moved:
         note(f"warning: a killed goal's sandbox made {display.name(planted)}; it was moved to {display.name(target)}")
-    since, flagged = entry.get("started"), entry.get("flagged")
-    who = f"a killed goal in {display.name(project)}"
-    if not isinstance(since, int | float):  # when it started is not known: nothing can be told by time
+    flagged, who = entry.get("flagged"), f"a killed goal in {display.name(project)}"
+    if since is None:  # when it started is not known: nothing can be told by time
         note(f"warning: what {who} changed that host tools run by themselves could not be checked: review it")
         return
     known = [str(p) for p in flagged] if isinstance(flagged, list) else None  # None: a journal of an older nanocode
