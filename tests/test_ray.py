@@ -21,7 +21,7 @@ import pytest
 
 from nanocode.prompts import MARKER
 from tests.scripted_api import Reply, ScriptedAPI, call, error, message, tools
-from tests.test_batch import SMALL, batch, goal_args, result, slow_goal, start, wait_for
+from tests.test_batch import SMALL, batch, goal_args, result, running, slow_goal, wait_for
 
 ray = pytest.importorskip("ray")
 NOT_STARTED = "not started: interrupted: the batch was stopped"  # what a local batch says of a goal it never started
@@ -110,18 +110,6 @@ def _goals(api: ScriptedAPI, count: int, prefix: str, steps: int = 2, delay: flo
 
 def _nodes_of(out: Path, entries: list[dict[str, Any]]) -> set[str]:
     return {result(out, e["id"])["engine"] for e in entries}
-
-
-@contextlib.contextmanager
-def running(tmp_path: Path, api: ScriptedAPI, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """A batch started in the background, killed if the test ends before it does."""
-    process = start(tmp_path, api, *args)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def _ours(client: Any, nodes: Nodes) -> list[str]:
