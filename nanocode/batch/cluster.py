@@ -97,7 +97,7 @@ class RayCluster:
             self._land()
             self._greet()
             self._dispatch()
-        except ConnectionError as exc:  # Ray Client's connection to the cluster broke
+        except _cut_off() as exc:
             return self._lose_all(str(exc).strip().rstrip("."))
         if self.flights:
             return True
@@ -146,7 +146,7 @@ class RayCluster:
                 ray.wait(list(self.flights), num_returns=len(self.flights), timeout=10) if self.flights else ([], [])
             )
             self._hear(wait=2.0)  # a goal that started since the last look was interrupted, not "not started"
-        except ConnectionError as exc:
+        except _cut_off() as exc:
             self._lose_all(str(exc).strip().rstrip("."))
             return
         for ref, flight in self.flights.items():
@@ -310,7 +310,7 @@ class RayCluster:
         except RayTaskError as exc:
             self.state.record(self._failed(flight, "crash", str(exc).splitlines()[-1]))
             return
-        except ConnectionError:  # Ray Client's connection broke: the whole cluster, not this node
+        except _cut_off():  # the whole cluster, not this node
             raise
         except Exception as exc:  # the node, its worker or its object store went away
             self._lost(flight, exc)
@@ -370,6 +370,14 @@ class RayCluster:
     def _failed(self, flight: _Flight, outcome: str, reason: str) -> Result:
         goal = flight.planned.goal
         return Result(goal.id, goal.text, str(flight.planned.settings.project), outcome, reason, engine=flight.node)
+
+
+def _cut_off() -> tuple[type[Exception], ...]:
+    """What Ray raises when the cluster cannot be reached at all: Ray Client's connection broke, or a
+    call to the GCS failed (RpcError: a driver's, as when it registers a node's new actor)."""
+    from ray.exceptions import RpcError
+
+    return ConnectionError, RpcError
 
 
 def _reproject(manifest: Path, project: str) -> None:
