@@ -1,6 +1,7 @@
 """What a Ray node keeps of its goals: a goal's results folder outlives no goal (held by a lock, swept
-once no one holds it); a project's copy is unpacked once per content hash and shared, and evicted
-once no goal holds it and it is old or one too many."""
+once no one holds it) and stays until each goal in it sent back what it did; a project's copy is
+unpacked once per content hash and shared, and evicted once no goal holds it and it is old or one too
+many."""
 
 import contextlib
 import hashlib
@@ -182,3 +183,49 @@ def _made(tmp_path: Path) -> list[tuple[str, bytes]]:
     if "made" not in _MADE:
         _MADE["made"] = [_packed(tmp_path, f"version {n}") for n in range(7)]
     return _MADE["made"]
+
+
+FOLDER_OPS = st.lists(
+    st.one_of(
+        st.just(("arrive",)),  # a goal is given to the node
+        st.tuples(st.just("send"), st.integers(0, 3)),  # the Nth goal still running packs what it did
+        st.just(("close",)),  # the actor is stopped, or the batch ends
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=FOLDER_OPS)
+def test_a_goal_always_sends_back_what_it_did_however_the_close_falls(ops: list[Any]) -> None:
+    """Whenever the actor closes: a goal that started finds its results where it made them when it
+    packs them; no goal starts after the close; once closed and no goal runs, no folder is left."""
+    from nanocode.batch.node import Folder
+    from nanocode.workspace import paths
+
+    folder = Folder()
+    running: list[tuple[contextlib.ExitStack, Path]] = []
+    closed = False
+    for n, op in enumerate([*ops, ("close",)]):
+        if op[0] == "arrive":
+            goal = contextlib.ExitStack()
+            if goal.enter_context(folder.entered()):
+                assert not closed
+                (folder.path / f"g{n}").mkdir()
+                (folder.path / f"g{n}" / "transcript.jsonl").write_text("{}\n")
+                running.append((goal, folder.path / f"g{n}"))
+            else:
+                assert closed
+                goal.close()
+        elif op[0] == "send" and op[1] < len(running):
+            goal, made = running.pop(op[1])
+            assert (made / "transcript.jsonl").read_text() == "{}\n"
+            goal.close()
+        elif op[0] == "close":
+            folder.close()
+            closed = True
+        assert folder.path.is_dir() == (not closed or bool(running))
+    for goal, made in running:
+        assert (made / "transcript.jsonl").is_file()
+        goal.close()
+    assert not folder.path.exists() and not list((paths.state() / "ray-goals").iterdir())

@@ -17,7 +17,7 @@ from nanocode.batch import results, runner
 from nanocode.batch.cleanup import sweep_engine
 from nanocode.batch.engines import Slot
 from nanocode.batch.ledger import Ledger, size
-from nanocode.batch.node import ClusterGate, goal_folder, node_name, packed, silent
+from nanocode.batch.node import ClusterGate, Folder, node_name, packed, silent
 from nanocode.batch.progress import Progress
 from nanocode.batch.projects import project_copy
 from nanocode.batch.results import Result
@@ -38,9 +38,8 @@ class NodeHost:
         self.node = node_name()
         self.coordinator = coordinator
         self.ledger = Ledger(memory, math.inf)
-        self._folder = goal_folder()
-        out = self._folder.__enter__()  # left by close(), or swept by a later goal once this process is gone
-        self.state = BatchState(out, Budgets(), Progress(1, quiet=True), gate=ClusterGate(coordinator))
+        self.folder = Folder()
+        self.state = BatchState(self.folder.path, Budgets(), Progress(1, quiet=True), gate=ClusterGate(coordinator))
         self.lock = threading.Lock()
         self.slot: Slot | None = None
         self.turns = threading.Condition()
@@ -52,6 +51,10 @@ class NodeHost:
     def run(self, planned: Planned, digest: str, project: bytes, turn: int) -> dict[str, Any]:
         """Runs the goal here once there is room, after the goals given out before it (`turn`); its
         result and its results folder as a tar, or NOT_STARTED when the batch stopped first."""
+        with self.folder.entered() as admitted:
+            return self._sent_back(planned, digest, project, turn) if admitted else NOT_STARTED
+
+    def _sent_back(self, planned: Planned, digest: str, project: bytes, turn: int) -> dict[str, Any]:
         with self._in_line(turn), project_copy(digest, project) as copy:
             here = Planned(planned.goal, dataclasses.replace(planned.settings, project=copy))
             result = self._goal(here, turn)
@@ -73,10 +76,7 @@ class NodeHost:
         """Removes whatever this node's goals still have on its engine, and their folder once none runs."""
         if self.slot is not None:
             sweep_engine(self.slot.client)
-        with self.lock:
-            idle = self.ledger.used_memory == 0
-        if idle:
-            self._folder.__exit__(None, None, None)
+        self.folder.close()
 
     @contextlib.contextmanager
     def _in_line(self, turn: int) -> Iterator[None]:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,45 @@ def goal_folder() -> Iterator[Path]:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class Folder:
+    """The node's results folder, shared by the goals running in it: the actor's close (a stop, the
+    batch's end) removes it once the last goal still running has packed what it did, and a goal that
+    arrives after the close does not start. Removed at once by that close, it took with it what a goal
+    had made but not yet sent back."""
+
+    def __init__(self) -> None:
+        self._held = goal_folder()
+        self.path = self._held.__enter__()  # left by close(), or swept by a later goal once this process is gone
+        self._lock = threading.Lock()
+        self._running = 0
+        self._closing = False
+        self._open = True
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[bool]:
+        """Whether a goal may run in the folder (it is not closing); if so, the folder stays while it does."""
+        with self._lock:
+            admitted = not self._closing
+            self._running += admitted
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    self._running -= 1
+                    self._settle()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._closing and not self._running and self._open:
+            self._open = False
+            self._held.__exit__(None, None, None)
 
 
 def _sweep(root: Path) -> None:
