@@ -1,6 +1,7 @@
 """nanocode.batch.apart: work in a child process, and what the parent hears of how it ended. Each case
 runs a parent of its own (a subprocess), so that the signals sent stay between it and its child."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,7 +51,13 @@ def _parent(tmp_path: Path, work: str, after: str = "pass", before: str = "") ->
 
 def _heard(tmp_path: Path, work: str, **more: str) -> str:
     parent = _parent(tmp_path, work, **more)
-    out, err = parent.communicate(timeout=60)
+    try:
+        out, err = parent.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # neither is left behind: the child may be stopped, or waiting
+        parent.kill()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            os.kill(int((tmp_path / "child").read_text()), signal.SIGKILL)
+        raise
     assert parent.returncode == 0, err
     return out.strip()
 
@@ -82,7 +89,8 @@ def test_a_signal_that_came_before_the_work_began_stops_it_and_is_said(tmp_path:
     before = (
         f"import signal; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.{sig}]); os.kill(os.getpid(), signal.{sig})"
     )
-    assert _heard(tmp_path, "return 0", before=before) == "error 130 interrupted"
+    # The work lasts: a signal lost would let it end well, and one forwarded late must still find it.
+    assert _heard(tmp_path, "time.sleep(20)", before=before) == "error 130 interrupted"
 
 
 def test_ray_s_own_sigterm_handler_in_the_child_is_said_interrupted(tmp_path: Path) -> None:
@@ -131,3 +139,21 @@ def test_a_child_that_cannot_leave_after_its_word_is_ended_and_its_word_kept(tmp
         == "code 4"
     )
     assert time.monotonic() - started < 30
+
+
+ON_A_TERMINAL = """
+import fcntl, pty, termios
+os.setsid()
+terminal, tty = pty.openpty()
+fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
+mode = termios.tcgetattr(tty)
+mode[3] |= termios.TOSTOP  # `stty tostop`: a background process group that writes is stopped
+termios.tcsetattr(tty, termios.TCSANOW, mode)
+os.dup2(tty, 2)
+"""
+
+
+def test_the_child_writes_to_a_terminal_that_stops_background_writers(tmp_path: Path) -> None:
+    # The child has a process group of its own, in the terminal's background: its progress lines go on.
+    work = "print('progress', file=sys.stderr, flush=True)\nreturn 4"
+    assert _heard(tmp_path, work, before=ON_A_TERMINAL) == "code 4"

@@ -266,7 +266,8 @@ def test_a_hostile_runtime_is_a_malformed_reply_and_a_fresh_runtime(
             before = getattr(executor, "container_id", None)
             result = _hostile_call(executor, op, mode)
             assert said in result, f"{mode}: {result}"
-            assert executor.run("echo fresh", 10).stdout == "fresh\n", mode
+            fresh = executor.run("echo fresh", 10)
+            assert fresh.stdout == "fresh\n", (mode, fresh)
             if kind == "sandbox":
                 assert executor.container_id != before
         gone = _hostile_call(executor, op, "cut-off")

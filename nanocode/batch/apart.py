@@ -94,6 +94,8 @@ def _child(work: Callable[[], int], after: Callable[[], None], pipe: tuple[int, 
         try:
             os.close(pipe[0])
             os.setpgid(0, 0)
+            # In a terminal's background now: with `stty tostop`, its first line would stop it for good.
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             for sig in FORWARDED:  # one ignored where nanocode was started stays ignored
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     signal.signal(sig, interrupt)
