@@ -63,7 +63,12 @@ SEE = {
 
 # Variables nanocode reads that are not options (tests/test_docs.py checks the code names no other).
 OTHER_VARIABLES = [
-    ("NANOCODE_DEBUG", "unset", "set: an internal error shows its traceback instead of one line"),
+    (
+        "NANOCODE_DEBUG",
+        "unset",
+        "set: an internal error shows its traceback instead of one line, and a `--ray` batch leaves Ray's own "
+        "lines on stderr (else in `OUT/ray.log`)",
+    ),
     (
         "NANOCODE_SANDBOX_BASE",
         "`debian:bookworm-slim` if present, else `nanocode/base:bookworm` if present, else pulled",

@@ -96,6 +96,7 @@ def _ray_driver(
     from nanocode.batch import cluster, rayjoin
 
     assert batch.ray is not None
+    progress.stream = rayjoin.set_aside(batch.out / "ray.log")
     rayjoin.connect(batch.ray)  # left by rayjoin.finished, which apart runs once the child has said how it ended
     progress.line(
         f"batch: {goals} goals, {len(skipped)} done already; on the Ray cluster at {batch.ray}; results in {batch.out}"

@@ -6,9 +6,13 @@ import logging
 import os
 import signal
 import socket
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from nanocode.errors import ConfigError
 
@@ -59,6 +63,27 @@ def connect(address: str) -> None:
             f"--ray {address}: no node of the cluster hosts sandboxes: start its workers with "
             f"`ray start --resources '{{\"{RESOURCE}\": 8}}'`"
         )
+
+
+def set_aside(log: Path) -> IO[str]:
+    """From here on, Ray's own output goes to `log`: its core worker's lines, written to fd 2 (as
+    "Attempting to recover 1 lost objects" when the cluster goes), and the tracebacks of threads (a
+    gRPC thread's, as Ray Client's channel closes). The batch's own lines go to the stream returned,
+    and to sys.stderr: what fd 2 was. NANOCODE_DEBUG leaves everything on stderr."""
+    if os.environ.get("NANOCODE_DEBUG"):
+        return sys.stderr
+    sys.stderr.flush()
+    kept = os.dup(2)
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.dup2(target, 2)
+    os.close(target)
+    sys.stderr = open(kept, "w", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - for the process
+    threading.excepthook = _logged
+    return sys.stderr
+
+
+def _logged(args: threading.ExceptHookArgs) -> None:
+    traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=sys.__stderr__)
 
 
 def _answers(address: str) -> None:

@@ -462,17 +462,12 @@ class ForkedShell(Shell):
         self._close("script_w")
 
     def sourcing(self):
-        """The shell holds its script on an fd other than 3 (its own `. /dev/fd/3`), or is gone."""
-        try:
-            mine = os.fstat(self.script_w)
-            for link in os.listdir("/proc/%d/fd" % self.pid):
-                if link != "3":
-                    found = os.stat("/proc/%d/fd/%s" % (self.pid, link))
-                    if (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino):
-                        return True
-        except OSError:
-            return True  # gone: nothing waits
-        return False
+        """The shell holds its script on an fd other than 3 (its own `. /dev/fd/3`), or is gone. Never
+        said of a shell that closed an fd as it was looked at (its `exec 4>&-`): its script's end
+        given then, its `. /dev/fd/3` would wait for a writer for good, and its command hang."""
+        mine = os.fstat(self.script_w)
+        held = fds_holding(self.pid, {(mine.st_dev, mine.st_ino)})
+        return held is None or any(fd != "3" for fd in held) or not is_running(self.pid)
 
     def close(self):
         Shell.close(self)
@@ -830,21 +825,25 @@ def pipe_holders(fds, among):
             names.add((found.st_dev, found.st_ino))
         except OSError:
             pass
-    holders = []
-    for pid in among:
+    return [pid for pid in among if fds_holding(pid, names)]
+
+
+def fds_holding(pid, names):
+    """The fds of a process that hold one of these files (device, inode), as /proc names them; None
+    when it has none to list (it is gone). An fd closed as it is looked at holds nothing."""
+    try:
+        links = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return None
+    held = []
+    for link in links:
         try:
-            links = os.listdir("/proc/%d/fd" % pid)
+            found = os.stat("/proc/%d/fd/%s" % (pid, link))
         except OSError:
             continue
-        for link in links:
-            try:
-                found = os.stat("/proc/%d/fd/%s" % (pid, link))
-                if (found.st_dev, found.st_ino) in names:
-                    holders.append(pid)
-                    break
-            except OSError:
-                continue
-    return holders
+        if (found.st_dev, found.st_ino) in names:
+            held.append(link)
+    return held
 
 
 def _exitcode(status):
