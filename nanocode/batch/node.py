@@ -67,9 +67,9 @@ def goal_folder() -> Iterator[Path]:
 
 class Folder:
     """The node's results folder, shared by the goals running in it: the actor's close (a stop, the
-    batch's end) removes it once the last goal still running has packed what it did, and a goal that
-    arrives after the close does not start. Removed at once by that close, it took with it what a goal
-    had made but not yet sent back."""
+    batch's end) removes it once the last goal still running has packed what it did (removed at once,
+    it would take with it a goal's transcript not yet sent back), and a goal that arrives after the
+    close does not start."""
 
     def __init__(self) -> None:
         self._held = goal_folder()
