@@ -96,8 +96,7 @@ class Workspace:
     def finish(self, goal: str, outcome: str) -> Kept | None:
         """Moves aside the repositories that came into being or changed; never a change set: the
         project was live."""
-        moved = bind.quarantine(self.project, bind.planted(self.project, self.before, self.started), self.before)
-        aside = bindflags.own(self.project, [target for _, target in moved])  # by identity, not by name
+        moved, aside = _move_aside(self.project, self.before, self.started)
         for path, target in moved:
             self.note(
                 f"warning: the sandbox made {display.name(path)}, which host git would read; "
@@ -287,6 +286,15 @@ def open_workspace(
     return workspace
 
 
+def _move_aside(
+    project: str, before: bind.Snapshot, since: float | None
+) -> tuple[list[tuple[str, str]], bindflags.Aside]:
+    """Moves aside the repositories planted since the start (`before`, at `since`); what was moved
+    (path, target), and what nanocode moved, by identity rather than by name (`bindflags.own`)."""
+    moved = bind.quarantine(project, bind.planted(project, before, since), before)
+    return moved, bindflags.own(project, [target for _, target in moved])
+
+
 def _bits_and_flags(
     project: str,
     since: float,
@@ -352,8 +360,7 @@ def _recover_bind(project: str, entry: dict[str, Any], note: Note) -> None:
     before = bind.Snapshot.of(entry)
     started = entry.get("started")
     since = started if isinstance(started, int | float) else None  # None: not known, so no folder is unlocked
-    moved = bind.quarantine(project, bind.planted(project, before, since), before)
-    aside = bindflags.own(project, [target for _, target in moved])
+    moved, aside = _move_aside(project, before, since)
     for planted, target in moved:
         note(f"warning: a killed goal's sandbox made {display.name(planted)}; it was moved to {display.name(target)}")
     flagged, who = entry.get("flagged"), f"a killed goal in {display.name(project)}"
