@@ -2,6 +2,7 @@
 only once the shell holds the script on an fd of its own. Given before, the shell's `. /dev/fd/3`
 opens a named pipe with no writer left, waits for one for good, and its command hangs."""
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -20,8 +21,8 @@ while True:
 """
 
 
-@pytest.fixture
-def shell() -> Iterator[Any]:
+@contextlib.contextmanager
+def _forked() -> Iterator[Any]:
     """A forked shell's pipes, in a folder of their own; its pid is the test's to give."""
     from nanocode.runtime.server import ForkedShell
 
@@ -31,6 +32,12 @@ def shell() -> Iterator[Any]:
             yield made
         finally:
             made.close()
+
+
+@pytest.fixture
+def shell() -> Iterator[Any]:
+    with _forked() as made:
+        yield made
 
 
 def _holding(script: str, fds: dict[int, bool]) -> subprocess.Popen[str]:
@@ -45,10 +52,7 @@ def _holding(script: str, fds: dict[int, bool]) -> subprocess.Popen[str]:
 @settings(max_examples=25, deadline=None)
 @given(fds=st.dictionaries(st.integers(3, 12), st.booleans(), max_size=5))
 def test_a_shell_is_sourcing_exactly_when_it_holds_its_script_on_an_fd_other_than_3(fds: dict[int, bool]) -> None:
-    from nanocode.runtime.server import ForkedShell
-
-    with tempfile.TemporaryDirectory() as folder:
-        shell = ForkedShell(1, folder)
+    with _forked() as shell:
         process = _holding(shell.paths[2], fds)
         try:
             shell.pid = process.pid
@@ -56,7 +60,6 @@ def test_a_shell_is_sourcing_exactly_when_it_holds_its_script_on_an_fd_other_tha
         finally:
             process.kill()
             process.wait()
-            shell.close()
 
 
 def test_a_shell_that_opens_and_closes_other_fds_is_never_taken_for_sourcing(shell: Any) -> None:
